@@ -1,0 +1,32 @@
+# The few commands people type. Each creates .venv and installs g2g into it when needed.
+#   make run                       quick preset on real Fashion-MNIST (ARGS="model=mixer" to add overrides)
+#   make test                      the test suite
+#   make ui                        MLflow UI on the runs in ./mlflow.db (http://127.0.0.1:5000)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test ui data clean-venv
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+data: $(INSTALLED)
+	$(BIN)/python -m g2g.data fashionmnist --root data
+
+run: data
+	$(BIN)/python run.py experiment=quick $(ARGS)
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+ui: $(INSTALLED)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean-venv:
+	rm -rf $(VENV)

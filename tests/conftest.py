@@ -1,0 +1,131 @@
+"""Shared fixtures: tiny data sets in torchvision's real on-disk formats, Hydra
+composition of the real ``conf/`` tree, and a temporary MLflow SQLite store."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REPO_ROOT = CONF_DIR.parent
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (magic 0x08 = unsigned byte, big-endian dims)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(dim).to_bytes(4, "big") for dim in array.shape
+    )
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _learnable_images(labels: np.ndarray, shape: tuple[int, ...], rng) -> np.ndarray:
+    """Noise images whose mean brightness band depends on the label, so a tiny
+    network can learn something in a few steps."""
+    flat = int(np.prod(shape))
+    images = rng.integers(0, 60, size=(len(labels), flat))
+    band = flat // 10
+    for row, label in enumerate(labels.tolist()):
+        images[row, label * band : (label + 1) * band] += 190
+    return images.clip(0, 255).reshape(len(labels), *shape).astype(np.uint8)
+
+
+def write_fashion_mnist(root: Path, num_train: int = 64, num_test: int = 32, seed: int = 0) -> Path:
+    """Tiny Fashion-MNIST in torchvision's layout: ``root/FashionMNIST/raw/*-ubyte``."""
+    rng = np.random.default_rng(seed)
+    raw = root / "FashionMNIST" / "raw"
+    for split, count in (("train", num_train), ("t10k", num_test)):
+        labels = rng.integers(0, 10, size=count).astype(np.uint8)
+        write_idx(raw / f"{split}-images-idx3-ubyte", _learnable_images(labels, (28, 28), rng))
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return raw
+
+
+def write_cifar(root: Path, name: str, num_train: int = 50, num_test: int = 20, seed: int = 0) -> Path:
+    """Tiny CIFAR-10/100 in the python-pickle format torchvision reads."""
+    rng = np.random.default_rng(seed)
+    num_classes = 10 if name == "cifar10" else 100
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True, exist_ok=True)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def batch(count: int) -> dict:
+        labels = rng.integers(0, num_classes, size=count)
+        images = _learnable_images(labels % 10, (3, 32, 32), rng).reshape(count, 3072)
+        return {"data": images, label_key: labels.tolist()}
+
+    if name == "cifar10":
+        files = {f"data_batch_{i}": batch(num_train // 5) for i in range(1, 6)}
+        files["test_batch"] = batch(num_test)
+        files["batches.meta"] = {"label_names": [f"class{i}" for i in range(10)]}
+    else:
+        files = {"train": batch(num_train), "test": batch(num_test),
+                 "meta": {"fine_label_names": [f"class{i}" for i in range(100)]}}
+    for file_name, content in files.items():
+        with open(folder / file_name, "wb") as file:
+            pickle.dump(content, file)
+    return folder
+
+
+@pytest.fixture
+def tiny_data_root(tmp_path: Path) -> Path:
+    """A data root holding tiny Fashion-MNIST, CIFAR-10 and CIFAR-100."""
+    root = tmp_path / "data"
+    write_fashion_mnist(root)
+    write_cifar(root, "cifar10")
+    write_cifar(root, "cifar100")
+    return root
+
+
+@pytest.fixture
+def trust_tiny_cifar(monkeypatch):
+    """torchvision checks CIFAR files against the real data set's MD5 sums; the tiny
+    generated files cannot match them, so only that check is switched off."""
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+
+
+TINY = [
+    "model.hidden_dim=16",
+    "encoder.num_steps=4",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.eval_batch_size=16",
+    "train.progress=false",
+    "hardware=cpu",
+]
+
+
+def compose_config(
+    overrides: list[str], tmp_path: Path | None = None, tiny: bool = True, data_root: Path | None = None
+) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra's compose API; with ``tmp_path``,
+    checkpoints and the MLflow store go under it, and the data under ``data_root``
+    (default ``tmp_path/data``)."""
+    paths = []
+    if tmp_path is not None:
+        paths = [
+            f"dataset.root={data_root or tmp_path / 'data'}",
+            f"checkpoint.dir={tmp_path / 'checkpoints'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "dataset.download=false",
+        ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=(TINY if tiny else []) + paths + overrides)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch, tmp_path):
+    """Keep MLflow's active-run and URI state from leaking between tests."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    torch.use_deterministic_algorithms(False)

@@ -1,0 +1,106 @@
+"""Every config option composes and instantiates; bad values are refused with the
+key, the value and what is allowed, before any work."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF_DIR, REPO_ROOT, compose_config
+from g2g.experiment import run
+from g2g.validation import ConfigError, validate
+
+GROUPS = sorted(
+    folder.name for folder in CONF_DIR.iterdir()
+    if folder.is_dir() and folder.name not in ("hydra",)
+)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_groups_are_the_documented_ones():
+    assert set(GROUPS) >= {"dataset", "model", "sparsity", "encoder", "features",
+                           "regularizer", "protocol", "hardware", "experiment"}
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes_validates_and_instantiates(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    if group == "hardware" and option != "cpu":
+        assert cfg.hardware.device == option
+        cfg.hardware.device = "cpu"  # the device itself may be absent here; its selection is tested elsewhere
+    validate(cfg)
+    encoder = instantiate(cfg.encoder)
+    sequence = encoder(torch.rand(3, 12))
+    assert sequence.shape == (cfg.encoder.num_steps, 3, 12)
+    model = instantiate(cfg.model, input_dim=12, num_classes=10, mask_seed=cfg.seed)
+    assert model.name == cfg.model.name
+    assert model(sequence).counts.shape == (3, 10)
+    optimizer = instantiate(cfg.train.optimizer)(model.parameters())
+    assert optimizer.defaults["lr"] == cfg.train.lr
+
+
+def test_defaults_follow_the_seed():
+    cfg = compose_config([], tiny=False)
+    assert (cfg.dataset.name, cfg.model.name, cfg.sparsity.name, cfg.encoder.name) == (
+        "fashionmnist", "dense", "static", "current")
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.encoder.num_steps, cfg.model.hidden_dim) == (20, 256, 50, 2048)
+    assert (cfg.encoder.scale, cfg.encoder.bias, cfg.seed) == (1.0, 0.0, 42)
+    sparse = compose_config(["model=mixer"], tiny=False)
+    assert (sparse.model.p_inter, sparse.model.p_intra, sparse.model.num_groups) == (0.15, 1.0, 8)
+
+
+BAD_OVERRIDES = [
+    ("model=mixer model.p_inter=1.5", "model.p_inter=1.5", "probability in [0, 1]"),
+    ("model=index model.p_inter=-0.1", "model.p_inter=-0.1", "probability in [0, 1]"),
+    ("model=random model.p_intra=2", "model.p_intra=2", "probability in [0, 1]"),
+    ("model=mixer model.p_inter=abc", "model.p_inter='abc'", "probability"),
+    ("model=mixer model.hidden_dim=4", "model.hidden_dim=4", ">= model.num_groups"),
+    ("model.hidden_dim=0", "model.hidden_dim=0", "positive integer"),
+    ("model=index model.num_groups=0", "model.num_groups=0", "positive integer"),
+    ("encoder.num_steps=0", "encoder.num_steps=0", "positive integer"),
+    ("encoder.num_steps=-5", "encoder.num_steps=-5", "positive integer"),
+    ("train.batch_size=0", "train.batch_size=0", "positive integer"),
+    ("train.epochs=-1", "train.epochs=-1", "positive integer"),
+    ("train.lr=0", "train.lr=0", "> 0"),
+    ("dataset.name=mnist", "dataset.name='mnist'", "fashionmnist, cifar10, cifar100"),
+    ("dataset.train_subset=0", "dataset.train_subset=0", "positive integer"),
+    ("model.beta=1.2", "model.beta=1.2", "probability in [0, 1]"),
+    ("model.threshold=0", "model.threshold=0", "> 0"),
+    ("hardware.device=tpu", "hardware.device='tpu'", "auto, cpu, cuda, directml"),
+    ("hardware.num_threads=0", "hardware.num_threads=0", "positive integer"),
+]
+
+
+@pytest.mark.parametrize("overrides, key_and_value, allowed", BAD_OVERRIDES)
+def test_bad_value_is_refused_naming_key_value_and_allowed(overrides, key_and_value, allowed, tmp_path):
+    cfg = compose_config(overrides.split(), tmp_path)
+    with pytest.raises(ConfigError) as error:
+        run(cfg)
+    assert key_and_value in str(error.value) and allowed in str(error.value)
+    assert not (tmp_path / "mlflow.db").exists(), "nothing may start before validation"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_command_line_stops_at_once_on_bad_value(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), "model=mixer", "model.p_inter=1.5",
+         f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "model.p_inter=1.5" in result.stderr and "[0, 1]" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unknown_dataset_group_option_is_refused_listing_the_choices(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), "dataset=mnist", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "dataset/mnist" in result.stderr and "fashionmnist" in result.stderr

@@ -1,0 +1,113 @@
+"""Data loading: torchvision's on-disk formats, the Debian Fashion-MNIST fallback,
+and clear errors for missing or corrupt files."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import datasets, transforms
+
+from conftest import write_cifar, write_fashion_mnist, write_idx
+from g2g.data import (
+    FASHION_MNIST_SIZES,
+    DatasetUnavailableError,
+    fashion_mnist_raw_dir,
+    load_dataset,
+    prepare_fashion_mnist,
+)
+
+
+def test_fashion_mnist_idx_loads_as_flat_tensors_in_unit_range(tmp_path):
+    write_fashion_mnist(tmp_path, num_train=40, num_test=12)
+    data = load_dataset("fashionmnist", tmp_path, download=False)
+    assert data.train_x.shape == (40, 784) and data.test_x.shape == (12, 784)
+    assert data.train_x.dtype == torch.float32 and 0 <= data.train_x.min() and data.train_x.max() <= 1
+    assert data.train_y.dtype == torch.int64 and data.num_classes == 10
+    reference = datasets.FashionMNIST(str(tmp_path), train=True, transform=transforms.ToTensor())
+    image, label = reference[3]
+    torch.testing.assert_close(data.train_x[3], image.flatten())
+    assert data.train_y[3].item() == label
+
+
+def test_cifar_pickles_load_in_to_tensor_channel_order(tmp_path, trust_tiny_cifar):
+    write_cifar(tmp_path, "cifar10", num_train=25, num_test=10)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    assert data.train_x.shape == (25, 3072) and data.num_classes == 10
+    reference = datasets.CIFAR10(str(tmp_path), train=True, transform=transforms.ToTensor())
+    image, label = reference[7]
+    torch.testing.assert_close(data.train_x[7], image.flatten())
+    assert data.train_y[7].item() == label
+    write_cifar(tmp_path, "cifar100", num_train=30, num_test=10)
+    assert load_dataset("cifar100", tmp_path, download=False).num_classes == 100
+
+
+def test_subsets_are_seeded(tmp_path):
+    write_fashion_mnist(tmp_path, num_train=50, num_test=20)
+    first = load_dataset("fashionmnist", tmp_path, download=False, train_subset=10, test_subset=5, seed=3)
+    again = load_dataset("fashionmnist", tmp_path, download=False, train_subset=10, test_subset=5, seed=3)
+    assert first.train_x.shape == (10, 784) and first.test_x.shape == (5, 784)
+    assert torch.equal(first.train_x, again.train_x)
+
+
+def _fake_debian_dir(folder: Path, truncate: str | None = None) -> Path:
+    """Archives shaped like the Debian package's: full-size IDX files, gzip-compressed."""
+    folder.mkdir(parents=True)
+    for name, size in FASHION_MNIST_SIZES.items():
+        is_images = "images" in name
+        count = 60000 if name.startswith("train") else 10000
+        dims = (count, 28, 28) if is_images else (count,)
+        header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+        payload = bytes(size - len(header))
+        content = header + payload
+        if name == truncate:
+            content = content[: size // 2]
+        with gzip.open(folder / f"{name}.gz", "wb", compresslevel=1) as file:
+            file.write(content)
+    return folder
+
+
+def test_debian_archives_are_decompressed_where_torchvision_reads(tmp_path):
+    debian = _fake_debian_dir(tmp_path / "debian")
+    raw = prepare_fashion_mnist(tmp_path / "data", download=False, debian_dir=debian)
+    assert raw == fashion_mnist_raw_dir(tmp_path / "data")
+    assert {p.name: p.stat().st_size for p in raw.iterdir()} == FASHION_MNIST_SIZES
+    assert len(datasets.FashionMNIST(str(tmp_path / "data"), train=False)) == 10000
+
+
+def test_truncated_debian_archive_is_refused_without_leaving_a_partial_file(tmp_path):
+    debian = _fake_debian_dir(tmp_path / "debian", truncate="t10k-images-idx3-ubyte")
+    with pytest.raises(DatasetUnavailableError, match="t10k-images-idx3-ubyte.gz decompresses to"):
+        prepare_fashion_mnist(tmp_path / "data", download=False, debian_dir=debian)
+    raw = fashion_mnist_raw_dir(tmp_path / "data")
+    assert not (raw / "t10k-images-idx3-ubyte").exists()
+    assert not list(raw.glob("*.partial"))
+
+
+def test_missing_data_names_both_remedies(tmp_path):
+    with pytest.raises(DatasetUnavailableError) as error:
+        prepare_fashion_mnist(tmp_path / "data", download=False, debian_dir=tmp_path / "nowhere")
+    message = str(error.value)
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "dataset.download=true" in message and "train-images-idx3-ubyte is missing" in message
+
+
+def test_truncated_idx_file_is_reported_with_its_path(tmp_path):
+    raw = write_fashion_mnist(tmp_path, num_train=20, num_test=10)
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(DatasetUnavailableError, match="(?s)train-images-idx3-ubyte has .*truncated or corrupt.*Delete the damaged files"):
+        prepare_fashion_mnist(tmp_path, download=False, debian_dir=tmp_path / "nowhere")
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    raw = write_fashion_mnist(tmp_path, num_train=20, num_test=10)
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(19, dtype=np.uint8))
+    with pytest.raises(DatasetUnavailableError, match="20 images but 19 labels"):
+        prepare_fashion_mnist(tmp_path, download=False, debian_dir=tmp_path / "nowhere")
+
+
+def test_missing_cifar_says_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetUnavailableError, match="(?s)cifar10 could not be loaded from .*dataset.download=true"):
+        load_dataset("cifar10", tmp_path, download=False)

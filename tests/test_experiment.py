@@ -1,0 +1,162 @@
+"""End to end through g2g.experiment.run on tiny data in the real on-disk formats,
+with a real MLflow SQLite store in a temp dir."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import compose_config
+from g2g import checkpoint as ckpt
+from g2g.data import DEBIAN_FASHION_MNIST_DIR
+from g2g.experiment import run
+
+PER_EPOCH_METRICS = [
+    "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+    "firing_rate_lif1", "firing_rate_lif2", "firing_rate_lif3",
+    "train_firing_rate_lif1", "density_fc1", "density_fc2", "density_fc3", "epoch_time_s",
+]
+
+
+def _client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("dataset, model, encoder", [
+    ("fashionmnist", "mixer", "current"),
+    ("fashionmnist", "dense", "rate"),
+    ("cifar10", "index", "current"),
+    ("cifar100", "random", "rate"),
+])
+def test_run_logs_params_metrics_and_artifacts_to_mlflow(
+    dataset, model, encoder, tmp_path, tiny_data_root, trust_tiny_cifar
+):
+    cfg = compose_config([f"dataset={dataset}", f"model={model}", f"encoder={encoder}"], tmp_path)
+    summary = run(cfg)
+    client = _client(tmp_path)
+    logged = client.get_run(summary["run_id"])
+    assert logged.info.status == "FINISHED"
+    params = logged.data.params
+    assert params["dataset.name"] == dataset and params["model.name"] == model
+    assert params["encoder.num_steps"] == "4" and params["train.optimizer._target_"] == "torch.optim.Adam"
+    for name in PER_EPOCH_METRICS:
+        history = client.get_metric_history(summary["run_id"], name)
+        assert [m.step for m in history] == [1, 2], name
+    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert {"config.yaml", "plots", "model"} <= artifacts
+    assert [a.path for a in client.list_artifacts(summary["run_id"], "plots")] == ["plots/learning_curves.png"]
+    experiment = client.get_experiment(logged.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location.startswith("file:///")
+
+    state = torch.load(summary["checkpoint"], weights_only=True)
+    densities = {name: logged.data.metrics[f"density_{name}"] for name in ("fc1", "fc2", "fc3")}
+    for name, density in densities.items():
+        mask = state["model"].get(f"{name}.mask")
+        assert density == pytest.approx(1.0 if mask is None else mask.mean().item())
+    if model != "dense":
+        assert all(d < 0.5 for d in densities.values())
+    assert Path(summary["checkpoint"]).with_suffix(".DONE").exists()
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_finished_experiment_is_skipped_with_where_its_results_are(tmp_path, tiny_data_root, caplog):
+    cfg = compose_config(["model=index", "train.epochs=1"], tmp_path)
+    first = run(cfg)
+    caplog.set_level("INFO", logger="g2g")
+    again = run(cfg)
+    assert again["skipped"] and again["run_id"] == first["run_id"]
+    assert first["run_id"] in caplog.text and ".DONE" in caplog.text
+    assert len(_client(tmp_path).search_runs([_client(tmp_path).get_experiment_by_name("g2g").experiment_id])) == 1
+
+
+def _interrupt_after_first_checkpoint(monkeypatch):
+    real_save = ckpt.save_checkpoint
+
+    def save_then_interrupt(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_interrupt)
+
+
+@pytest.mark.parametrize("model, encoder", [("mixer", "rate"), ("dense", "current")])
+def test_resume_after_interrupt_equals_uninterrupted_run(model, encoder, tmp_path, tiny_data_root, monkeypatch):
+    overrides = [f"model={model}", f"encoder={encoder}", "train.epochs=3"]
+    straight = run(compose_config(overrides, tmp_path / "straight", data_root=tiny_data_root))
+
+    cfg = compose_config(overrides, tmp_path / "resumed", data_root=tiny_data_root)
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_checkpoint(patch)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+    client = _client(tmp_path / "resumed")
+    experiment_id = client.get_experiment_by_name("g2g").experiment_id
+    (interrupted,) = client.search_runs([experiment_id])
+    assert interrupted.info.status == "KILLED"
+    assert torch.load(ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint, weights_only=True)["epoch"] == 1
+
+    resumed = run(cfg)
+    assert resumed["run_id"] == interrupted.info.run_id, "resume logs into the same MLflow run"
+    assert client.get_run(resumed["run_id"]).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(resumed["run_id"], "test_accuracy")] == [1, 2, 3]
+
+    weights_straight = torch.load(straight["checkpoint"], weights_only=True)
+    weights_resumed = torch.load(resumed["checkpoint"], weights_only=True)
+    for key, value in weights_straight["model"].items():
+        assert torch.equal(value, weights_resumed["model"][key]), key
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert drop_time(weights_straight["history"]) == drop_time(weights_resumed["history"])
+
+
+def test_corrupt_checkpoint_stops_the_run_and_stays_on_disk(tmp_path, tiny_data_root, monkeypatch):
+    cfg = compose_config(["model=index", "train.epochs=2"], tmp_path)
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_checkpoint(patch)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+    path = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ckpt.CheckpointError, match="delete it to start"):
+        run(cfg)
+    assert path.stat().st_size == 100
+
+
+def test_checkpoint_name_follows_seed_convention_plus_hash(tmp_path):
+    sparse = compose_config(["model=mixer", "model.p_inter=0.15", "encoder.num_steps=50"], tmp_path)
+    name = ckpt.checkpoint_paths(sparse, "checkpoints").checkpoint.name
+    assert name.startswith("fashionmnist_mixer_p0_15_T50_current_") and name.endswith(".pth")
+    dense = compose_config(["dataset=cifar10", "encoder=rate"], tmp_path)
+    assert ckpt.experiment_name(dense) == "cifar10_dense_T4_rate"
+    moved = compose_config(["model=mixer", "model.p_inter=0.15", "encoder.num_steps=50",
+                            "tracking.experiment=other", "hardware.num_threads=1"], tmp_path)
+    assert ckpt.config_hash(moved) == ckpt.config_hash(sparse), "where results go is not part of the hash"
+    other = compose_config(["model=mixer", "model.p_inter=0.15", "encoder.num_steps=50", "train.lr=0.01"], tmp_path)
+    assert ckpt.config_hash(other) != ckpt.config_hash(sparse)
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "x.pth"
+    ckpt.save_checkpoint({"config_hash": "h", "value": torch.ones(3)}, path)
+
+    def broken_save(state, file):
+        file.write(b"partial bytes")
+        raise KeyboardInterrupt  # a kill in the middle of the write
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint({"config_hash": "h", "value": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(ckpt.load_checkpoint(path, "h")["value"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pth"]
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="real Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
+def test_smoke_run_on_a_slice_of_real_fashion_mnist(tmp_path):
+    cfg = compose_config(["model=mixer", "model.hidden_dim=64", "encoder.num_steps=8",
+                          "dataset.train_subset=3000", "dataset.test_subset=500", "dataset.download=true",
+                          "train.batch_size=64", "train.lr=0.002", "train.epochs=2"], tmp_path)
+    summary = run(cfg)
+    assert summary["test_accuracy"] > 0.6, summary
