@@ -10,6 +10,8 @@ cortex).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 GROUPINGS = ("index", "interleaved", "random")
@@ -106,32 +108,43 @@ def expected_density(num_groups: int, p_intra: float, p_inter: float) -> float:
     return p_intra / num_groups + p_inter * (1.0 - 1.0 / num_groups)
 
 
-def layer_masks(
+class LayerConnectivity(NamedTuple):
+    """One weight layer's G2G wiring: ``mask`` ``[N_out, N_in]`` (0/1 float) and the
+    group labels of its inputs ``[N_in]`` and outputs ``[N_out]`` (int64)."""
+
+    mask: torch.Tensor
+    in_groups: torch.Tensor
+    out_groups: torch.Tensor
+
+
+def layer_connectivity(
     layer_sizes: list[int],
     model_name: str,
     num_groups: int,
     p_intra: float,
     p_inter: float,
     seed: int,
-) -> list[torch.Tensor]:
-    """Masks of all weight layers of a G2G network.
+) -> list[LayerConnectivity]:
+    """Masks and group labels of all weight layers of a G2G network.
 
     Args:
-        layer_sizes: ``[D_in, H1, H2, ..., C]``; one mask per consecutive pair.
+        layer_sizes: ``[D_in, H1, H2, ..., C]``; one layer per consecutive pair.
         model_name: ``"index"``, ``"random"`` or ``"mixer"`` (see :func:`layer_grouping`).
         num_groups: groups per layer.
         p_intra, p_inter: connection probabilities (see :func:`g2g_mask`).
         seed: masks are a pure function of this seed and the arguments.
     Returns:
-        Masks, the l-th with shape ``[layer_sizes[l+1], layer_sizes[l]]``.
+        One :class:`LayerConnectivity` per layer, the l-th mask with shape
+        ``[layer_sizes[l+1], layer_sizes[l]]``.
     Raises:
         ValueError: unknown model name.
     """
     generator = torch.Generator().manual_seed(seed)
-    masks = []
+    layers = []
     for layer, (fan_in, fan_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
         grouping = layer_grouping(model_name, layer)
         in_groups = group_labels(fan_in, num_groups, grouping, generator)
         out_groups = group_labels(fan_out, num_groups, grouping, generator)
-        masks.append(g2g_mask(in_groups, out_groups, p_intra, p_inter, generator))
-    return masks
+        mask = g2g_mask(in_groups, out_groups, p_intra, p_inter, generator)
+        layers.append(LayerConnectivity(mask, in_groups, out_groups))
+    return layers

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g import checkpoint as ckpt
 from g2g.hardware import configure, rng_state, seed_everything, select_device, set_rng_state
-from g2g.tracking import flatten, log_learning_curves, setup_experiment
+from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
+from g2g.tracking import flatten, log_figure, setup_experiment
 from g2g.trainer import Trainer
 from g2g.validation import validate
 
@@ -98,9 +99,11 @@ def run(cfg: DictConfig) -> dict:
         cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
     ).to(device)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
+    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
     trainer = Trainer(
         model, optimizer, encoder, cfg.train.batch_size, cfg.train.eval_batch_size,
         shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,
+        step_callbacks=[sparsity] if sparsity is not None else [],
     )
     history: list[dict] = []
     start_epoch, run_id = 0, None
@@ -111,9 +114,12 @@ def run(cfg: DictConfig) -> dict:
         trainer.shuffle_generator.set_state(state["shuffle_rng"])
         set_rng_state(state["rng"])
         trainer.global_step = state["global_step"]
+        if sparsity is not None:
+            sparsity.load_state_dict(state["sparsity"])
         history, start_epoch, run_id = state["history"], state["epoch"], state["mlflow_run_id"]
         log.info("resuming %s after epoch %d from %s", paths.name, start_epoch, paths.checkpoint)
 
+    logged_updates = len(sparsity.records) if sparsity is not None else 0
     active, is_new = _start_run(run_id, experiment_id, paths.name)
     with active:
         run_id = active.info.run_id
@@ -132,6 +138,10 @@ def run(cfg: DictConfig) -> dict:
                             for name, layer in model.masked_layers().items()})
                 history.append(row)
                 mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                if sparsity is not None:
+                    for record in sparsity.records[logged_updates:]:
+                        mlflow.log_metrics(record.metrics(), step=record.step)
+                    logged_updates = len(sparsity.records)
                 log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f test_accuracy %.4f (%.0f s)",
                          epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
                          row["test_accuracy"], row["epoch_time_s"])
@@ -140,8 +150,13 @@ def run(cfg: DictConfig) -> dict:
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "rng": rng_state(), "shuffle_rng": trainer.shuffle_generator.get_state(),
                     "history": history, "mlflow_run_id": run_id,
+                    "sparsity": sparsity.state_dict() if sparsity is not None else None,
                 }, paths.checkpoint)
-            log_learning_curves(history)
+            log_figure(learning_curves_figure(history), "plots/learning_curves.png")
+            if model.name != "dense":
+                log_figure(mask_structure_figure(model.masked_layers()), "plots/mask_structure.png")
+            if sparsity is not None and sparsity.records:
+                log_figure(dst_history_figure([vars(r) for r in sparsity.records]), "plots/dst_history.png")
             _log_final_model(model)
         except KeyboardInterrupt:
             mlflow.end_run("KILLED")

@@ -2,7 +2,7 @@
 
 The three weight layers are ``fc1``, ``fc2``, ``fc3``. In sparse models each is a
 :class:`MaskedLinear` whose 0/1 mask (a buffer, so part of the state dict) comes
-from :func:`g2g.connectivity.layer_masks`. Each layer runs over all time steps at
+from :func:`g2g.connectivity.layer_connectivity`. Each layer runs over all time steps at
 once: one matmul over ``[T*B, N]`` and then a LIF scan. For a feed-forward network
 this equals stepping the layers time step by time step.
 """
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from g2g.connectivity import SPARSE_MODELS, layer_masks
+from g2g.connectivity import SPARSE_MODELS, LayerConnectivity, layer_connectivity
 from g2g.neurons import LIF
 
 MODELS = ("dense",) + SPARSE_MODELS
@@ -31,19 +31,25 @@ class MaskedLinear(nn.Linear):
 
     Args:
         in_features, out_features: layer sizes.
-        mask: 0/1 float tensor ``[out_features, in_features]``, or ``None`` for a
-            dense layer.
+        connectivity: the G2G mask ``[out_features, in_features]`` and group labels
+            (:class:`g2g.connectivity.LayerConnectivity`), or ``None`` for a dense
+            layer. Mask and labels are buffers, so they are part of the state dict.
     Raises:
         ValueError: a mask of the wrong shape.
     """
 
-    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor | None = None):
+    def __init__(
+        self, in_features: int, out_features: int, connectivity: LayerConnectivity | None = None
+    ):
         super().__init__(in_features, out_features)
+        mask, in_groups, out_groups = connectivity if connectivity is not None else (None,) * 3
         if mask is not None and tuple(mask.shape) != (out_features, in_features):
             raise ValueError(
                 f"mask shape {tuple(mask.shape)} != weight shape {(out_features, in_features)}"
             )
         self.register_buffer("mask", None if mask is None else mask.to(torch.float32))
+        self.register_buffer("in_groups", in_groups)
+        self.register_buffer("out_groups", out_groups)
         if mask is not None:
             with torch.no_grad():
                 self.weight.mul_(self.mask)
@@ -59,6 +65,11 @@ class MaskedLinear(nn.Linear):
     def density(self) -> float:
         """Fraction of active connections (1.0 for a dense layer)."""
         return 1.0 if self.mask is None else float(self.mask.mean())
+
+    def same_group(self) -> torch.Tensor:
+        """Bool ``[out_features, in_features]``: True where input and output neuron are
+        in the same group (sparse layers only)."""
+        return self.out_groups[:, None] == self.in_groups[None, :]
 
 
 class NetworkOutput(NamedTuple):
@@ -111,12 +122,12 @@ class SpikingNetwork(nn.Module):
         self.name = name
         sizes = [input_dim, hidden_dim, hidden_dim, num_classes]
         if name == "dense":
-            masks = [None] * 3
+            wiring = [None] * 3
         else:
-            masks = layer_masks(sizes, name, num_groups, p_intra, p_inter, mask_seed)
+            wiring = layer_connectivity(sizes, name, num_groups, p_intra, p_inter, mask_seed)
         self.fc1, self.fc2, self.fc3 = (
-            MaskedLinear(fan_in, fan_out, mask)
-            for fan_in, fan_out, mask in zip(sizes[:-1], sizes[1:], masks)
+            MaskedLinear(fan_in, fan_out, connectivity)
+            for fan_in, fan_out, connectivity in zip(sizes[:-1], sizes[1:], wiring)
         )
         self.lif1, self.lif2, self.lif3 = (
             LIF(beta, threshold, learn_beta, learn_threshold, surrogate_slope) for _ in range(3)

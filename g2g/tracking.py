@@ -86,29 +86,9 @@ def flatten(container: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def learning_curves_figure(history: list[dict]) -> plt.Figure:
-    """Loss and accuracy per epoch from the per-epoch metric dicts in ``history``."""
-    epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_loss", "test_loss"):
-        if key in history[0]:
-            loss_axis.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy on spike counts", title="Loss")
-    for key in ("train_accuracy", "test_accuracy"):
-        if key in history[0]:
-            accuracy_axis.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    return figure
-
-
-def log_learning_curves(history: list[dict]) -> None:
-    """Log the learning-curve plot of ``history`` to the active run."""
-    figure = learning_curves_figure(history)
+def log_figure(figure: plt.Figure, artifact_file: str) -> None:
+    """Log ``figure`` to the active run as ``artifact_file`` and close it."""
     try:
-        mlflow.log_figure(figure, "plots/learning_curves.png")
+        mlflow.log_figure(figure, artifact_file)
     finally:
         plt.close(figure)

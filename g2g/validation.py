@@ -11,6 +11,7 @@ import numbers
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.data import DATASETS
+from g2g.dst import GROW_INITS, GROW_RULES, PRUNE_RULES
 from g2g.hardware import DEVICES
 from g2g.model import MODELS
 
@@ -30,6 +31,12 @@ def _is_number(value) -> bool:
 def _probability(value) -> str | None:
     if not _is_number(value) or not 0.0 <= value <= 1.0:
         return "must be a probability in [0, 1]"
+    return None
+
+
+def _open_unit_interval(value) -> str | None:
+    if not _is_number(value) or not 0.0 < value < 1.0:
+        return "must be a fraction in the open interval (0, 1)"
     return None
 
 
@@ -90,7 +97,12 @@ RULES = {
     "hardware.device": _one_of(*DEVICES),
     "hardware.num_threads": _optional_positive_int,
     "hardware.deterministic": _boolean,
-    "sparsity.name": _one_of("static"),
+    "sparsity.name": _one_of("static", "dynamic"),
+    "sparsity.prune": _one_of(*PRUNE_RULES),
+    "sparsity.grow": _one_of(*GROW_RULES),
+    "sparsity.update_interval": _positive_int,
+    "sparsity.prune_fraction": _open_unit_interval,
+    "sparsity.grow_init": _one_of(*GROW_INITS),
     "features.name": _one_of("raw"),
     "regularizer.name": _one_of("none"),
     "protocol.name": _one_of("holdout"),
@@ -99,7 +111,7 @@ RULES = {
 
 def validate(cfg: DictConfig) -> None:
     """Check every key in :data:`RULES` that the config has, and the relations between
-    keys (``model.hidden_dim >= model.num_groups``).
+    keys (``model.hidden_dim >= model.num_groups``; dynamic sparsity needs a sparse model).
 
     Raises:
         ConfigError: listing every problem as ``key=value: what is allowed``.
@@ -122,6 +134,11 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"model.hidden_dim={model.hidden_dim!r}: must be >= model.num_groups "
             f"({model.num_groups}) so that every group has a neuron"
+        )
+    if cfg.get("sparsity", {}).get("name") == "dynamic" and model.get("name") == "dense":
+        problems.append(
+            "sparsity=dynamic with model='dense': a dense model is fully connected and has "
+            "nothing to rewire; use model=index|random|mixer, or sparsity=static"
         )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -29,7 +29,8 @@ def test_groups_are_the_documented_ones():
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes_validates_and_instantiates(group, option):
-    cfg = compose_config([f"{group}={option}"])
+    # dynamic sparsity needs a sparse model (the default model is dense)
+    cfg = compose_config([f"{group}={option}"] + (["model=mixer"] if group == "sparsity" else []))
     if group == "hardware" and option != "cpu":
         assert cfg.hardware.device == option
         cfg.hardware.device = "cpu"  # the device itself may be absent here; its selection is tested elsewhere
@@ -42,6 +43,8 @@ def test_every_option_composes_validates_and_instantiates(group, option):
     assert model(sequence).counts.shape == (3, 10)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     assert optimizer.defaults["lr"] == cfg.train.lr
+    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
+    assert (sparsity is None) == (cfg.sparsity.name == "static")
 
 
 def test_defaults_follow_the_seed():

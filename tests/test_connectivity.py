@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from g2g.connectivity import expected_density, g2g_mask, group_labels, layer_masks
+from g2g.connectivity import expected_density, g2g_mask, group_labels, layer_connectivity
 from g2g.model import SpikingNetwork
 
 
@@ -52,7 +52,7 @@ def test_interleaved_groups_are_position_mod_groups():
 
 
 def test_mixer_middle_layer_is_interleaved_and_outer_layers_are_index():
-    masks = layer_masks([64, 32, 32, 16], "mixer", 8, 1.0, 0.0, seed=3)
+    masks = [layer.mask for layer in layer_connectivity([64, 32, 32, 16], "mixer", 8, 1.0, 0.0, seed=3)]
     index_64, index_32, index_16 = (group_labels(n, 8, "index") for n in (64, 32, 16))
     interleaved_32 = group_labels(32, 8, "interleaved")
     assert torch.equal(masks[0].bool(), index_32[:, None] == index_64[None, :])
@@ -67,8 +67,9 @@ def test_random_groupings_are_permutations_that_differ_between_layers():
     index = group_labels(64, 8, "index")
     assert torch.equal(first.sort().values, index) and torch.equal(second.sort().values, index)
     assert not torch.equal(first, second) and not torch.equal(first, index)
-    masks = layer_masks([64, 64, 64, 8], "random", 8, 1.0, 0.0, seed=0)
-    assert not torch.equal(masks[0], masks[1])
+    layers = layer_connectivity([64, 64, 64, 8], "random", 8, 1.0, 0.0, seed=0)
+    assert not torch.equal(layers[0].mask, layers[1].mask)
+    assert not torch.equal(layers[0].out_groups, layers[1].out_groups)
 
 
 @pytest.mark.parametrize("model", ["index", "random", "mixer"])

@@ -1,0 +1,228 @@
+"""Dynamic sparse training: the invariants of every prune x grow rule on every
+sparse model, the rules on hand-made cases, and exact resume."""
+
+import math
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import compose_config
+from g2g import checkpoint as ckpt
+from g2g.dst import DynamicSparsity, HebbianTrace, make_sparsity
+from g2g.encoders import CurrentEncoder, RateEncoder
+from g2g.experiment import run
+from g2g.model import SpikingNetwork
+from g2g.validation import ConfigError
+
+PAIRS = [(prune, grow) for prune in ("set", "random", "hebb") for grow in ("hebb", "random")]
+
+
+def _trained_steps(model_name, prune, grow, steps=12, interval=3, seed=0):
+    """Train a small network with DST; check the invariants after every step."""
+    torch.manual_seed(seed)
+    net = SpikingNetwork(40, 32, 10, name=model_name, p_inter=0.2, mask_seed=seed)
+    with torch.no_grad():
+        for layer in net.masked_layers().values():
+            layer.weight.mul_(3.0)  # make every layer fire so Hebbian scores are informative
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    dst = DynamicSparsity(net, optimizer, prune=prune, grow=grow, update_interval=interval,
+                          prune_fraction=0.2, seed=seed)
+    encoder = RateEncoder(6)
+    initial_counts = {name: int(l.mask.sum()) for name, l in net.masked_layers().items()}
+    initial_masks = {name: l.mask.clone() for name, l in net.masked_layers().items()}
+    for step in range(1, steps + 1):
+        inputs = encoder(torch.rand(8, 40))
+        output = net(inputs)
+        loss = torch.nn.functional.cross_entropy(output.counts, torch.randint(0, 10, (8,)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        before = {name: l.mask.clone() for name, l in net.masked_layers().items()}
+        dst(step, output, inputs)
+        for name, layer in net.masked_layers().items():
+            assert int(layer.mask.sum()) == initial_counts[name], "active count changed"
+            assert torch.all(layer.weight[layer.mask == 0] == 0), "a masked weight is not zero"
+            grown = (layer.mask == 1) & (before[name] == 0)
+            pruned = (layer.mask == 0) & (before[name] == 1)
+            if step % interval == 0:
+                assert grown.sum() == pruned.sum() == math.floor(0.2 * initial_counts[name])
+                changed = grown | pruned
+                state = optimizer.state[layer.weight]
+                assert torch.all(state["exp_avg"][changed] == 0)
+                assert torch.all(state["exp_avg_sq"][changed] == 0)
+            else:
+                assert not grown.any() and not pruned.any(), "mask changed between updates"
+    return net, dst, initial_masks
+
+
+@pytest.mark.parametrize("model_name", ["index", "random", "mixer"])
+@pytest.mark.parametrize("prune, grow", PAIRS)
+def test_dst_keeps_every_invariant(model_name, prune, grow):
+    net, dst, initial = _trained_steps(model_name, prune, grow)
+    assert dst.update_count == 4
+    for name, layer in net.masked_layers().items():
+        assert not torch.equal(layer.mask, initial[name]), f"{name} mask never changed"
+    assert {r.layer for r in dst.records} == {"fc1", "fc2", "fc3"}
+
+
+def test_no_update_at_step_zero_and_only_on_the_interval():
+    net = SpikingNetwork(10, 16, 4, name="index", mask_seed=0)
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="random", grow="random",
+                          update_interval=5)
+    output = net(CurrentEncoder(3)(torch.rand(2, 10)))
+    for step in (0, 1, 4, 6):
+        dst(step, output, None)
+    assert dst.update_count == 0
+    dst(10, output, None)
+    assert dst.update_count == 1
+
+
+def test_set_prunes_exactly_k_with_tied_magnitudes():
+    net = SpikingNetwork(16, 16, 16, name="index", p_inter=0.5, mask_seed=1)
+    optimizer = torch.optim.Adam(net.parameters())
+    with torch.no_grad():
+        for layer in net.masked_layers().values():
+            layer.weight.copy_(layer.mask * 0.5)  # every active weight has the same |w|
+    dst = DynamicSparsity(net, optimizer, prune="set", grow="random", prune_fraction=0.3)
+    before = {n: l.mask.clone() for n, l in net.masked_layers().items()}
+    for record, (name, layer) in zip(dst.update(1), net.masked_layers().items()):
+        k = math.floor(0.3 * before[name].sum().item())
+        assert record.pruned == k
+        assert int(((before[name] == 1) & (layer.mask == 0)).sum()) == k
+
+
+def test_set_prunes_the_smallest_magnitudes():
+    net = SpikingNetwork(4, 8, 8, name="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
+    layer = net.fc2  # one group, fully connected 8x8
+    with torch.no_grad():
+        layer.weight.copy_(torch.arange(64.0).view(8, 8) - 10.0)  # |w| smallest at values near 0
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="set", grow="random",
+                          prune_fraction=0.05)
+    layer.mask.view(-1)[[60, 61, 62]] = 0  # room to grow
+    with torch.no_grad():
+        layer.weight.view(-1)[[60, 61, 62]] = 0
+    dst.update_layer("fc2", layer, 1)
+    k = math.floor(0.05 * 61)
+    pruned = ((layer.mask == 0).view(-1)).nonzero().flatten().tolist()
+    smallest = sorted(set(range(64)) - {60, 61, 62}, key=lambda i: abs(i - 10.0))[:k]
+    assert set(smallest) <= set(pruned)
+
+
+def _hand_made_layer():
+    """fc2 of a 1-group network: 4 inputs x 4 outputs, half of the pairs active."""
+    net = SpikingNetwork(4, 4, 4, name="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1.0]])
+    net.fc2.mask.copy_(mask)
+    with torch.no_grad():
+        net.fc2.weight.mul_(mask)
+    return net
+
+
+def test_hebbian_growth_picks_the_most_correlated_inactive_pairs():
+    net = _hand_made_layer()
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="random", grow="hebb",
+                          prune_fraction=0.25)
+    # input neuron 2 fires exactly when output neuron 0 fires, input 3 with output 1:
+    # the inactive pairs (0, 2) and (1, 3) have cosine score 1, every other inactive pair 0.
+    pre = torch.zeros(1, 6, 4)
+    post = torch.zeros(1, 6, 4)
+    pre[0, 0:3, 2] = post[0, 0:3, 0] = 1
+    pre[0, 3:6, 3] = post[0, 3:6, 1] = 1
+    dst.traces["fc2"].accumulate(pre, post)
+    before = net.fc2.mask.clone()
+    dst.update_layer("fc2", net.fc2, 1)  # k = floor(0.25 * 8) = 2
+    grown = ((net.fc2.mask == 1) & (before == 0)).nonzero().tolist()
+    assert sorted(grown) == [[0, 2], [1, 3]]
+
+
+def test_hebbian_pruning_drops_the_least_correlated_active_pairs():
+    net = _hand_made_layer()
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="hebb", grow="random",
+                          prune_fraction=0.25)
+    # every active pair fires together except (2, 3) and (3, 2), which are anti-correlated
+    pre = torch.zeros(1, 4, 4)
+    post = torch.zeros(1, 4, 4)
+    pre[0, 0, 0] = pre[0, 0, 1] = post[0, 0, 0] = post[0, 0, 1] = 1
+    pre[0, 1, 2] = post[0, 1, 2] = 1
+    pre[0, 2, 3] = post[0, 2, 3] = 1
+    pre[0, 3, 2] = pre[0, 3, 3] = post[0, 3, 2] = post[0, 3, 3] = 0.0
+    dst.traces["fc2"].accumulate(pre, post)
+    score = dst.traces["fc2"].score()
+    assert score[2, 3] == 0 and score[3, 2] == 0 and score[2, 2] > 0
+    before = net.fc2.mask.clone()
+    dst.update_layer("fc2", net.fc2, 1)
+    pruned = ((net.fc2.mask == 0) & (before == 1)).nonzero().tolist()
+    assert sorted(pruned) == [[2, 3], [3, 2]]
+
+
+def test_hebbian_trace_is_cosine_of_spike_counts_and_accumulates_over_steps():
+    trace = HebbianTrace(3, 2)
+    pre_a, post_a = torch.rand(5, 4, 2).round(), torch.rand(5, 4, 3).round()
+    pre_b, post_b = torch.rand(5, 4, 2).round(), torch.rand(5, 4, 3).round()
+    trace.accumulate(pre_a, post_a)
+    trace.accumulate(pre_b, post_b)
+    pre = torch.cat([pre_a.sum(0), pre_b.sum(0)])  # [8, 2] counts of both batches
+    post = torch.cat([post_a.sum(0), post_b.sum(0)])
+    expected = torch.nn.functional.cosine_similarity(post.T[:, None, :], pre.T[None, :, :], dim=-1)
+    torch.testing.assert_close(trace.score(), expected)
+
+
+def test_dense_model_with_dynamic_sparsity_is_refused():
+    net = SpikingNetwork(4, 8, 2, name="dense")
+    with pytest.raises(ValueError, match="nothing to rewire"):
+        make_sparsity("dynamic", net, torch.optim.Adam(net.parameters()))
+    with pytest.raises(ConfigError, match="model='dense'.*nothing to rewire"):
+        run(compose_config(["sparsity=dynamic"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sparsity.prune=magnitude", "sparsity.prune='magnitude': must be one of: set, random, hebb"),
+    ("sparsity.grow=set", "sparsity.grow='set': must be one of: hebb, random"),
+    ("sparsity.update_interval=0", "sparsity.update_interval=0: must be a positive integer"),
+    ("sparsity.prune_fraction=1.0", "sparsity.prune_fraction=1.0: must be a fraction in the open interval (0, 1)"),
+    ("sparsity.grow_init=ones", "sparsity.grow_init='ones': must be one of: zero, uniform"),
+])
+def test_bad_dst_values_are_refused(override, message):
+    with pytest.raises(ConfigError) as error:
+        run(compose_config(["model=mixer", "sparsity=dynamic", override]))
+    assert message in str(error.value)
+
+
+DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.prune=hebb", "sparsity.grow=hebb",
+           "sparsity.update_interval=3", "encoder=rate", "train.epochs=3"]
+
+
+def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root, monkeypatch):
+    straight = run(compose_config(DST_RUN, tmp_path / "straight", data_root=tiny_data_root))
+    cfg = compose_config(DST_RUN, tmp_path / "resumed", data_root=tiny_data_root)
+    real_save = ckpt.save_checkpoint
+
+    def save_then_interrupt(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ckpt, "save_checkpoint", save_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+    resumed = run(cfg)
+
+    final_straight = torch.load(straight["checkpoint"], weights_only=True)
+    final_resumed = torch.load(resumed["checkpoint"], weights_only=True)
+    for key, value in final_straight["model"].items():
+        assert torch.equal(value, final_resumed["model"][key]), key
+    assert final_straight["sparsity"]["update_count"] == final_resumed["sparsity"]["update_count"] > 0
+    for layer, trace in final_straight["sparsity"]["traces"].items():
+        for name, value in trace.items():
+            assert torch.equal(value, final_resumed["sparsity"]["traces"][layer][name])
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'resumed' / 'mlflow.db'}")
+    history = client.get_metric_history(resumed["run_id"], "dst_fc2_grown")
+    # 64 examples / batch 16 = 4 steps per epoch, 12 steps, an update every 3 steps
+    assert [m.step for m in history] == [3, 6, 9, 12]
+    for name in ("dst_fc1_pruned", "dst_fc3_grown_inter_fraction", "dst_fc2_density_intra",
+                 "dst_fc2_density_inter", "dst_fc1_density"):
+        assert len(client.get_metric_history(resumed["run_id"], name)) == 4, name
+    plots = {a.path for a in client.list_artifacts(resumed["run_id"], "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/mask_structure.png", "plots/dst_history.png"}
