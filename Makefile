@@ -1,6 +1,7 @@
 # The few commands people type. Each creates .venv and installs g2g into it when needed.
 #   make run                       quick preset on real Fashion-MNIST (ARGS="model=mixer" to add overrides)
 #   make test                      the test suite
+#   make sweep STUDY=p_inter       a named study from sweeps/ with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db (http://127.0.0.1:5000)
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,12 +9,14 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test ui data clean-venv
+STUDY ?= p_inter
+
+.PHONY: run test ui data sweep clean-venv
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	touch $(INSTALLED)
 
 data: $(INSTALLED)
@@ -24,6 +27,9 @@ run: data
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+sweep: data
+	$(BIN)/python run.py -m --config-dir sweeps --config-name $(STUDY) experiment=quick $(ARGS)
 
 ui: $(INSTALLED)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

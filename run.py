@@ -1,12 +1,16 @@
-"""Run one g2g experiment (or a sweep with -m). See README.md.
+"""Run one g2g experiment, or a sweep with -m. See README.md.
 
     python run.py model=mixer model.p_inter=0.1
     python run.py experiment=quick
+    python run.py -m model=index,random,mixer model.p_inter=0.05,0.1,0.15
 """
 
+import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 
@@ -20,6 +24,13 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # in a sweep one failed job (its MLflow run is FAILED) must not stop the others;
+        # the sweep's callback reports it and the command exits non-zero at the end
+        logging.getLogger("g2g").exception("job failed: %s", " ".join(HydraConfig.get().overrides.task))
+        return None
     return summary.get("test_accuracy")
 
 

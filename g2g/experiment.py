@@ -8,6 +8,7 @@ This is the only module besides ``run.py`` that knows about Hydra.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import mlflow
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from g2g import checkpoint as ckpt
@@ -25,6 +27,9 @@ from g2g.trainer import Trainer
 from g2g.validation import validate
 
 log = logging.getLogger(__name__)
+
+#: environment variable through which a sweep's jobs learn their MLflow parent run
+PARENT_RUN_ENV = "G2G_MLFLOW_PARENT_RUN_ID"
 
 
 def instantiate(node: DictConfig, **kwargs):
@@ -58,11 +63,68 @@ def _log_final_model(model: torch.nn.Module) -> None:
         mlflow.log_artifact(str(path), artifact_path="model")
 
 
+def sweep_context() -> tuple[str | None, list[str]]:
+    """(MLflow parent run id, this job's overrides) when running inside a Hydra
+    multirun started with :class:`g2g.callbacks.MlflowSweepCallback`; else (None, [])."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+    from hydra.types import RunMode  # noqa: PLC0415
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None, []
+    return os.environ.get(PARENT_RUN_ENV), list(HydraConfig.get().overrides.task)
+
+
+def threads_per_job(num_threads: int | None) -> int | None:
+    """``hardware.num_threads``, or when it is null inside a joblib multirun, the
+    machine's cores divided among the launcher's parallel jobs (so jobs x threads
+    never oversubscribes the cores); inside a submitit job, its ``cpus_per_task``."""
+    if num_threads is not None:
+        return num_threads
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+    from hydra.types import RunMode  # noqa: PLC0415
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    launcher = HydraConfig.get().launcher
+    cores = os.cpu_count() or 1
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None:
+        return None
+    n_jobs = cores if n_jobs < 0 else min(int(n_jobs), cores)
+    return max(1, cores // max(1, n_jobs))
+
+
+def _log_reused_run(experiment_id: str, summary: dict, parent_run_id: str, overrides: list[str]) -> None:
+    """In a sweep, a finished job is not trained again; record it under the sweep's
+    parent as a child run that copies the original run's params and final metrics."""
+    client = MlflowClient()
+    try:
+        original = client.get_run(summary["run_id"])
+    except (mlflow.exceptions.MlflowException, KeyError):
+        log.warning("the original run of this finished job is not in this store; not linked to the sweep")
+        return
+    tags = {**{k: v for k, v in original.data.tags.items() if k.startswith("g2g.")},
+            "mlflow.parentRunId": parent_run_id, "g2g.overrides": " ".join(overrides),
+            "g2g.reused_run_id": original.info.run_id}
+    child = client.create_run(experiment_id, run_name=" ".join(overrides) or original.info.run_name,
+                              tags=tags)
+    params = [mlflow.entities.Param(k, v) for k, v in original.data.params.items()]
+    metrics = [mlflow.entities.Metric(k, v, 0, summary.get("epoch", 0))
+               for k, v in original.data.metrics.items()]
+    for start in range(0, max(len(params), len(metrics)), 100):
+        client.log_batch(child.info.run_id, metrics=metrics[start:start + 100],
+                         params=params[start:start + 100])
+    client.set_terminated(child.info.run_id, "FINISHED")
+
+
 def run(cfg: DictConfig) -> dict:
     """Train and evaluate the experiment ``cfg`` describes, logging it to MLflow.
 
     Resumes from the experiment's checkpoint when one exists, and skips a finished
-    experiment (its ``.DONE`` marker exists).
+    experiment (its ``.DONE`` marker exists). Inside a sweep the MLflow run is a child
+    of the sweep's parent run, named and tagged with the job's overrides.
 
     Args:
         cfg: the composed config (see ``conf/config.yaml``).
@@ -73,14 +135,16 @@ def run(cfg: DictConfig) -> dict:
         g2g.validation.ConfigError: a bad config value (before any work).
         g2g.hardware.DeviceUnavailableError: a requested device is missing.
         g2g.tracking.TrackingUnavailableError: the MLflow store cannot be used.
-        g2g.data.DatasetUnavailableError: data missing and not fetchable.
+        g2g.data.DatasetUnavailableError: data missing and not fetchable (the MLflow
+            run is marked FAILED).
         g2g.checkpoint.CheckpointError: an unusable checkpoint (left in place).
     """
     validate(cfg)
     device = select_device(cfg.hardware.device)
-    configure(cfg.hardware.num_threads, cfg.hardware.deterministic)
+    configure(threads_per_job(cfg.hardware.num_threads), cfg.hardware.deterministic)
     encoder = instantiate(cfg.encoder)
     paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
+    parent_run_id, overrides = sweep_context()
     if paths.done_marker.exists():
         summary = ckpt.read_done_marker(paths.done_marker)
         log.info(
@@ -89,75 +153,31 @@ def run(cfg: DictConfig) -> dict:
             paths.name, summary.get("run_id"), summary.get("tracking_uri"),
             summary.get("experiment"), paths.checkpoint, paths.done_marker,
         )
+        if parent_run_id:
+            experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+            _log_reused_run(experiment_id, summary, parent_run_id, overrides)
         return {**summary, "skipped": True}
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     config_hash = ckpt.config_hash(cfg)
-
-    seed_everything(cfg.seed)
-    data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
-    model = instantiate(
-        cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
-    ).to(device)
-    optimizer = instantiate(cfg.train.optimizer)(model.parameters())
-    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
-    trainer = Trainer(
-        model, optimizer, encoder, cfg.train.batch_size, cfg.train.eval_batch_size,
-        shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,
-        step_callbacks=[sparsity] if sparsity is not None else [],
-    )
-    history: list[dict] = []
-    start_epoch, run_id = 0, None
+    state = None
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
         state = ckpt.load_checkpoint(paths.checkpoint, config_hash, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        trainer.shuffle_generator.set_state(state["shuffle_rng"])
-        set_rng_state(state["rng"])
-        trainer.global_step = state["global_step"]
-        if sparsity is not None:
-            sparsity.load_state_dict(state["sparsity"])
-        history, start_epoch, run_id = state["history"], state["epoch"], state["mlflow_run_id"]
-        log.info("resuming %s after epoch %d from %s", paths.name, start_epoch, paths.checkpoint)
 
-    logged_updates = len(sparsity.records) if sparsity is not None else 0
-    active, is_new = _start_run(run_id, experiment_id, paths.name)
+    run_name = " ".join(overrides) if overrides else paths.name
+    tags = {"g2g.experiment": paths.name, "g2g.config_hash": config_hash,
+            "g2g.checkpoint": str(paths.checkpoint.resolve()), "g2g.device": str(device),
+            "g2g.num_threads": str(torch.get_num_threads())}
+    if parent_run_id:
+        tags.update({"mlflow.parentRunId": parent_run_id, "g2g.overrides": " ".join(overrides)})
+    active, is_new = _start_run(state["mlflow_run_id"] if state else None, experiment_id, run_name)
     with active:
         run_id = active.info.run_id
         if is_new:
             mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            mlflow.set_tags({"g2g.experiment": paths.name, "g2g.config_hash": config_hash,
-                             "g2g.checkpoint": str(paths.checkpoint.resolve())})
+            mlflow.set_tags(tags)
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         try:
-            for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
-                row = {"epoch": epoch}
-                row.update(trainer.train_epoch(
-                    data.train_x, data.train_y, f"epoch {epoch}/{cfg.train.epochs}"))
-                row.update(trainer.evaluate(data.test_x, data.test_y, prefix="test"))
-                row.update({f"density_{name}": layer.density()
-                            for name, layer in model.masked_layers().items()})
-                history.append(row)
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                if sparsity is not None:
-                    for record in sparsity.records[logged_updates:]:
-                        mlflow.log_metrics(record.metrics(), step=record.step)
-                    logged_updates = len(sparsity.records)
-                log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f test_accuracy %.4f (%.0f s)",
-                         epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
-                         row["test_accuracy"], row["epoch_time_s"])
-                ckpt.save_checkpoint({
-                    "config_hash": config_hash, "epoch": epoch, "global_step": trainer.global_step,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(), "shuffle_rng": trainer.shuffle_generator.get_state(),
-                    "history": history, "mlflow_run_id": run_id,
-                    "sparsity": sparsity.state_dict() if sparsity is not None else None,
-                }, paths.checkpoint)
-            log_figure(learning_curves_figure(history), "plots/learning_curves.png")
-            if model.name != "dense":
-                log_figure(mask_structure_figure(model.masked_layers()), "plots/mask_structure.png")
-            if sparsity is not None and sparsity.records:
-                log_figure(dst_history_figure([vars(r) for r in sparsity.records]), "plots/dst_history.png")
-            _log_final_model(model)
+            history = _train(cfg, device, encoder, paths, config_hash, state, run_id)
         except KeyboardInterrupt:
             mlflow.end_run("KILLED")
             log.warning("interrupted; the same command resumes from %s", paths.checkpoint)
@@ -174,3 +194,63 @@ def run(cfg: DictConfig) -> dict:
     log.info("finished %s: test_accuracy %.4f; MLflow run %s in %s",
              paths.name, history[-1]["test_accuracy"], run_id, summary["tracking_uri"])
     return {**summary, "skipped": False}
+
+
+def _train(cfg, device, encoder, paths, config_hash, state, run_id) -> list[dict]:
+    """Build data, model, optimizer, sparsity and trainer; restore ``state`` when
+    resuming; train the remaining epochs with a checkpoint after each; log plots and
+    the final weights. Returns the per-epoch history."""
+    seed_everything(cfg.seed)
+    data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
+    model = instantiate(
+        cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
+    ).to(device)
+    optimizer = instantiate(cfg.train.optimizer)(model.parameters())
+    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
+    trainer = Trainer(
+        model, optimizer, encoder, cfg.train.batch_size, cfg.train.eval_batch_size,
+        shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,
+        step_callbacks=[sparsity] if sparsity is not None else [],
+    )
+    history: list[dict] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        trainer.shuffle_generator.set_state(state["shuffle_rng"])
+        set_rng_state(state["rng"])
+        trainer.global_step = state["global_step"]
+        if sparsity is not None:
+            sparsity.load_state_dict(state["sparsity"])
+        history, start_epoch = state["history"], state["epoch"]
+        log.info("resuming %s after epoch %d from %s", paths.name, start_epoch, paths.checkpoint)
+    logged_updates = len(sparsity.records) if sparsity is not None else 0
+
+    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
+        row = {"epoch": epoch}
+        row.update(trainer.train_epoch(data.train_x, data.train_y, f"epoch {epoch}/{cfg.train.epochs}"))
+        row.update(trainer.evaluate(data.test_x, data.test_y, prefix="test"))
+        row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
+        history.append(row)
+        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        if sparsity is not None:
+            for record in sparsity.records[logged_updates:]:
+                mlflow.log_metrics(record.metrics(), step=record.step)
+            logged_updates = len(sparsity.records)
+        log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f test_accuracy %.4f (%.0f s)",
+                 epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
+                 row["test_accuracy"], row["epoch_time_s"])
+        ckpt.save_checkpoint({
+            "config_hash": config_hash, "epoch": epoch, "global_step": trainer.global_step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": rng_state(), "shuffle_rng": trainer.shuffle_generator.get_state(),
+            "history": history, "mlflow_run_id": run_id,
+            "sparsity": sparsity.state_dict() if sparsity is not None else None,
+        }, paths.checkpoint)
+    log_figure(learning_curves_figure(history), "plots/learning_curves.png")
+    if model.name != "dense":
+        log_figure(mask_structure_figure(model.masked_layers()), "plots/mask_structure.png")
+    if sparsity is not None and sparsity.records:
+        log_figure(dst_history_figure([vars(r) for r in sparsity.records]), "plots/dst_history.png")
+    _log_final_model(model)
+    return history

@@ -1,0 +1,87 @@
+"""Cost of dynamic sparse training's Hebbian accumulation per training step.
+
+Runs, in one process and interleaved (so machine noise hits both alike), training
+steps of the same sparse network with static masks and with
+``sparsity=dynamic prune=hebb grow=hebb`` (accumulation on every step; the update
+itself runs once per ``update_interval`` steps and is timed separately), then prints
+the step-time ratio.
+
+    python benchmarks/dst_overhead.py                       # small setting
+    python benchmarks/dst_overhead.py --hidden 2048 --num-steps 50 --batch 256 --repeats 3   # seed defaults
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from g2g.dst import DynamicSparsity
+from g2g.encoders import CurrentEncoder
+from g2g.model import SpikingNetwork
+
+
+def _step(net, optimizer, encoder, x, y, callback=None):
+    inputs = encoder(x)
+    output = net(inputs)
+    loss = F.cross_entropy(output.counts, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if callback is not None:
+        callback(1, output, inputs)  # step 1: accumulate only, never an update
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mixer", choices=["index", "random", "mixer"])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--num-steps", type=int, default=25, help="time steps T")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 784)
+    y = torch.randint(0, 10, (args.batch,))
+    encoder = CurrentEncoder(args.num_steps)
+    variants = {}
+    for name in ("static", "dynamic hebb/hebb"):
+        net = SpikingNetwork(784, args.hidden, 10, name=args.model, mask_seed=0)
+        optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+        dst = DynamicSparsity(net, optimizer, prune="hebb", grow="hebb") if name != "static" else None
+        variants[name] = (net, optimizer, dst)
+    for net, optimizer, dst in variants.values():  # warm-up
+        _step(net, optimizer, encoder, x, y, dst)
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (net, optimizer, dst) in variants.items():
+            started = time.perf_counter()
+            _step(net, optimizer, encoder, x, y, dst)
+            times[name].append(time.perf_counter() - started)
+    dst = variants["dynamic hebb/hebb"][2]
+    started = time.perf_counter()
+    dst.update(1000)
+    update_time = time.perf_counter() - started
+
+    static = statistics.median(times["static"])
+    dynamic = statistics.median(times["dynamic hebb/hebb"])
+    print(f"model={args.model} hidden={args.hidden} T={args.num_steps} batch={args.batch} "
+          f"threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(f"{'variant':<20} {'median step s':>14} {'samples/s':>10}")
+    for name in variants:
+        median = statistics.median(times[name])
+        print(f"{name:<20} {median:>14.4f} {args.batch / median:>10.1f}")
+    print(f"step-time ratio dynamic/static: {dynamic / static:.3f} "
+          f"(Hebbian accumulation overhead {100 * (dynamic / static - 1):+.1f}%)")
+    print(f"one DST update (all three layers): {update_time:.3f} s; "
+          f"amortised over 1000 steps: {100 * update_time / 1000 / static:.2f}% of a step")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Multirun sweeps end to end, as a user runs them: run.py -m in a subprocess on tiny
+data, through the joblib and submitit_local launchers, into a temporary MLflow store
+or a real ``mlflow server`` on 127.0.0.1."""
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT, write_fashion_mnist
+
+TINY = ["model.hidden_dim=16", "encoder.num_steps=4", "train.epochs=1", "train.batch_size=16",
+        "train.eval_batch_size=16", "train.progress=false", "hardware=cpu"]
+
+
+def _run(arguments: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HYDRA_FULL_ERROR="1")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _runs(client: MlflowClient):
+    experiment = client.get_experiment_by_name("g2g")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("g2g.sweep") == "true"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
+    return tmp_path
+
+
+def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
+    arguments = ["-m", "--config-dir", str(REPO_ROOT / "sweeps"), "--config-name", "smoke",
+                 "dataset.download=false", "hydra.launcher.n_jobs=2", "hardware=cpu",
+                 f"hydra.sweep.dir={workdir / 'multirun'}"]
+    result = _run(arguments, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (parent,), children = _runs(client)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 5 and all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    common = " dataset.download=False hardware=cpu"  # the command line's own overrides
+    assert {c.info.run_name for c in children} == {
+        "model=index model.p_inter=0.1" + common, "model=index model.p_inter=0.2" + common,
+        "model=mixer model.p_inter=0.1" + common, "model=mixer model.p_inter=0.2" + common,
+        "model=dense" + common}
+    assert all(c.data.tags["g2g.overrides"] == c.info.run_name for c in children)
+    assert all("test_accuracy" in c.data.metrics for c in children)
+    cores = os.cpu_count() or 1
+    assert {c.data.tags["g2g.num_threads"] for c in children} == {str(max(1, cores // min(2, cores)))}
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/jobs.csv", "report/jobs.md", "report/accuracy_vs_p_inter.png"} <= report
+    table = Path(client.download_artifacts(parent.info.run_id, "report/jobs.csv", str(workdir)))
+    rows = list(csv.DictReader(open(table)))
+    assert {row["run_id"] for row in rows} == {c.info.run_id for c in children}
+
+    # the report command rebuilds it from MLflow alone
+    report = subprocess.run([sys.executable, "-m", "g2g.report", "g2g", "--tracking-uri",
+                             f"sqlite:///{workdir / 'mlflow.db'}", "--out", str(workdir / "again")],
+                            cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    markdown = (workdir / "again" / "jobs.md").read_text()
+    assert all(c.info.run_id in markdown for c in children)
+
+    # re-running the sweep trains nothing again; its new parent still lists every job
+    checkpoints = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*.pth")}
+    again = _run(arguments[:-1] + [f"hydra.sweep.dir={workdir / 'multirun2'}"], workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*.pth")} == checkpoints
+    parents, children = _runs(client)
+    newest = max(parents, key=lambda r: r.info.start_time)
+    reused = [c for c in children if c.data.tags["mlflow.parentRunId"] == newest.info.run_id]
+    assert len(reused) == 5 and all("g2g.reused_run_id" in c.data.tags for c in reused)
+    assert all("test_accuracy" in c.data.metrics for c in reused)
+
+
+def test_failed_job_is_marked_failed_and_the_others_finish(workdir):
+    # no CIFAR files under the data root: the cifar10 job fails after its run started
+    result = _run(["-m", "dataset=fashionmnist,cifar10", "model=index", *TINY,
+                   "dataset.download=false", f"hydra.sweep.dir={workdir / 'multirun'}"], workdir)
+    assert result.returncode != 0
+    assert "cifar10 could not be loaded" in result.stderr + result.stdout
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (parent,), children = _runs(client)
+    status = {c.data.params["dataset.name"]: c.info.status for c in children}
+    assert status == {"fashionmnist": "FINISHED", "cifar10": "FAILED"}
+    assert parent.info.status == "FAILED"
+    assert client.list_artifacts(parent.info.run_id, "report")
+
+
+def test_submitit_local_launcher_runs_the_sweep_as_separate_processes(workdir):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'g2g[cluster]'")
+    result = _run(["-m", "hydra/launcher=submitit_local", "model=index,mixer", *TINY,
+                   "dataset.download=false", "hydra.launcher.timeout_min=5",
+                   f"hydra.sweep.dir={workdir / 'multirun'}"], workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,), children = _runs(MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"))
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.data.params["model.name"] for c in children) == ["index", "mixer"]
+    assert all(c.info.run_name.startswith("model=") for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert list((workdir / "multirun" / ".submitit").iterdir()), "submitit wrote its job folders"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_runs_log_to_a_real_mlflow_server(workdir):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--artifacts-destination", str(workdir / "server-artifacts"), "--workers", "1"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                assert server.poll() is None, "mlflow server exited"
+                time.sleep(0.5)
+        result = _run(["-m", "model=index,mixer", *TINY, "dataset.download=false",
+                       f"tracking.uri={uri}", f"hydra.sweep.dir={workdir / 'multirun'}"], workdir)
+        assert result.returncode == 0, result.stderr[-3000:]
+        parents, children = _runs(MlflowClient(uri))
+        assert len(parents) == 1 and len(children) == 2
+        assert all(c.info.status == "FINISHED" for c in children)
+        assert {a.path for a in MlflowClient(uri).list_artifacts(children[0].info.run_id)} >= {"config.yaml", "plots"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
