@@ -16,22 +16,25 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from g2g.experiment import run
+    from g2g.experiment import USER_ERRORS, TrainingInterrupted, run
     from g2g.validation import ConfigError
 
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        # in a sweep one failed job (its MLflow run is FAILED) must not stop the others;
-        # the sweep's callback reports it and the command exits non-zero at the end
-        logging.getLogger("g2g").exception("job failed: %s", " ".join(HydraConfig.get().overrides.task))
-        return None
-    return summary.get("test_accuracy")
+        return run(cfg).get("test_accuracy")
+    except TrainingInterrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signal_number)
+    except Exception as error:
+        if in_sweep:
+            # one failed job (its MLflow run is FAILED) must not stop the others; the
+            # sweep's callback reports it and the command exits non-zero at the end
+            logging.getLogger("g2g").exception("job failed: %s", " ".join(HydraConfig.get().overrides.task))
+            return None
+        if isinstance(error, USER_ERRORS):  # a message that says what to do; no traceback
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2 if isinstance(error, ConfigError) else 1)
+        raise
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class CheckpointPaths:
 
     checkpoint: Path
     done_marker: Path
+    lock: Path
 
     @property
     def name(self) -> str:
@@ -83,7 +84,7 @@ def checkpoint_paths(cfg: DictConfig, directory: str | os.PathLike) -> Checkpoin
     """Checkpoint and ``.DONE`` marker paths of the experiment ``cfg`` describes."""
     stem = f"{experiment_name(cfg)}_{config_hash(cfg)}"
     directory = Path(directory)
-    return CheckpointPaths(directory / f"{stem}.pth", directory / f"{stem}.DONE")
+    return CheckpointPaths(directory / f"{stem}.pth", directory / f"{stem}.DONE", directory / f"{stem}.lock")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -112,12 +113,29 @@ def save_checkpoint(state: dict, path: Path) -> None:
     _atomic_write(path, lambda file: torch.save(state, file))
 
 
-def load_checkpoint(path: Path, expected_hash: str, device: torch.device | str = "cpu") -> dict:
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts, as ``key: a -> b``."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return lines
+
+
+def load_checkpoint(
+    path: Path, expected_hash: str, device: torch.device | str = "cpu", config: dict | None = None
+) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary pickle code).
 
+    Args:
+        config: this run's :func:`result_config`, to list the differing keys when the
+            checkpoint was written for another config.
     Raises:
-        CheckpointError: unreadable/truncated file, or one written for another config.
-            The file is left where it is.
+        CheckpointError: unreadable/truncated file, or one written for another config
+            (the differing keys listed). The file is left where it is.
     """
     try:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -127,10 +145,12 @@ def load_checkpoint(path: Path, expected_hash: str, device: torch.device | str =
             f"Either delete it to start this experiment over, or replace it with a good copy."
         ) from error
     if state.get("config_hash") != expected_hash:
+        differing = _differences(state.get("config") or {}, config or {}) if config else []
         raise CheckpointError(
             f"checkpoint {path} was written for config hash {state.get('config_hash')!r}, "
-            f"this run has {expected_hash!r}. Either delete it to start over, or point "
-            f"checkpoint.dir at the folder of the matching run."
+            f"this run has {expected_hash!r}"
+            + (":\n  " + "\n  ".join(differing) if differing else "")
+            + "\nEither delete it to start over, or point checkpoint.dir at the folder of the matching run."
         )
     return state
 

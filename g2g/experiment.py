@@ -7,9 +7,12 @@ This is the only module besides ``run.py`` that knows about Hydra.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import mlflow
@@ -22,11 +25,20 @@ from omegaconf import DictConfig, OmegaConf
 from g2g import checkpoint as ckpt
 from g2g.hardware import configure, rng_state, seed_everything, select_device, set_rng_state
 from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
-from g2g.tracking import flatten, log_figure, setup_experiment
-from g2g.trainer import Trainer
-from g2g.validation import validate
+from g2g.checkpoint import CheckpointError
+from g2g.data import DatasetUnavailableError
+from g2g.hardware import DeviceUnavailableError
+from g2g.lock import ExperimentLock, ExperimentLockedError
+from g2g.tracking import RunLogger, flatten, setup_experiment
+from g2g.tracking import TrackingUnavailableError
+from g2g.trainer import EpochInterrupted, NonFiniteLossError, Trainer
+from g2g.validation import ConfigError, validate
 
 log = logging.getLogger(__name__)
+
+#: errors whose message tells the user what to do; run.py prints them without a traceback
+USER_ERRORS = (ConfigError, DeviceUnavailableError, TrackingUnavailableError, DatasetUnavailableError,
+               CheckpointError, ExperimentLockedError, NonFiniteLossError)
 
 #: environment variable through which a sweep's jobs learn their MLflow parent run
 PARENT_RUN_ENV = "G2G_MLFLOW_PARENT_RUN_ID"
@@ -55,12 +67,48 @@ def _start_run(run_id: str | None, experiment_id: str, run_name: str):
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name), True
 
 
-def _log_final_model(model: torch.nn.Module) -> None:
-    """Log the trained weights and masks (a state dict, not an exported model)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model_state_dict.pt"
-        torch.save(model.state_dict(), path)
-        mlflow.log_artifact(str(path), artifact_path="model")
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the same command
+    resumes. ``signal_number`` is the signal that asked for it."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM ask the trainer to stop after its current step (a second
+    SIGINT interrupts at once). Handlers are only installed in the main thread."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def request_stop(signal_number, frame):
+        if received and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signal_number)
+        trainer.stop_requested = True
+        log.warning("%s received: stopping after the current step and saving a checkpoint "
+                    "(press Ctrl-C again to stop at once)", signal.Signals(signal_number).name)
+
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _output_dir(paths: ckpt.CheckpointPaths) -> Path:
+    """The run's output directory: Hydra's when running under Hydra, else the
+    checkpoint folder."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return paths.checkpoint.parent
 
 
 def sweep_context() -> tuple[str | None, list[str]]:
@@ -158,10 +206,17 @@ def run(cfg: DictConfig) -> dict:
             _log_reused_run(experiment_id, summary, parent_run_id, overrides)
         return {**summary, "skipped": True}
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    with ExperimentLock(paths.lock):
+        if paths.done_marker.exists():  # finished by another process while we waited
+            return {**ckpt.read_done_marker(paths.done_marker), "skipped": True}
+        return _run_locked(cfg, device, encoder, paths, experiment_id, parent_run_id, overrides)
+
+
+def _run_locked(cfg, device, encoder, paths, experiment_id, parent_run_id, overrides) -> dict:
     config_hash = ckpt.config_hash(cfg)
     state = None
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
-        state = ckpt.load_checkpoint(paths.checkpoint, config_hash, device)
+        state = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
 
     run_name = " ".join(overrides) if overrides else paths.name
     tags = {"g2g.experiment": paths.name, "g2g.config_hash": config_hash,
@@ -170,21 +225,23 @@ def run(cfg: DictConfig) -> dict:
     if parent_run_id:
         tags.update({"mlflow.parentRunId": parent_run_id, "g2g.overrides": " ".join(overrides)})
     active, is_new = _start_run(state["mlflow_run_id"] if state else None, experiment_id, run_name)
-    with active:
-        run_id = active.info.run_id
-        if is_new:
-            mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            mlflow.set_tags(tags)
-            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        try:
-            history = _train(cfg, device, encoder, paths, config_hash, state, run_id)
-        except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
-            log.warning("interrupted; the same command resumes from %s", paths.checkpoint)
-            raise
-        except Exception:
-            mlflow.end_run("FAILED")
-            raise
+    run_id = active.info.run_id
+    if is_new:
+        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        mlflow.set_tags(tags)
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    logger = RunLogger(run_id, mlflow.get_tracking_uri(),
+                       _output_dir(paths) / f"{paths.name}.mlflow_fallback.jsonl")
+    status = "FAILED"
+    try:
+        history = _train(cfg, device, encoder, paths, config_hash, state, run_id, logger)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        log.warning("interrupted; the same command resumes from %s", paths.checkpoint)
+        raise
+    finally:
+        logger.end(status)
     summary = {
         "run_id": run_id, "tracking_uri": mlflow.get_tracking_uri(),
         "experiment": cfg.tracking.experiment, "checkpoint": str(paths.checkpoint.resolve()),
@@ -196,10 +253,11 @@ def run(cfg: DictConfig) -> dict:
     return {**summary, "skipped": False}
 
 
-def _train(cfg, device, encoder, paths, config_hash, state, run_id) -> list[dict]:
+def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunLogger) -> list[dict]:
     """Build data, model, optimizer, sparsity and trainer; restore ``state`` when
-    resuming; train the remaining epochs with a checkpoint after each; log plots and
-    the final weights. Returns the per-epoch history."""
+    resuming (also in the middle of an epoch); train the remaining epochs with a
+    checkpoint after each and on SIGINT/SIGTERM; log plots and the final weights.
+    Returns the per-epoch history."""
     seed_everything(cfg.seed)
     data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
     model = instantiate(
@@ -213,7 +271,7 @@ def _train(cfg, device, encoder, paths, config_hash, state, run_id) -> list[dict
         step_callbacks=[sparsity] if sparsity is not None else [],
     )
     history: list[dict] = []
-    start_epoch = 0
+    completed_epochs, epoch_progress = 0, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -222,35 +280,59 @@ def _train(cfg, device, encoder, paths, config_hash, state, run_id) -> list[dict
         trainer.global_step = state["global_step"]
         if sparsity is not None:
             sparsity.load_state_dict(state["sparsity"])
-        history, start_epoch = state["history"], state["epoch"]
-        log.info("resuming %s after epoch %d from %s", paths.name, start_epoch, paths.checkpoint)
+        history, completed_epochs = state["history"], state["epoch"]
+        epoch_progress = state.get("epoch_progress")
+        log.info("resuming %s after epoch %d%s from %s", paths.name, completed_epochs,
+                 f" and step {epoch_progress['next_batch']} of epoch {completed_epochs + 1}"
+                 if epoch_progress else "", paths.checkpoint)
     logged_updates = len(sparsity.records) if sparsity is not None else 0
 
-    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
-        row = {"epoch": epoch}
-        row.update(trainer.train_epoch(data.train_x, data.train_y, f"epoch {epoch}/{cfg.train.epochs}"))
-        row.update(trainer.evaluate(data.test_x, data.test_y, prefix="test"))
-        row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
-        history.append(row)
-        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        if sparsity is not None:
-            for record in sparsity.records[logged_updates:]:
-                mlflow.log_metrics(record.metrics(), step=record.step)
-            logged_updates = len(sparsity.records)
-        log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f test_accuracy %.4f (%.0f s)",
-                 epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
-                 row["test_accuracy"], row["epoch_time_s"])
+    def save(epoch: int, progress: dict | None = None) -> None:
         ckpt.save_checkpoint({
-            "config_hash": config_hash, "epoch": epoch, "global_step": trainer.global_step,
+            "config_hash": config_hash, "config": ckpt.result_config(cfg),
+            "epoch": epoch, "epoch_progress": progress, "global_step": trainer.global_step,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": rng_state(), "shuffle_rng": trainer.shuffle_generator.get_state(),
             "history": history, "mlflow_run_id": run_id,
             "sparsity": sparsity.state_dict() if sparsity is not None else None,
         }, paths.checkpoint)
-    log_figure(learning_curves_figure(history), "plots/learning_curves.png")
-    if model.name != "dense":
-        log_figure(mask_structure_figure(model.masked_layers()), "plots/mask_structure.png")
-    if sparsity is not None and sparsity.records:
-        log_figure(dst_history_figure([vars(r) for r in sparsity.records]), "plots/dst_history.png")
-    _log_final_model(model)
+
+    with _stop_on_signals(trainer) as received:
+        for epoch in range(completed_epochs + 1, cfg.train.epochs + 1):
+            row = {"epoch": epoch}
+            try:
+                row.update(trainer.train_epoch(data.train_x, data.train_y,
+                                               f"epoch {epoch}/{cfg.train.epochs}", resume=epoch_progress))
+            except EpochInterrupted as stop:
+                save(epoch - 1, stop.progress)
+                raise TrainingInterrupted(
+                    f"stopped in epoch {epoch} after global step {trainer.global_step}; checkpoint "
+                    f"{paths.checkpoint}; run the same command to resume", received[0]) from None
+            epoch_progress = None
+            row.update(trainer.evaluate(data.test_x, data.test_y, prefix="test"))
+            row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
+            history.append(row)
+            logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if sparsity is not None:
+                for record in sparsity.records[logged_updates:]:
+                    logger.metrics(record.metrics(), step=record.step)
+                logged_updates = len(sparsity.records)
+            log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f test_accuracy %.4f (%.0f s)",
+                     epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
+                     row["test_accuracy"], row["epoch_time_s"])
+            save(epoch)
+            if trainer.stop_requested and epoch < cfg.train.epochs:
+                raise TrainingInterrupted(
+                    f"stopped after epoch {epoch}; checkpoint {paths.checkpoint}; run the same "
+                    "command to resume", received[0])
+        # a signal from here on changes nothing: the run is complete
+        logger.figure(learning_curves_figure(history), "plots/learning_curves.png")
+        if model.name != "dense":
+            logger.figure(mask_structure_figure(model.masked_layers()), "plots/mask_structure.png")
+        if sparsity is not None and sparsity.records:
+            logger.figure(dst_history_figure([vars(r) for r in sparsity.records]), "plots/dst_history.png")
+        with tempfile.TemporaryDirectory() as folder:  # weights and masks as a state dict
+            weights = Path(folder) / "model_state_dict.pt"
+            torch.save(model.state_dict(), weights)
+            logger.artifact(weights, "model")
     return history

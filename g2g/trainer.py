@@ -16,6 +16,23 @@ from g2g.model import NetworkOutput, SpikingNetwork
 StepCallback = Callable[[int, NetworkOutput, torch.Tensor], None]
 
 
+class EpochInterrupted(Exception):
+    """Training stopped between two steps of an epoch on request.
+
+    ``progress`` holds the epoch's batch order, the next batch and the running sums
+    (CPU tensors and numbers, loadable with ``torch.load(weights_only=True)``); pass
+    it back as ``Trainer.train_epoch(..., resume=progress)``.
+    """
+
+    def __init__(self, progress: dict) -> None:
+        super().__init__(f"stopped before batch {progress['next_batch'] + 1}")
+        self.progress = progress
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 def _firing_rate_names(num_layers: int) -> list[str]:
     return [f"firing_rate_lif{layer + 1}" for layer in range(num_layers)]
 
@@ -55,28 +72,57 @@ class Trainer:
         self.progress = progress
         self.step_callbacks = list(step_callbacks or [])
         self.global_step = 0
+        #: set (e.g. by a signal handler) to stop after the current step
+        self.stop_requested = False
 
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, description: str = "train") -> dict:
+    def train_epoch(
+        self, x: torch.Tensor, y: torch.Tensor, description: str = "train", resume: dict | None = None
+    ) -> dict:
         """One pass over ``x`` ``[N, D]``, ``y`` ``[N]`` in shuffled mini-batches.
 
+        Between steps it checks :attr:`stop_requested` (set by a signal handler) and,
+        when set, stops after the current step by raising :class:`EpochInterrupted`
+        with everything needed to finish the epoch later exactly as if uninterrupted.
+
+        Args:
+            resume: the ``progress`` of an :class:`EpochInterrupted` to continue.
         Returns:
             ``train_loss`` (mean per example), ``train_accuracy`` (fraction),
             ``train_firing_rate_lif{l}`` (mean spikes per neuron and step) and
             ``epoch_time_s`` (seconds).
+        Raises:
+            EpochInterrupted: a stop was requested before the last batch.
+            NonFiniteLossError: the loss became NaN or infinite (before the
+                optimizer step, so the weights are still finite).
         """
         self.model.train()
         started = time.perf_counter()
-        order = torch.randperm(len(y), generator=self.shuffle_generator).to(x.device)
         num_batches = (len(y) + self.batch_size - 1) // self.batch_size
-        loss_sum = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device)
-        rate_sums = None
-        bar = tqdm(total=len(y), desc=description, unit="img", disable=not self.progress, leave=False)
-        for batch in range(num_batches):
+        if resume is None:
+            order = torch.randperm(len(y), generator=self.shuffle_generator).to(x.device)
+            first_batch, elapsed = 0, 0.0
+            loss_sum = torch.zeros((), device=x.device)
+            correct = torch.zeros((), device=x.device)
+            rate_sums = None
+        else:
+            order = resume["order"].to(x.device)
+            first_batch, elapsed = resume["next_batch"], resume["elapsed_s"]
+            loss_sum, correct = resume["loss_sum"].to(x.device), resume["correct"].to(x.device)
+            rate_sums = resume["rate_sums"].to(x.device)
+        bar = tqdm(total=len(y), desc=description, unit="img", disable=not self.progress, leave=False,
+                   initial=min(first_batch * self.batch_size, len(y)))
+        for batch in range(first_batch, num_batches):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             inputs = self.encoder(x[index])
             output = self.model(inputs)
             loss = F.cross_entropy(output.counts, y[index])
+            if not torch.isfinite(loss):
+                bar.close()
+                raise NonFiniteLossError(
+                    f"the training loss became {loss.item()} at global step {self.global_step + 1} "
+                    f"(batch {batch + 1} of {num_batches}); the weights were not updated with it. "
+                    "Try a smaller train.lr, or check the input scale (encoder.scale, encoder.bias)."
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -92,11 +138,18 @@ class Trainer:
             if self.progress and (batch % 10 == 0 or batch == num_batches - 1):
                 seen = min((batch + 1) * self.batch_size, len(y))
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+            if self.stop_requested and batch < num_batches - 1:
+                bar.close()
+                raise EpochInterrupted({
+                    "order": order.cpu(), "next_batch": batch + 1, "loss_sum": loss_sum.cpu(),
+                    "correct": correct.cpu(), "rate_sums": rate_sums.cpu(),
+                    "elapsed_s": elapsed + time.perf_counter() - started,
+                })
         bar.close()
         metrics = {
             "train_loss": loss_sum.item() / len(y),
             "train_accuracy": correct.item() / len(y),
-            "epoch_time_s": time.perf_counter() - started,
+            "epoch_time_s": elapsed + time.perf_counter() - started,
         }
         for name, value in zip(_firing_rate_names(len(rate_sums)), (rate_sums / len(y)).tolist()):
             metrics[f"train_{name}"] = value

@@ -6,6 +6,7 @@ Every problem is reported with the key, the bad value and what is allowed, e.g.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,8 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A finite real number (not a bool, NaN or infinity)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _probability(value) -> str | None:
@@ -57,7 +59,7 @@ def _positive_number(value) -> str | None:
 
 
 def _number(value) -> str | None:
-    return None if _is_number(value) else "must be a number"
+    return None if _is_number(value) else "must be a finite number"
 
 
 def _one_of(*allowed):

@@ -76,6 +76,14 @@ BAD_OVERRIDES = [
     ("model.threshold=0", "model.threshold=0", "> 0"),
     ("hardware.device=tpu", "hardware.device='tpu'", "auto, cpu, cuda, directml"),
     ("hardware.num_threads=0", "hardware.num_threads=0", "positive integer"),
+    ("encoder.scale=nan", "encoder.scale=nan", "finite number"),
+    ("encoder.bias=inf", "encoder.bias=inf", "finite number"),
+    ("seed=-1", "seed=-1", "integer >= 0"),
+    ("train.eval_batch_size=0", "train.eval_batch_size=0", "positive integer"),
+    ("train.lr=-0.001", "train.lr=-0.001", "> 0"),
+    ("hardware.deterministic=maybe", "hardware.deterministic='maybe'", "true or false"),
+    ("encoder.num_steps=2.5", "encoder.num_steps=2.5", "positive integer"),
+    ("sparsity=dynamic", "sparsity=dynamic with model='dense'", "nothing to rewire"),
 ]
 
 

@@ -1,0 +1,202 @@
+"""Fault injection: signals, corrupt or foreign checkpoints, NaN losses, tracking
+failures and concurrent starts. Each test asserts that nothing already saved is lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT, compose_config, write_fashion_mnist
+from g2g import checkpoint as ckpt
+from g2g.experiment import run
+from g2g.lock import ExperimentLock, ExperimentLockedError
+from g2g.trainer import NonFiniteLossError
+from g2g.tracking import TrackingUnavailableError, relog
+
+# long enough epochs (500 steps, seconds) that a signal lands in the middle of one
+SLOW = ["model=mixer", "encoder=rate", "model.hidden_dim=64", "encoder.num_steps=8", "train.epochs=2",
+        "train.batch_size=8", "train.eval_batch_size=500", "train.progress=false", "hardware=cpu",
+        "hardware.num_threads=1", "dataset.download=false"]
+
+
+def _command(workdir: Path, data_root: Path, extra=()) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "run.py"), *SLOW, f"dataset.root={data_root}",
+            f"hydra.run.dir={workdir / 'outputs'}", *extra]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def big_data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_fashion_mnist(root, num_train=4000, num_test=200)
+    return root
+
+
+def _final_state(workdir: Path) -> dict:
+    (path,) = (workdir / "checkpoints").glob("*.pth")
+    return torch.load(path, weights_only=True)
+
+
+def test_sigterm_mid_epoch_saves_and_the_same_command_resumes_to_the_same_weights(tmp_path, big_data_root):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    done = subprocess.run(_command(straight, big_data_root), cwd=straight, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    process = subprocess.Popen(_command(interrupted, big_data_root), cwd=interrupted, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:  # wait until epoch 1 is done, then stop in the middle of epoch 2
+        lines.append(line)
+        if "epoch 1/2:" in line:
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + process.stdout.read()
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, output[-2000:]
+    assert "SIGTERM received" in output and "interrupted:" in output
+    state = _final_state(interrupted)
+    assert state["epoch"] == 1 and state["epoch_progress"] is not None, "checkpoint taken mid-epoch"
+    client = MlflowClient(f"sqlite:///{interrupted / 'mlflow.db'}")
+    (killed,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    assert killed.info.status == "KILLED"
+
+    resumed = subprocess.run(_command(interrupted, big_data_root), cwd=interrupted, env=_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "and step" in resumed.stdout + resumed.stderr  # resumed inside the epoch
+    expected, got = _final_state(straight), _final_state(interrupted)
+    for key, value in expected["model"].items():
+        assert torch.equal(value, got["model"][key]), key
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert drop_time(expected["history"]) == drop_time(got["history"])
+    assert client.get_run(killed.info.run_id).info.status == "FINISHED"
+
+
+def test_checkpoint_of_another_config_is_refused_listing_the_differences(tmp_path, tiny_data_root):
+    first = compose_config(["model=index", "train.epochs=1"], tmp_path)
+    run(first)
+    other = compose_config(["model=index", "train.epochs=1", "train.lr=0.01"], tmp_path)
+    source = ckpt.checkpoint_paths(first, first.checkpoint.dir).checkpoint
+    target = ckpt.checkpoint_paths(other, other.checkpoint.dir).checkpoint
+    target.write_bytes(source.read_bytes())  # e.g. a file copied or renamed by hand
+    with pytest.raises(ckpt.CheckpointError, match=r"(?s)train\.lr: 0\.0005 in the checkpoint, 0\.01 now"):
+        run(other)
+    assert target.exists()
+
+
+def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data_root, monkeypatch):
+    import g2g.trainer
+
+    cfg = compose_config(["model=index", "train.epochs=3"], tmp_path)
+    real_cross_entropy = g2g.trainer.F.cross_entropy
+    calls = {"n": 0}
+
+    def nan_in_epoch_two(*args, **kwargs):
+        loss = real_cross_entropy(*args, **kwargs)
+        if "reduction" in kwargs:  # evaluation
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 6 else loss  # 4 training steps per epoch
+
+    monkeypatch.setattr(g2g.trainer.F, "cross_entropy", nan_in_epoch_two)
+    with pytest.raises(NonFiniteLossError, match="became nan"):
+        run(cfg)
+    monkeypatch.undo()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (failed,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    assert failed.info.status == "FAILED"
+    path = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint
+    state = ckpt.load_checkpoint(path, ckpt.config_hash(cfg))
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_unreachable_tracking_server_is_reported_before_training(tmp_path, tiny_data_root):
+    cfg = compose_config(["model=index", "tracking.uri=http://127.0.0.1:9"], tmp_path)
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match="http://127.0.0.1:9.*does not answer"):
+        run(cfg)
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_tracking_failure_mid_run_keeps_training_and_metrics_can_be_relogged(
+    tmp_path, tiny_data_root, monkeypatch, caplog
+):
+    cfg = compose_config(["model=index", "train.epochs=3"], tmp_path)
+    real_log_metrics = mlflow.log_metrics
+    calls = {"n": 0}
+
+    def store_down_after_first_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise mlflow.exceptions.MlflowException("database is locked (injected)")
+        return real_log_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", store_down_after_first_epoch)
+    caplog.set_level("WARNING", logger="g2g")
+    summary = run(cfg)
+    monkeypatch.undo()
+    assert summary["epoch"] == 3 and Path(summary["checkpoint"]).with_suffix(".DONE").exists()
+    assert caplog.text.count("MLflow store") == 1, "the failure is reported once"
+    (fallback,) = (tmp_path / "checkpoints").glob("*.mlflow_fallback.jsonl")
+    entries = [json.loads(line) for line in fallback.read_text().splitlines()]
+    assert [e["step"] for e in entries if e["kind"] == "metrics"] == [2, 3]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(summary["run_id"], "test_accuracy")] == [1]
+    result = subprocess.run([sys.executable, "-m", "g2g.tracking", "relog", str(fallback)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [m.step for m in client.get_metric_history(summary["run_id"], "test_accuracy")] == [1, 2, 3]
+    assert not fallback.exists() and fallback.with_suffix(".jsonl.relogged").exists()
+
+
+def test_lock_refuses_a_second_holder_and_is_released_when_the_owner_dies(tmp_path):
+    path = tmp_path / "x.lock"
+    with ExperimentLock(path):
+        holder = subprocess.run(
+            [sys.executable, "-c", "from g2g.lock import ExperimentLock\nimport sys\n"
+             f"try:\n    ExperimentLock(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e)",
+             str(path)], capture_output=True, text=True, timeout=60)
+        assert f"being trained by pid {os.getpid()}" in holder.stdout
+    # a process that dies holding the lock (SIGKILL: no clean-up) does not leave it stuck
+    dead = subprocess.Popen([sys.executable, "-c", "from g2g.lock import ExperimentLock\nimport sys, time\n"
+                             "lock = ExperimentLock(sys.argv[1])\nlock.__enter__()\nprint('locked', flush=True)\n"
+                             "time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
+    assert dead.stdout.readline().strip() == "locked"
+    with pytest.raises(ExperimentLockedError):
+        ExperimentLock(path).__enter__()
+    dead.kill()
+    dead.wait()
+    with ExperimentLock(path):
+        pass
+
+
+def test_two_concurrent_starts_train_the_experiment_once(tmp_path, big_data_root):
+    commands = [_command(tmp_path, big_data_root, [f"hydra.run.dir={tmp_path / f'out{i}'}"]) for i in (1, 2)]
+    processes = [subprocess.Popen(c, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for c in commands]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    codes = sorted(p.returncode for p in processes)
+    assert codes[0] == 0 and codes[1] != 0, outputs
+    assert sum("error: this experiment is already being trained by pid" in out for out in outputs) == 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
