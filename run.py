@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> float | None:
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return run(cfg).get("test_accuracy")
+        summary = run(cfg)
+        return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
     except TrainingInterrupted as stop:
         print(f"interrupted: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signal_number)

@@ -28,6 +28,8 @@ NON_RESULT_KEYS = (
     "dataset.download",
     "train.progress",
     "train.eval_batch_size",
+    "features.batch_size",
+    "features.cache_dir",
 )
 
 
@@ -46,6 +48,12 @@ class CheckpointPaths:
     @property
     def name(self) -> str:
         return self.checkpoint.stem
+
+    def for_fold(self, fold: int) -> "CheckpointPaths":
+        """The paths of cross-validation fold ``fold`` (suffix ``_fold{fold}``)."""
+        stem = f"{self.name}_fold{fold}"
+        return CheckpointPaths(*(path.with_name(stem + path.suffix)
+                                 for path in (self.checkpoint, self.done_marker, self.lock)))
 
 
 def result_config(cfg: DictConfig) -> dict:

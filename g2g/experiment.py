@@ -8,9 +8,11 @@ This is the only module besides ``run.py`` that knows about Hydra.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
+import statistics
 import tempfile
 import threading
 from pathlib import Path
@@ -26,7 +28,8 @@ from g2g import checkpoint as ckpt
 from g2g.hardware import configure, rng_state, seed_everything, select_device, set_rng_state
 from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
 from g2g.checkpoint import CheckpointError
-from g2g.data import DatasetUnavailableError
+from g2g.data import DatasetUnavailableError, DataSplits
+from g2g.features import FeaturesUnavailableError, prepare_features
 from g2g.hardware import DeviceUnavailableError
 from g2g.lock import ExperimentLock, ExperimentLockedError
 from g2g.tracking import RunLogger, flatten, setup_experiment
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: errors whose message tells the user what to do; run.py prints them without a traceback
 USER_ERRORS = (ConfigError, DeviceUnavailableError, TrackingUnavailableError, DatasetUnavailableError,
-               CheckpointError, ExperimentLockedError, NonFiniteLossError)
+               CheckpointError, ExperimentLockedError, NonFiniteLossError, FeaturesUnavailableError)
 
 #: environment variable through which a sweep's jobs learn their MLflow parent run
 PARENT_RUN_ENV = "G2G_MLFLOW_PARENT_RUN_ID"
@@ -209,21 +212,125 @@ def run(cfg: DictConfig) -> dict:
     with ExperimentLock(paths.lock):
         if paths.done_marker.exists():  # finished by another process while we waited
             return {**ckpt.read_done_marker(paths.done_marker), "skipped": True}
-        return _run_locked(cfg, device, encoder, paths, experiment_id, parent_run_id, overrides)
+        tags = {}
+        if parent_run_id:
+            tags = {"mlflow.parentRunId": parent_run_id, "g2g.overrides": " ".join(overrides)}
+        run_name = " ".join(overrides) if overrides else paths.name
+        if cfg.protocol.name == "crossval":
+            return _run_crossval(cfg, device, encoder, paths, experiment_id, run_name, tags)
+        return _run_job(cfg, device, encoder, paths, experiment_id, run_name, tags,
+                        lambda: _load_data(cfg, device), cfg.train.epochs, "test")
 
 
-def _run_locked(cfg, device, encoder, paths, experiment_id, parent_run_id, overrides) -> dict:
+def _load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
+    """The data set on ``device``, through the ``features`` group (e.g. ResNet-32)."""
+    data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
+    return prepare_features(data, cfg.dataset.name, **cfg.features)
+
+
+def stratified_folds(labels: torch.Tensor, k_folds: int, seed: int) -> list[torch.Tensor]:
+    """Split example indices into ``k_folds`` stratified folds: each class's examples
+    are shuffled (seeded) and dealt round-robin, so every fold has each class's share
+    to within one example. Returns ``k_folds`` sorted int64 index tensors.
+
+    Raises:
+        ValueError: fewer examples than folds.
+    """
+    if len(labels) < k_folds:
+        raise ValueError(f"protocol.k_folds={k_folds} is more than the {len(labels)} training examples")
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    assignment = torch.empty(len(labels), dtype=torch.int64)
+    offset = 0
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        assignment[members] = (torch.arange(len(members)) + offset) % k_folds
+        offset += len(members)  # continue dealing where the previous class stopped
+    return [(assignment == fold).nonzero().flatten() for fold in range(k_folds)]
+
+
+def _run_crossval(cfg, device, encoder, paths, experiment_id, run_name, tags) -> dict:
+    """k-fold cross-validation: one MLflow parent run for the whole protocol (params,
+    fold accuracies as ``fold_val_accuracy`` at step = fold, and the summary
+    ``cv_val_accuracy_mean`` / ``cv_val_accuracy_std``) with one child run per fold.
+    Every fold has its own checkpoint and ``.DONE`` marker, so a resumed
+    cross-validation continues with the first unfinished fold."""
+    k_folds = cfg.protocol.k_folds
+    client = MlflowClient()
+    state_file = paths.checkpoint.with_name(paths.checkpoint.stem + ".crossval.json")
+    parent_id = json.loads(state_file.read_text())["run_id"] if state_file.exists() else None
+    if parent_id is not None:
+        try:
+            client.get_run(parent_id)
+        except mlflow.exceptions.MlflowException:
+            parent_id = None
+    if parent_id is None:
+        parent = client.create_run(experiment_id, run_name=run_name, tags={
+            **tags, "g2g.experiment": paths.name, "g2g.protocol": "crossval"})
+        parent_id = parent.info.run_id
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
+        items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(parent_id, params=items[start:start + 100])
+        client.log_text(parent_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        ckpt.write_done_marker(state_file, {"run_id": parent_id})
+    else:
+        client.update_run(parent_id, status="RUNNING")
+    status = "FAILED"
+    try:
+        data = _load_data(cfg, device)
+        folds = stratified_folds(data.train_y, k_folds, cfg.seed)
+        accuracies = []
+        for fold, held_out in enumerate(folds, start=1):
+            fold_paths = paths.for_fold(fold)
+            if fold_paths.done_marker.exists():
+                accuracies.append(ckpt.read_done_marker(fold_paths.done_marker)["val_accuracy"])
+                continue
+            keep = torch.ones(len(data.train_y), dtype=torch.bool)
+            keep[held_out] = False
+            keep = keep.to(data.train_y.device)
+            held_out = held_out.to(data.train_y.device)
+            split = DataSplits(data.train_x[keep], data.train_y[keep], data.train_x[held_out],
+                               data.train_y[held_out], data.class_names)
+            log.info("cross-validation fold %d/%d: %d training, %d validation examples",
+                     fold, k_folds, len(split.train_y), len(split.test_y))
+            summary = _run_job(cfg, device, encoder, fold_paths, experiment_id, f"fold {fold}/{k_folds}",
+                               {"mlflow.parentRunId": parent_id, "g2g.fold": str(fold)},
+                               lambda split=split: split, cfg.protocol.epochs, "val")
+            accuracies.append(summary["val_accuracy"])
+            client.log_metric(parent_id, "fold_val_accuracy", summary["val_accuracy"], step=fold)
+        mean = statistics.mean(accuracies)
+        std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+        client.log_metric(parent_id, "cv_val_accuracy_mean", mean)
+        client.log_metric(parent_id, "cv_val_accuracy_std", std)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent_id, status)
+    summary = {"run_id": parent_id, "tracking_uri": mlflow.get_tracking_uri(),
+               "experiment": cfg.tracking.experiment, "cv_val_accuracy_mean": mean,
+               "cv_val_accuracy_std": std, "fold_val_accuracy": accuracies}
+    ckpt.write_done_marker(paths.done_marker, summary)
+    log.info("cross-validation %s: validation accuracy %.4f +- %.4f over %d folds; MLflow run %s",
+             paths.name, mean, std, k_folds, parent_id)
+    return {**summary, "skipped": False}
+
+
+def _run_job(cfg, device, encoder, paths, experiment_id, run_name, tags, load_data, epochs,
+             eval_prefix) -> dict:
+    """Train one model (resuming from ``paths.checkpoint``) in its own MLflow run and
+    write its ``.DONE`` marker. ``load_data()`` gives the :class:`DataSplits` whose
+    test tensors are evaluated after every epoch, named ``{eval_prefix}_accuracy``."""
     config_hash = ckpt.config_hash(cfg)
     state = None
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
         state = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
-
-    run_name = " ".join(overrides) if overrides else paths.name
     tags = {"g2g.experiment": paths.name, "g2g.config_hash": config_hash,
             "g2g.checkpoint": str(paths.checkpoint.resolve()), "g2g.device": str(device),
-            "g2g.num_threads": str(torch.get_num_threads())}
-    if parent_run_id:
-        tags.update({"mlflow.parentRunId": parent_run_id, "g2g.overrides": " ".join(overrides)})
+            "g2g.num_threads": str(torch.get_num_threads()), **tags}
     active, is_new = _start_run(state["mlflow_run_id"] if state else None, experiment_id, run_name)
     run_id = active.info.run_id
     if is_new:
@@ -234,7 +341,8 @@ def _run_locked(cfg, device, encoder, paths, experiment_id, parent_run_id, overr
                        _output_dir(paths) / f"{paths.name}.mlflow_fallback.jsonl")
     status = "FAILED"
     try:
-        history = _train(cfg, device, encoder, paths, config_hash, state, run_id, logger)
+        history = _train(cfg, device, encoder, paths, config_hash, state, run_id, logger,
+                         load_data, epochs, eval_prefix)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -248,27 +356,31 @@ def _run_locked(cfg, device, encoder, paths, experiment_id, parent_run_id, overr
         **history[-1],
     }
     ckpt.write_done_marker(paths.done_marker, summary)
-    log.info("finished %s: test_accuracy %.4f; MLflow run %s in %s",
-             paths.name, history[-1]["test_accuracy"], run_id, summary["tracking_uri"])
+    log.info("finished %s: %s_accuracy %.4f; MLflow run %s in %s", paths.name, eval_prefix,
+             history[-1][f"{eval_prefix}_accuracy"], run_id, summary["tracking_uri"])
     return {**summary, "skipped": False}
 
 
-def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunLogger) -> list[dict]:
+def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunLogger, load_data,
+           epochs: int, eval_prefix: str) -> list[dict]:
     """Build data, model, optimizer, sparsity and trainer; restore ``state`` when
     resuming (also in the middle of an epoch); train the remaining epochs with a
     checkpoint after each and on SIGINT/SIGTERM; log plots and the final weights.
     Returns the per-epoch history."""
     seed_everything(cfg.seed)
-    data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
+    data = load_data()
     model = instantiate(
         cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
     ).to(device)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
+    regularizer = instantiate(cfg.regularizer)
+    if regularizer is not None:
+        regularizer.warn_if_never_active(epochs)
     trainer = Trainer(
         model, optimizer, encoder, cfg.train.batch_size, cfg.train.eval_batch_size,
         shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,
-        step_callbacks=[sparsity] if sparsity is not None else [],
+        step_callbacks=[sparsity] if sparsity is not None else [], regularizer=regularizer,
     )
     history: list[dict] = []
     completed_epochs, epoch_progress = 0, None
@@ -298,18 +410,20 @@ def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunL
         }, paths.checkpoint)
 
     with _stop_on_signals(trainer) as received:
-        for epoch in range(completed_epochs + 1, cfg.train.epochs + 1):
+        for epoch in range(completed_epochs + 1, epochs + 1):
             row = {"epoch": epoch}
+            if regularizer is not None:
+                row.update(regularizer.start_epoch(epoch, epochs))
             try:
                 row.update(trainer.train_epoch(data.train_x, data.train_y,
-                                               f"epoch {epoch}/{cfg.train.epochs}", resume=epoch_progress))
+                                               f"epoch {epoch}/{epochs}", resume=epoch_progress))
             except EpochInterrupted as stop:
                 save(epoch - 1, stop.progress)
                 raise TrainingInterrupted(
                     f"stopped in epoch {epoch} after global step {trainer.global_step}; checkpoint "
                     f"{paths.checkpoint}; run the same command to resume", received[0]) from None
             epoch_progress = None
-            row.update(trainer.evaluate(data.test_x, data.test_y, prefix="test"))
+            row.update(trainer.evaluate(data.test_x, data.test_y, prefix=eval_prefix))
             row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
             history.append(row)
             logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -317,11 +431,11 @@ def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunL
                 for record in sparsity.records[logged_updates:]:
                     logger.metrics(record.metrics(), step=record.step)
                 logged_updates = len(sparsity.records)
-            log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f test_accuracy %.4f (%.0f s)",
-                     epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
-                     row["test_accuracy"], row["epoch_time_s"])
+            log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f %s_accuracy %.4f (%.0f s)",
+                     epoch, epochs, row["train_loss"], row["train_accuracy"], eval_prefix,
+                     row[f"{eval_prefix}_accuracy"], row["epoch_time_s"])
             save(epoch)
-            if trainer.stop_requested and epoch < cfg.train.epochs:
+            if trainer.stop_requested and epoch < epochs:
                 raise TrainingInterrupted(
                     f"stopped after epoch {epoch}; checkpoint {paths.checkpoint}; run the same "
                     "command to resume", received[0])

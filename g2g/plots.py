@@ -16,8 +16,8 @@ def learning_curves_figure(history: list[dict]) -> plt.Figure:
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for axis, keys, title, label in (
-        (loss_axis, ("train_loss", "test_loss"), "Loss", "cross-entropy on spike counts"),
-        (accuracy_axis, ("train_accuracy", "test_accuracy"), "Accuracy", "accuracy"),
+        (loss_axis, ("train_loss", "test_loss", "val_loss"), "Loss", "cross-entropy on spike counts"),
+        (accuracy_axis, ("train_accuracy", "test_accuracy", "val_accuracy"), "Accuracy", "accuracy"),
     ):
         for key in keys:
             if key in history[0]:

@@ -50,6 +50,8 @@ class Trainer:
             checkpointed, so a resumed run sees the same batches).
         progress: show a tqdm bar (loss, accuracy, time left).
         step_callbacks: run after every optimizer step (e.g. DST).
+        regularizer: maps the hidden layers' spikes to a loss term added to the
+            cross-entropy (e.g. :class:`g2g.regularizer.FiringRateRegularizer`).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Trainer:
         shuffle_generator: torch.Generator | None = None,
         progress: bool = True,
         step_callbacks: list[StepCallback] | None = None,
+        regularizer: Callable[[tuple[torch.Tensor, ...]], torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -71,6 +74,7 @@ class Trainer:
         self.shuffle_generator = shuffle_generator or torch.Generator()
         self.progress = progress
         self.step_callbacks = list(step_callbacks or [])
+        self.regularizer = regularizer
         self.global_step = 0
         #: set (e.g. by a signal handler) to stop after the current step
         self.stop_requested = False
@@ -88,8 +92,9 @@ class Trainer:
             resume: the ``progress`` of an :class:`EpochInterrupted` to continue.
         Returns:
             ``train_loss`` (mean per example), ``train_accuracy`` (fraction),
-            ``train_firing_rate_lif{l}`` (mean spikes per neuron and step) and
-            ``epoch_time_s`` (seconds).
+            ``train_firing_rate_lif{l}`` (mean spikes per neuron and step),
+            ``epoch_time_s`` (seconds) and, with a regulariser,
+            ``train_regularizer_loss`` (mean of its loss term per example).
         Raises:
             EpochInterrupted: a stop was requested before the last batch.
             NonFiniteLossError: the loss became NaN or infinite (before the
@@ -103,12 +108,14 @@ class Trainer:
             first_batch, elapsed = 0, 0.0
             loss_sum = torch.zeros((), device=x.device)
             correct = torch.zeros((), device=x.device)
+            regularizer_sum = torch.zeros((), device=x.device)
             rate_sums = None
         else:
             order = resume["order"].to(x.device)
             first_batch, elapsed = resume["next_batch"], resume["elapsed_s"]
             loss_sum, correct = resume["loss_sum"].to(x.device), resume["correct"].to(x.device)
             rate_sums = resume["rate_sums"].to(x.device)
+            regularizer_sum = resume["regularizer_sum"].to(x.device)
         bar = tqdm(total=len(y), desc=description, unit="img", disable=not self.progress, leave=False,
                    initial=min(first_batch * self.batch_size, len(y)))
         for batch in range(first_batch, num_batches):
@@ -123,8 +130,13 @@ class Trainer:
                     f"(batch {batch + 1} of {num_batches}); the weights were not updated with it. "
                     "Try a smaller train.lr, or check the input scale (encoder.scale, encoder.bias)."
                 )
+            objective = loss
+            if self.regularizer is not None:
+                penalty = self.regularizer(output.spikes[:-1])
+                objective = loss + penalty
+                regularizer_sum += penalty.detach() * len(index)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             self.optimizer.step()
             self.global_step += 1
             for callback in self.step_callbacks:
@@ -143,6 +155,7 @@ class Trainer:
                 raise EpochInterrupted({
                     "order": order.cpu(), "next_batch": batch + 1, "loss_sum": loss_sum.cpu(),
                     "correct": correct.cpu(), "rate_sums": rate_sums.cpu(),
+                    "regularizer_sum": regularizer_sum.cpu(),
                     "elapsed_s": elapsed + time.perf_counter() - started,
                 })
         bar.close()
@@ -153,6 +166,8 @@ class Trainer:
         }
         for name, value in zip(_firing_rate_names(len(rate_sums)), (rate_sums / len(y)).tolist()):
             metrics[f"train_{name}"] = value
+        if self.regularizer is not None:
+            metrics["train_regularizer_loss"] = regularizer_sum.item() / len(y)
         return metrics
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,6 +59,10 @@ def _positive_number(value) -> str | None:
     return None
 
 
+def _non_negative(value) -> str | None:
+    return None if _is_number(value) and value >= 0 else "must be a number >= 0"
+
+
 def _number(value) -> str | None:
     return None if _is_number(value) else "must be a finite number"
 
@@ -105,9 +110,17 @@ RULES = {
     "sparsity.update_interval": _positive_int,
     "sparsity.prune_fraction": _open_unit_interval,
     "sparsity.grow_init": _one_of(*GROW_INITS),
-    "features.name": _one_of("raw"),
-    "regularizer.name": _one_of("none"),
-    "protocol.name": _one_of("holdout"),
+    "features.name": _one_of("raw", "resnet32"),
+    "features.batch_size": _positive_int,
+    "regularizer.name": _one_of("none", "firing_rate"),
+    "regularizer.warmup_epochs": lambda v: None if _is_int(v) and v >= 0 else "must be an integer >= 0",
+    "regularizer.lambda_start": _non_negative,
+    "regularizer.lambda_end": _non_negative,
+    "regularizer.target_start": _probability,
+    "regularizer.target_end": _probability,
+    "protocol.name": _one_of("holdout", "crossval"),
+    "protocol.k_folds": lambda v: None if _is_int(v) and v >= 2 else "must be an integer >= 2",
+    "protocol.epochs": _positive_int,
 }
 
 
@@ -142,5 +155,19 @@ def validate(cfg: DictConfig) -> None:
             "sparsity=dynamic with model='dense': a dense model is fully connected and has "
             "nothing to rewire; use model=index|random|mixer, or sparsity=static"
         )
+    features = cfg.get("features", {})
+    dataset_name = cfg.get("dataset", {}).get("name")
+    if features.get("name") == "resnet32":
+        if dataset_name not in ("cifar10", "cifar100"):
+            problems.append(
+                f"features=resnet32 with dataset={dataset_name!r}: the ResNet-32 extractor is for "
+                "CIFAR images (32x32 RGB); use dataset=cifar10|cifar100, or features=raw"
+            )
+        weights = features.get("weights")
+        if weights != "hub" and not (isinstance(weights, str) and Path(weights).expanduser().is_file()):
+            problems.append(
+                f"features.weights={weights!r}: must be 'hub' or the path of an existing state dict "
+                "file (train one with: python -m g2g.features train --dataset cifar10 --out FILE)"
+            )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -29,8 +29,9 @@ def test_groups_are_the_documented_ones():
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes_validates_and_instantiates(group, option):
-    # dynamic sparsity needs a sparse model (the default model is dense)
-    cfg = compose_config([f"{group}={option}"] + (["model=mixer"] if group == "sparsity" else []))
+    # dynamic sparsity needs a sparse model (the default model is dense); ResNet features need CIFAR
+    needs = {"sparsity": ["model=mixer"], "features": ["dataset=cifar10"]}
+    cfg = compose_config([f"{group}={option}"] + needs.get(group, []))
     if group == "hardware" and option != "cpu":
         assert cfg.hardware.device == option
         cfg.hardware.device = "cpu"  # the device itself may be absent here; its selection is tested elsewhere
@@ -45,6 +46,8 @@ def test_every_option_composes_validates_and_instantiates(group, option):
     assert optimizer.defaults["lr"] == cfg.train.lr
     sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
     assert (sparsity is None) == (cfg.sparsity.name == "static")
+    regularizer = instantiate(cfg.regularizer)
+    assert (regularizer is None) == (cfg.regularizer.name == "none")
 
 
 def test_defaults_follow_the_seed():
@@ -84,6 +87,12 @@ BAD_OVERRIDES = [
     ("hardware.deterministic=maybe", "hardware.deterministic='maybe'", "true or false"),
     ("encoder.num_steps=2.5", "encoder.num_steps=2.5", "positive integer"),
     ("sparsity=dynamic", "sparsity=dynamic with model='dense'", "nothing to rewire"),
+    ("features=resnet32", "features=resnet32 with dataset='fashionmnist'", "CIFAR images"),
+    ("dataset=cifar10 features=resnet32 features.weights=/nonexistent.pt",
+     "features.weights='/nonexistent.pt'", "existing state dict"),
+    ("protocol=crossval protocol.k_folds=1", "protocol.k_folds=1", "integer >= 2"),
+    ("regularizer=firing_rate regularizer.target_end=1.5", "regularizer.target_end=1.5", "[0, 1]"),
+    ("regularizer=firing_rate regularizer.warmup_epochs=-1", "regularizer.warmup_epochs=-1", ">= 0"),
 ]
 
 
