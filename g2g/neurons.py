@@ -17,9 +17,69 @@ Lessons From Deep Learning", Proc. IEEE 2023), ``snntorch.Leaky``.
 
 from __future__ import annotations
 
+import math
+
 import torch
-from snntorch import surrogate
 from torch import nn
+
+
+class LIFScan(torch.autograd.Function):
+    """The LIF recursion over all T steps with a hand-written backward.
+
+    Forward keeps only the membrane ``U`` ``[T, B, N]`` (spikes are recomputed from
+    it in the backward); backward runs one fused update per step for the membrane
+    gradient and does everything else (surrogate, threshold and decay gradients) as
+    whole-tensor operations. Same results as stepping snntorch's ``Leaky`` with
+    autograd (pinned by ``tests/test_neurons.py``), with far fewer elementwise passes.
+
+    Backward equations (``g`` = dLoss/d.., ``s'`` = surrogate derivative at ``U[t] - U_thr``):
+
+        gU[t] = gS[t] * s'[t] + gM[t] + decay * gU[t+1]     (reset term is detached)
+        gI[t] = gU[t]
+        g_thr = -sum(gS * s') - sum_t S[t-1] * gU[t]
+        g_decay = sum_t U[t-1] * gU[t]
+    """
+
+    @staticmethod
+    def forward(ctx, current, decay, threshold, slope):
+        decay_value, threshold_value = float(decay), float(threshold)
+        membrane = torch.empty(current.shape, dtype=current.dtype, device=current.device)
+        spikes = torch.empty_like(membrane)
+        previous = None
+        for step, current_t in enumerate(current.unbind(0)):
+            u = membrane[step]
+            if previous is None:
+                u.copy_(current_t)  # U[-1] = 0: decay * 0 + I[0]
+            else:
+                torch.mul(membrane[step - 1], decay_value, out=u)
+                u.add_(current_t)
+                u.sub_(spikes[step - 1], alpha=threshold_value)  # S in {0, 1}: exact
+            torch.gt(u, threshold_value, out=spikes[step])
+            previous = u
+        ctx.save_for_backward(membrane, decay, threshold)
+        ctx.slope = slope
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
+        return spikes, membrane
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_membrane):
+        membrane, decay, threshold = ctx.saved_tensors
+        decay_value, threshold_value = float(decay), float(threshold)
+        alpha = ctx.slope
+        # surrogate derivative, as snntorch's ATan: (alpha/2) / (1 + (pi/2 * alpha * x)^2)
+        shifted = membrane - threshold_value
+        surrogate_grad = shifted.mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
+        direct = surrogate_grad.mul_(grad_spikes) if grad_spikes is not None else surrogate_grad.zero_()
+        threshold_grad = -direct.sum()
+        if grad_membrane is not None:
+            direct.add_(grad_membrane)
+        grad_u = direct  # reuse: becomes gU in place, from the last step backwards
+        for step in range(grad_u.shape[0] - 2, -1, -1):
+            grad_u[step].add_(grad_u[step + 1], alpha=decay_value)
+        spikes_before = (membrane[:-1] > threshold_value).to(membrane.dtype)
+        threshold_grad = threshold_grad - (spikes_before * grad_u[1:]).sum()
+        decay_grad = (membrane[:-1] * grad_u[1:]).sum()
+        return grad_u, decay_grad.reshape(decay.shape), threshold_grad.reshape(threshold.shape), None
 
 
 class LIF(nn.Module):
@@ -54,7 +114,6 @@ class LIF(nn.Module):
         else:
             self.register_buffer("threshold", threshold_tensor)
         self.surrogate_slope = surrogate_slope
-        self.spike_fn = surrogate.atan(alpha=surrogate_slope)
 
     def forward(
         self, current: torch.Tensor, return_membrane: bool = False
@@ -69,19 +128,9 @@ class LIF(nn.Module):
             Spikes S of 0/1, shape ``[T, B, N]``; with ``return_membrane`` also the
             membrane U after the reset, shape ``[T, B, N]``.
         """
-        decay = self.beta.clamp(0, 1)
-        membrane = torch.zeros_like(current[0])
-        spike = torch.zeros_like(current[0])
-        spikes, membranes = [], []
-        for current_t in current.unbind(0):
-            membrane = decay * membrane + current_t - spike.detach() * self.threshold
-            spike = self.spike_fn(membrane - self.threshold)
-            spikes.append(spike)
-            if return_membrane:
-                membranes.append(membrane)
-        if return_membrane:
-            return torch.stack(spikes), torch.stack(membranes)
-        return torch.stack(spikes)
+        spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold,
+                                         self.surrogate_slope)
+        return (spikes, membrane) if return_membrane else spikes
 
     def extra_repr(self) -> str:
         return f"surrogate=atan(alpha={self.surrogate_slope})"

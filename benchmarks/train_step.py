@@ -1,0 +1,204 @@
+"""Training-step throughput: g2g's network against the per-time-step snntorch loop.
+
+The reference is the network as an snntorch user (and the original scripts) write
+it: for each of the T time steps, every layer computes ``x @ (W * M)^T + b`` with the
+masked weight recomputed at every step, then ``snntorch.Leaky(init_hidden=True)``;
+output spikes are summed over time, cross-entropy on the counts, Adam. g2g's network
+runs each layer over all T steps at once (fc1 once per batch for current input, W * M
+once per step, a fused LIF scan with a hand-written backward).
+
+Both start from identical weights, masks and batches in one process; the script checks
+that the first step's loss and gradients agree, then times steps alternately (so
+machine noise hits both alike) and prints samples per second, the ratio, peak memory
+the activation memory each keeps for the backward, and the achieved FLOP/s against the
+machine's measured dense matmul rate.
+
+    python benchmarks/train_step.py --preset small
+    python benchmarks/train_step.py --preset seed --repeats 3        # hidden 2048, T 50, batch 256
+    python benchmarks/train_step.py --preset seed --sparsity dynamic --models mixer
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import snntorch as snn
+import torch
+from torch.nn import functional as F
+
+from g2g.dst import DynamicSparsity
+from g2g.encoders import CurrentEncoder, RateEncoder
+from g2g.model import NetworkOutput, SpikingNetwork
+
+PRESETS = {"small": dict(hidden=512, num_steps=25, batch=128), "seed": dict(hidden=2048, num_steps=50, batch=256)}
+
+
+class PerStepReference(torch.nn.Module):
+    """The seed's formulation, sharing ``net``'s parameters (weights, masks, beta, threshold)."""
+
+    def __init__(self, net: SpikingNetwork) -> None:
+        super().__init__()
+        self.net = net
+        self.leaky = torch.nn.ModuleList(
+            snn.Leaky(beta=lif.beta.item(), threshold=lif.threshold.item(), learn_beta=True,
+                      learn_threshold=True, init_hidden=True, spike_grad=snn.surrogate.atan(alpha=2.0))
+            for lif in (net.lif1, net.lif2, net.lif3))
+
+    def forward(self, inputs: torch.Tensor) -> NetworkOutput:
+        for leaky in self.leaky:
+            leaky.reset_mem()
+        counts = 0
+        recorded = [[], [], []]
+        for x in inputs:
+            spike = x
+            for layer, leaky, record in zip(self.net.masked_layers().values(), self.leaky, recorded):
+                weight = layer.weight if layer.mask is None else layer.weight * layer.mask
+                spike = leaky(F.linear(spike, weight, layer.bias))
+                record.append(spike)
+            counts = counts + spike
+        return NetworkOutput(counts, tuple(torch.stack(r) for r in recorded))
+
+
+def saved_activation_mib(forward) -> float:
+    """MiB of distinct tensor storage autograd keeps for the backward of ``forward()``
+    (the activation memory a training step needs on top of weights and optimizer)."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = forward()
+    del output
+    return sum(storages.values()) / 2**20
+
+
+def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Dense fp32 matmul rate of this machine in GFLOP/s for an [m, k] x [k, n] product."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * m * k * n / min(times) / 1e9
+
+
+def step_flops(net: SpikingNetwork, num_steps: int, batch: int, constant_input: bool) -> float:
+    """Multiply-add FLOPs of one training step of g2g's network (forward + backward,
+    dense matmuls, 2 FLOPs per multiply-add): forward, input gradient and weight
+    gradient of every layer; fc1 once per batch when the input is constant."""
+    total = 0
+    for name, layer in net.masked_layers().items():
+        rows = batch if (name == "fc1" and constant_input) else batch * num_steps
+        per_pass = 2 * rows * layer.in_features * layer.out_features
+        total += per_pass * (2 if name == "fc1" else 3)  # fc1 needs no input gradient
+    return total
+
+
+def _train_step(module, optimizer, inputs, labels):
+    output = module(inputs)
+    loss = F.cross_entropy(output.counts, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, output
+
+
+def run_case(model: str, sparsity: str, encoding: str, hidden: int, num_steps: int, batch: int,
+             repeats: int) -> dict:
+    torch.manual_seed(0)
+    net = SpikingNetwork(784, hidden, 10, name=model, mask_seed=0)
+    reference_net = SpikingNetwork(784, hidden, 10, name=model, mask_seed=0)
+    reference_net.load_state_dict(net.state_dict())
+    reference = PerStepReference(reference_net)
+    encoder = CurrentEncoder(num_steps) if encoding == "current" else RateEncoder(num_steps)
+    optimizers = {"g2g": torch.optim.Adam(net.parameters(), lr=5e-4),
+                  "reference": torch.optim.Adam(reference.parameters(), lr=5e-4)}
+    callbacks = {"g2g": None, "reference": None}
+    if sparsity == "dynamic":  # the same Hebbian accumulation on both (no update inside the timing)
+        callbacks["g2g"] = DynamicSparsity(net, optimizers["g2g"], prune="hebb", grow="hebb")
+        callbacks["reference"] = DynamicSparsity(reference_net, optimizers["reference"], prune="hebb", grow="hebb")
+    images = torch.rand(batch, 784)
+    labels = torch.randint(0, 10, (batch,))
+    inputs = encoder(images)  # the same spikes for both (rate coding draws randomness here)
+
+    # agreement on the first step: same loss and gradients, before any optimizer step
+    out = net(inputs)
+    loss = F.cross_entropy(out.counts, labels)
+    loss.backward()
+    loss_reference = F.cross_entropy(reference(inputs).counts, labels)
+    loss_reference.backward()
+    pairs = [(layer.weight, ref.weight) for layer, ref in
+             zip(net.masked_layers().values(), reference_net.masked_layers().values())]
+    pairs += [(layer.bias, ref.bias) for layer, ref in
+              zip(net.masked_layers().values(), reference_net.masked_layers().values())]
+    for lif, leaky in zip((net.lif1, net.lif2, net.lif3), reference.leaky):
+        pairs += [(lif.beta, leaky.beta), (lif.threshold, leaky.threshold)]
+    max_gradient_error = 0.0
+    for p, q in pairs:  # error relative to the largest gradient entry of that tensor
+        scale = max(q.grad.abs().max().item(), 1e-12)
+        max_gradient_error = max(max_gradient_error, (p.grad - q.grad).abs().max().item() / scale)
+    agreement = {"loss": loss.item(), "loss_reference": loss_reference.item(),
+                 "max_relative_gradient_error": max_gradient_error}
+    net.zero_grad(), reference.zero_grad()
+
+    memory = {"g2g": saved_activation_mib(lambda: net(inputs)),
+              "reference": saved_activation_mib(lambda: reference(inputs))}
+    times = {"g2g": [], "reference": []}
+    for repeat in range(repeats + 1):  # the first round warms up
+        for name in ("reference", "g2g"):
+            module = net if name == "g2g" else reference
+            started = time.perf_counter()
+            _, output = _train_step(module, optimizers[name], inputs, labels)
+            if callbacks[name] is not None:
+                callbacks[name](1, output, inputs)
+            elapsed = time.perf_counter() - started
+            if repeat > 0:
+                times[name].append(elapsed)
+    result = {name: statistics.median(values) for name, values in times.items()}
+    flops = step_flops(net, num_steps, batch, encoding == "current")
+    return {**agreement, "step_s": result, "samples_per_s": {k: batch / v for k, v in result.items()},
+            "speedup": result["reference"] / result["g2g"], "activation_mib": memory,
+            "gflops_achieved": flops / result["g2g"] / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--models", default="dense,mixer")
+    parser.add_argument("--sparsity", default="static", help="static, dynamic or static,dynamic")
+    parser.add_argument("--encoding", default="current", choices=["current", "rate"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = PRESETS[args.preset]
+    rate = matmul_rate(size["batch"] * size["num_steps"], size["hidden"], size["hidden"])
+    print(f"preset={args.preset} {size} encoding={args.encoding} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats}; dense fp32 matmul rate here: {rate:.1f} GFLOP/s")
+    print(f"{'model':<7} {'sparsity':<8} {'ref s/step':>10} {'g2g s/step':>10} {'ref samp/s':>10} "
+          f"{'g2g samp/s':>10} {'speedup':>8} {'ref act MiB':>11} {'g2g act MiB':>11} {'g2g GFLOP/s':>11} "
+          f"{'of peak':>7} {'loss diff':>9} {'grad err':>9}")
+    for model in args.models.split(","):
+        for sparsity in args.sparsity.split(","):
+            if model == "dense" and sparsity == "dynamic":
+                continue
+            r = run_case(model, sparsity, args.encoding, size["hidden"], size["num_steps"], size["batch"],
+                         args.repeats)
+            print(f"{model:<7} {sparsity:<8} {r['step_s']['reference']:>10.3f} {r['step_s']['g2g']:>10.3f} "
+                  f"{r['samples_per_s']['reference']:>10.1f} {r['samples_per_s']['g2g']:>10.1f} "
+                  f"{r['speedup']:>7.2f}x {r['activation_mib']['reference']:>11.0f} {r['activation_mib']['g2g']:>11.0f} "
+                  f"{r['gflops_achieved']:>11.1f} {100 * r['gflops_achieved'] / rate:>6.0f}% "
+                  f"{abs(r['loss'] - r['loss_reference']):>9.1e} {r['max_relative_gradient_error']:>9.1e}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
