@@ -22,6 +22,57 @@ MODELS = ("dense",) + SPARSE_MODELS
 LAYER_NAMES = ("fc1", "fc2", "fc3")
 
 
+#: use sparse products for binary spike inputs on the CPU when they are sparse enough
+#: (measured in benchmarks/README.md; set False to always use dense matmuls)
+SPARSE_SPIKE_MATMUL = True
+#: spike density below which the forward product uses a CSR sparse x dense matmul
+SPARSE_FORWARD_BELOW = 0.15
+#: spike density below which the weight gradient uses a COO sparse x dense matmul
+SPARSE_WEIGHT_GRAD_BELOW = 0.08
+
+
+class SpikeLinear(torch.autograd.Function):
+    """``S @ W^T + b`` for binary spikes ``S`` ``[M, K]``, using that most entries are 0.
+
+    On the CPU, when the spike density is below :data:`SPARSE_FORWARD_BELOW` the forward
+    product is a CSR sparse x dense matmul, and below :data:`SPARSE_WEIGHT_GRAD_BELOW`
+    the weight gradient ``G^T S`` is computed as ``(S^T G)^T`` with S in COO form; the
+    input gradient ``G W`` is always dense. The results equal the dense products up to
+    float32 summation order.
+    """
+
+    @staticmethod
+    def forward(ctx, spikes, weight, bias):
+        density = float(spikes.sum()) / max(spikes.numel(), 1)
+        if density < SPARSE_FORWARD_BELOW:
+            output = torch.sparse.mm(spikes.to_sparse_csr(), weight.t())
+            if bias is not None:
+                output += bias
+        elif bias is not None:
+            output = torch.addmm(bias, spikes, weight.t())
+        else:
+            output = spikes @ weight.t()
+        ctx.save_for_backward(spikes, weight)
+        ctx.density = density
+        ctx.has_bias = bias is not None
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        spikes, weight = ctx.saved_tensors
+        grad_spikes = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_spikes = grad_output @ weight
+        if ctx.needs_input_grad[1]:
+            if ctx.density < SPARSE_WEIGHT_GRAD_BELOW:
+                grad_weight = torch.sparse.mm(spikes.to_sparse().t(), grad_output).t().contiguous()
+            else:
+                grad_weight = grad_output.t() @ spikes
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_output.sum(0)
+        return grad_spikes, grad_weight, grad_bias
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` whose weight is multiplied by a fixed 0/1 mask.
 
@@ -58,8 +109,17 @@ class MaskedLinear(nn.Linear):
         """The effective weight ``W * M``, shape ``[out_features, in_features]``."""
         return self.weight if self.mask is None else self.weight * self.mask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., in_features]`` -> ``[..., out_features]``."""
+    def forward(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+        """``[..., in_features]`` -> ``[..., out_features]``.
+
+        Args:
+            binary: ``x`` holds only 0 and 1 (spikes); on the CPU this allows the
+                sparse products of :class:`SpikeLinear`.
+        """
+        if binary and SPARSE_SPIKE_MATMUL and x.device.type == "cpu" and x.dtype == torch.float32:
+            flat = x.reshape(-1, self.in_features)
+            out = SpikeLinear.apply(flat, self.masked_weight(), self.bias)
+            return out.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.masked_weight(), self.bias)
 
     def density(self) -> float:
@@ -153,6 +213,6 @@ class SpikingNetwork(nn.Module):
         else:
             current = self.fc1(inputs)
         spikes1 = self.lif1(current)
-        spikes2 = self.lif2(self.fc2(spikes1))
-        spikes3 = self.lif3(self.fc3(spikes2))
+        spikes2 = self.lif2(self.fc2(spikes1, binary=True))
+        spikes3 = self.lif3(self.fc3(spikes2, binary=True))
         return NetworkOutput(spikes3.sum(0), (spikes1, spikes2, spikes3))

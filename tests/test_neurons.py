@@ -91,3 +91,33 @@ def test_network_equals_per_step_snntorch_network(model, encoder):
             scale = p.grad.abs().max().item()
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5 * max(scale, 1.0),
                                        msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("density", [0.03, 0.1, 0.4])  # both sparse paths, sparse forward only, dense
+def test_spike_linear_equals_dense_linear_forward_and_gradients(density):
+    from g2g.model import SpikeLinear
+
+    torch.manual_seed(0)
+    spikes = (torch.rand(300, 64) < density).float().requires_grad_(True)
+    weight = torch.randn(48, 64, requires_grad=True)
+    bias = torch.randn(48, requires_grad=True)
+    out = SpikeLinear.apply(spikes, weight, bias)
+    reference_inputs = [t.detach().clone().requires_grad_(True) for t in (spikes, weight, bias)]
+    reference = torch.nn.functional.linear(*reference_inputs)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    reference.backward(grad)
+    for ours, theirs in zip((spikes, weight, bias), reference_inputs):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_sparse_spike_path_is_used_for_hidden_layers_on_cpu(monkeypatch):
+    import g2g.model
+
+    calls = []
+    real_apply = g2g.model.SpikeLinear.apply
+    monkeypatch.setattr(g2g.model.SpikeLinear, "apply", lambda *a: calls.append(a[0].shape) or real_apply(*a))
+    net = SpikingNetwork(20, 32, 5, name="mixer", mask_seed=0)
+    net(CurrentEncoder(4)(torch.rand(3, 20)))
+    assert calls == [(12, 32), (12, 32)]  # fc2 and fc3 over [T*B, N]; fc1 takes the analog input
