@@ -19,6 +19,7 @@ class CurrentEncoder:
     """
 
     is_constant_over_time = True
+    produces_spikes = False
 
     def __init__(self, num_steps: int, scale: float = 1.0, bias: float = 0.0) -> None:
         self.num_steps = int(num_steps)
@@ -43,6 +44,7 @@ class RateEncoder:
     """
 
     is_constant_over_time = False
+    produces_spikes = True
 
     def __init__(self, num_steps: int, scale: float = 1.0, bias: float = 0.0) -> None:
         self.num_steps = int(num_steps)

@@ -53,6 +53,11 @@ COLUMNS = [
     ("density_fc1", ("metric", "density_fc1")),
     ("density_fc2", ("metric", "density_fc2")),
     ("density_fc3", ("metric", "density_fc3")),
+    ("synops_total", ("metric", "synops_total")),
+    ("macs_total", ("metric", "macs_total")),
+    ("energy_nj", ("metric", "energy_nj")),
+    ("cv_val_accuracy_mean", ("metric", "cv_val_accuracy_mean")),
+    ("cv_val_accuracy_std", ("metric", "cv_val_accuracy_std")),
     ("epoch_time_s", ("metric", "epoch_time_s")),
     ("run_id", ("info", "run_id")),
 ]

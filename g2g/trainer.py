@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from g2g.model import NetworkOutput, SpikingNetwork
+from g2g.synops import SynOpsCounter
 
 #: called after every ``optimizer.step()`` with (global_step, network output, encoded input)
 StepCallback = Callable[[int, NetworkOutput, torch.Tensor], None]
@@ -175,19 +176,24 @@ class Trainer:
         """Accuracy, loss and per-layer firing rates on ``x`` ``[N, D]``, ``y`` ``[N]``.
 
         Returns:
-            ``{prefix}_loss``, ``{prefix}_accuracy`` and ``firing_rate_lif{l}`` (mean
-            spikes per neuron and time step on this split).
+            ``{prefix}_loss``, ``{prefix}_accuracy``, ``firing_rate_lif{l}`` (mean
+            spikes per neuron and time step on this split) and the synaptic
+            operations and energy per inference of :mod:`g2g.synops`.
         """
         self.model.eval()
         loss_sum, correct, rate_sums = 0.0, 0, None
+        synops = SynOpsCounter(self.model.masked_layers(),
+                               analog_input=not getattr(self.encoder, "produces_spikes", False))
         for start in range(0, len(y), self.eval_batch_size):
             inputs = self.encoder(x[start : start + self.eval_batch_size])
             target = y[start : start + self.eval_batch_size]
             output = self.model(inputs)
+            synops.add((inputs,) + output.spikes[:-1])
             loss_sum += F.cross_entropy(output.counts, target, reduction="sum").item()
             correct += int((output.counts.argmax(1) == target).sum())
             rates = torch.stack([spikes.mean() for spikes in output.spikes]) * len(target)
             rate_sums = rates if rate_sums is None else rate_sums + rates
         metrics = {f"{prefix}_loss": loss_sum / len(y), f"{prefix}_accuracy": correct / len(y)}
         metrics.update(zip(_firing_rate_names(len(rate_sums)), (rate_sums / len(y)).tolist()))
+        metrics.update(synops.metrics())
         return metrics

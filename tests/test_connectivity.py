@@ -95,3 +95,20 @@ def test_masked_weights_are_zero_and_get_no_gradient():
 def test_bad_probability_is_refused():
     with pytest.raises(ValueError, match="p_inter=1.5"):
         g2g_mask(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long), 1.0, 1.5)
+
+
+def test_synops_count_spikes_times_active_fanout_and_energy():
+    from g2g.synops import ENERGY_PER_AC_PJ, ENERGY_PER_MAC_PJ, SynOpsCounter
+
+    net = SpikingNetwork(4, 8, 2, name="index", num_groups=2, p_intra=1.0, p_inter=0.0, mask_seed=0)
+    counter = SynOpsCounter(net.masked_layers(), analog_input=True)
+    inputs = torch.rand(3, 5, 4)  # analog: fc1 counts T x active connections as MACs
+    spikes1 = torch.zeros(3, 5, 8)
+    spikes1[0, :, 0] = 1  # one spike per example from hidden neuron 0 (group 0: 4 outgoing connections)
+    spikes2 = torch.zeros(3, 5, 8)
+    counter.add((inputs, spikes1, spikes2))
+    metrics = counter.metrics()
+    assert metrics["macs_fc1"] == 3 * net.fc1.mask.sum().item() == 3 * 16
+    assert metrics["synops_fc2"] == 4.0 and metrics["synops_fc3"] == 0.0
+    assert metrics["ops_dense_equivalent"] == 3 * (4 * 8 + 8 * 8 + 8 * 2)
+    assert metrics["energy_nj"] == pytest.approx((4.0 * ENERGY_PER_AC_PJ + 48 * ENERGY_PER_MAC_PJ) / 1000)
