@@ -26,8 +26,9 @@ from torch import nn
 class LIFScan(torch.autograd.Function):
     """The LIF recursion over all T steps with a hand-written backward.
 
-    Forward keeps only the membrane ``U`` ``[T, B, N]`` (spikes are recomputed from
-    it in the backward); backward runs one fused update per step for the membrane
+    Forward keeps the membrane ``U`` and spikes ``S`` ``[T, B, N]`` (the next layer
+    keeps the same spike tensor for its weight gradient, so this costs no extra
+    memory); backward runs one fused update per step for the membrane
     gradient and does everything else (surrogate, threshold and decay gradients) as
     whole-tensor operations. Same results as stepping snntorch's ``Leaky`` with
     autograd (pinned by ``tests/test_neurons.py``), with far fewer elementwise passes.
@@ -56,29 +57,34 @@ class LIFScan(torch.autograd.Function):
                 u.sub_(spikes[step - 1], alpha=threshold_value)  # S in {0, 1}: exact
             torch.gt(u, threshold_value, out=spikes[step])
             previous = u
-        ctx.save_for_backward(membrane, decay, threshold)
+        ctx.save_for_backward(membrane, spikes, decay, threshold)
         ctx.slope = slope
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
         return spikes, membrane
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
-        membrane, decay, threshold = ctx.saved_tensors
+        membrane, spikes, decay, threshold = ctx.saved_tensors
         decay_value, threshold_value = float(decay), float(threshold)
         alpha = ctx.slope
-        # surrogate derivative, as snntorch's ATan: (alpha/2) / (1 + (pi/2 * alpha * x)^2)
-        shifted = membrane - threshold_value
-        surrogate_grad = shifted.mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
-        direct = surrogate_grad.mul_(grad_spikes) if grad_spikes is not None else surrogate_grad.zero_()
+        # surrogate derivative, as snntorch's ATan: (alpha/2) / (1 + (pi/2 * alpha * x)^2),
+        # times the incoming spike gradient, in four passes over [T, B, N]
+        direct = membrane - threshold_value
+        torch.addcmul(torch.ones((), dtype=direct.dtype, device=direct.device), direct, direct,
+                      value=(math.pi / 2 * alpha) ** 2, out=direct)
+        if grad_spikes is not None:
+            torch.div(grad_spikes, direct, out=direct).mul_(alpha / 2)
+        else:
+            direct.zero_()
         threshold_grad = -direct.sum()
         if grad_membrane is not None:
             direct.add_(grad_membrane)
-        grad_u = direct  # reuse: becomes gU in place, from the last step backwards
+        grad_u = direct  # becomes gU in place, from the last step backwards
         for step in range(grad_u.shape[0] - 2, -1, -1):
             grad_u[step].add_(grad_u[step + 1], alpha=decay_value)
-        spikes_before = (membrane[:-1] > threshold_value).to(membrane.dtype)
-        threshold_grad = threshold_grad - (spikes_before * grad_u[1:]).sum()
-        decay_grad = (membrane[:-1] * grad_u[1:]).sum()
+        later = grad_u[1:].reshape(-1)
+        threshold_grad = threshold_grad - torch.dot(spikes[:-1].reshape(-1), later)
+        decay_grad = torch.dot(membrane[:-1].reshape(-1), later)
         return grad_u, decay_grad.reshape(decay.shape), threshold_grad.reshape(threshold.shape), None
 
 
