@@ -40,6 +40,13 @@ GROW_RULES = ("hebb", "random")
 GROW_INITS = ("zero", "uniform")
 
 
+def spike_counts(activity: torch.Tensor) -> torch.Tensor:
+    """``[T, B, N]`` -> sum over time ``[B, N]`` (``T * x`` for a broadcast constant input)."""
+    if activity.stride(0) == 0:
+        return activity[0] * activity.shape[0]
+    return activity.sum(0)
+
+
 class HebbianTrace:
     """Running pre/post activity correlation of one layer, on the layer's device.
 
@@ -57,8 +64,11 @@ class HebbianTrace:
     def accumulate(self, pre: torch.Tensor, post: torch.Tensor) -> None:
         """Add one step's activity. ``pre`` ``[T, B, N_in]`` (may be a broadcast view),
         ``post`` ``[T, B, N_out]``."""
-        pre_counts = pre.sum(0)
-        post_counts = post.sum(0)
+        self.accumulate_counts(spike_counts(pre), spike_counts(post))
+
+    @torch.no_grad()
+    def accumulate_counts(self, pre_counts: torch.Tensor, post_counts: torch.Tensor) -> None:
+        """Add one step's activity summed over time: ``[B, N_in]`` and ``[B, N_out]``."""
         self.correlation.addmm_(post_counts.T, pre_counts)
         self.pre_square.add_(pre_counts.square().sum(0))
         self.post_square.add_(post_counts.square().sum(0))
@@ -185,9 +195,10 @@ class DynamicSparsity:
     def __call__(self, global_step: int, output: NetworkOutput, inputs: torch.Tensor) -> None:
         """Accumulate Hebbian activity and, on update steps, rewire every layer."""
         if self.uses_hebbian:
-            presynaptic = (inputs,) + output.spikes[:-1]
-            for (name, trace), pre, post in zip(self.traces.items(), presynaptic, output.spikes):
-                trace.accumulate(pre, post)
+            # each layer's spikes are the post of one layer and the pre of the next: count once
+            counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
+            for (name, trace), pre, post in zip(self.traces.items(), counts[:-1], counts[1:]):
+                trace.accumulate_counts(pre, post)
         if global_step > 0 and global_step % self.update_interval == 0:
             self.update(global_step)
 

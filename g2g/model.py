@@ -9,6 +9,7 @@ this equals stepping the layers time step by time step.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -22,13 +23,16 @@ MODELS = ("dense",) + SPARSE_MODELS
 LAYER_NAMES = ("fc1", "fc2", "fc3")
 
 
+# torch marks its CSR layout "beta"; the products used here are tested against dense ones
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
 #: use sparse products for binary spike inputs on the CPU when they are sparse enough
 #: (measured in benchmarks/README.md; set False to always use dense matmuls)
 SPARSE_SPIKE_MATMUL = True
 #: spike density below which the forward product uses a CSR sparse x dense matmul
 SPARSE_FORWARD_BELOW = 0.15
 #: spike density below which the weight gradient uses a COO sparse x dense matmul
-SPARSE_WEIGHT_GRAD_BELOW = 0.08
+SPARSE_WEIGHT_GRAD_BELOW = 0.12
 
 
 class SpikeLinear(torch.autograd.Function):
@@ -44,10 +48,14 @@ class SpikeLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spikes, weight, bias):
         density = float(spikes.sum()) / max(spikes.numel(), 1)
+        ctx.spikes_csr = None
         if density < SPARSE_FORWARD_BELOW:
-            output = torch.sparse.mm(spikes.to_sparse_csr(), weight.t())
+            spikes_csr = spikes.to_sparse_csr()
+            output = torch.sparse.mm(spikes_csr, weight.t())
             if bias is not None:
                 output += bias
+            if density < SPARSE_WEIGHT_GRAD_BELOW:
+                ctx.spikes_csr = spikes_csr  # reused by the weight gradient
         elif bias is not None:
             output = torch.addmm(bias, spikes, weight.t())
         else:
@@ -64,12 +72,13 @@ class SpikeLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_spikes = grad_output @ weight
         if ctx.needs_input_grad[1]:
-            if ctx.density < SPARSE_WEIGHT_GRAD_BELOW:
-                grad_weight = torch.sparse.mm(spikes.to_sparse().t(), grad_output).t().contiguous()
+            if ctx.spikes_csr is not None:  # G^T S = (S^T G)^T with S in COO form
+                grad_weight = torch.sparse.mm(ctx.spikes_csr.to_sparse_coo().t(), grad_output).t().contiguous()
             else:
                 grad_weight = grad_output.t() @ spikes
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_output.sum(0)
+        ctx.spikes_csr = None
         return grad_spikes, grad_weight, grad_bias
 
 

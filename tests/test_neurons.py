@@ -93,7 +93,7 @@ def test_network_equals_per_step_snntorch_network(model, encoder):
                                        msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("density", [0.03, 0.1, 0.4])  # both sparse paths, sparse forward only, dense
+@pytest.mark.parametrize("density", [0.03, 0.13, 0.4])  # both sparse paths, sparse forward only, dense
 def test_spike_linear_equals_dense_linear_forward_and_gradients(density):
     from g2g.model import SpikeLinear
 
