@@ -92,9 +92,20 @@ def _format(value) -> str:
     return str(value)
 
 
+def _add_job_labels(rows: list[dict]) -> None:
+    """``job``: each run name without the overrides that every job of the sweep shares
+    (e.g. ``model=index model.p_inter=0.1`` instead of the whole command line)."""
+    token_sets = [set((row["run_name"] or "").split()) for row in rows]
+    common = set.intersection(*token_sets) if token_sets and len(rows) > 1 else set()
+    for row in rows:
+        row["job"] = " ".join(t for t in (row["run_name"] or "").split() if t not in common) or row["run_name"]
+
+
 def write_tables(rows: list[dict], folder: Path) -> list[Path]:
-    """``jobs.csv`` and ``jobs.md`` with every column that has a value in some row."""
-    headers = [h for h, _ in COLUMNS if any(row.get(h) is not None for row in rows)]
+    """``jobs.csv`` and ``jobs.md`` with every column that has a value in some row
+    (``job`` first: the run name less the overrides all jobs share)."""
+    _add_job_labels(rows)
+    headers = ["job"] + [h for h, _ in COLUMNS if h != "run_name" and any(row.get(h) is not None for row in rows)]
     csv_path, markdown_path = folder / "jobs.csv", folder / "jobs.md"
     with open(csv_path, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=headers, extrasaction="ignore")

@@ -149,3 +149,22 @@ def test_runs_log_to_a_real_mlflow_server(workdir):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_report_figures_and_tables_from_rows(tmp_path):
+    from g2g.report import accuracy_vs_p_inter_figure, dst_rules_figure, write_tables
+
+    rows = []
+    for model in ("index", "mixer"):
+        for prune in ("set", "hebb"):
+            for grow in ("hebb", "random"):
+                rows.append({"run_name": f"model={model} sparsity.prune={prune} sparsity.grow={grow} seed=1",
+                             "status": "FINISHED", "model": model, "p_inter": "0.15", "sparsity": "dynamic",
+                             "prune": prune, "grow": grow, "test_accuracy": 0.8, "run_id": f"{model}{prune}{grow}"})
+    figure = dst_rules_figure(rows)
+    assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["index", "mixer"]
+    assert accuracy_vs_p_inter_figure(rows) is None, "one p_inter value: nothing to plot"
+    write_tables(rows, tmp_path)
+    markdown = (tmp_path / "jobs.md").read_text()
+    assert "| model=index sparsity.prune=set sparsity.grow=hebb |" in markdown  # shared seed=1 dropped
+    assert "seed=1 |" not in markdown
