@@ -1,8 +1,9 @@
 """One experiment from a composed config: the function ``run.py`` calls.
 
-Data flow (ARCHITECTURE.md): validate -> hardware -> data -> encoder -> model ->
-trainer (epochs, evaluation, checkpoint after every epoch, resume) -> MLflow.
-This is the only module besides ``run.py`` that knows about Hydra.
+Data flow (ARCHITECTURE.md): validate -> hardware -> data -> features -> encoder ->
+model -> sparsity -> trainer (epochs, evaluation, checkpoint after every epoch and on
+SIGINT/SIGTERM, resume) -> protocol (holdout or cross-validation) -> MLflow.
+With ``g2g.callbacks`` it is the only module besides ``run.py`` that knows about Hydra.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from g2g import checkpoint as ckpt
-from g2g.hardware import configure, rng_state, seed_everything, select_device, set_rng_state
-from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
 from g2g.checkpoint import CheckpointError
 from g2g.data import DatasetUnavailableError, DataSplits
 from g2g.features import FeaturesUnavailableError, prepare_features
-from g2g.hardware import DeviceUnavailableError
+from g2g.hardware import (DeviceUnavailableError, configure, rng_state, seed_everything,
+                          select_device, set_rng_state)
 from g2g.lock import ExperimentLock, ExperimentLockedError
-from g2g.tracking import RunLogger, flatten, setup_experiment
-from g2g.tracking import TrackingUnavailableError
+from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
+from g2g.tracking import RunLogger, TrackingUnavailableError, flatten, setup_experiment
 from g2g.trainer import EpochInterrupted, NonFiniteLossError, Trainer
 from g2g.validation import ConfigError, validate
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from g2g import checkpoint as ckpt
 from g2g.experiment import run
 from g2g.lock import ExperimentLock, ExperimentLockedError
 from g2g.trainer import NonFiniteLossError
-from g2g.tracking import TrackingUnavailableError, relog
+from g2g.tracking import TrackingUnavailableError
 
 # long enough epochs (500 steps, seconds) that a signal lands in the middle of one
 SLOW = ["model=mixer", "encoder=rate", "model.hidden_dim=64", "encoder.num_steps=8", "train.epochs=2",
@@ -173,7 +172,7 @@ def test_lock_refuses_a_second_holder_and_is_released_when_the_owner_dies(tmp_pa
     with ExperimentLock(path):
         holder = subprocess.run(
             [sys.executable, "-c", "from g2g.lock import ExperimentLock\nimport sys\n"
-             f"try:\n    ExperimentLock(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e)",
+             "try:\n    ExperimentLock(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e)",
              str(path)], capture_output=True, text=True, timeout=60)
         assert f"being trained by pid {os.getpid()}" in holder.stdout
     # a process that dies holding the lock (SIGKILL: no clean-up) does not leave it stuck
