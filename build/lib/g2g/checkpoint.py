@@ -1,0 +1,176 @@
+"""Checkpoint names, atomic saves and safe loads.
+
+A checkpoint lives at ``CHECKPOINT_DIR/NAME_HASH.pth`` where NAME follows the seed's
+convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for
+dynamic sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash
+of every result-affecting setting, so two runs that could differ never share a
+file. ``NAME_HASH.DONE`` marks a finished experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+#: config paths that do not change results (where things go, how fast, how shown)
+NON_RESULT_KEYS = (
+    "tracking",
+    "checkpoint",
+    "hardware",
+    "dataset.root",
+    "dataset.download",
+    "train.progress",
+    "train.eval_batch_size",
+    "features.batch_size",
+    "features.cache_dir",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the choices."""
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """Where one experiment's checkpoint and completion marker live."""
+
+    checkpoint: Path
+    done_marker: Path
+    lock: Path
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint.stem
+
+    def for_fold(self, fold: int) -> "CheckpointPaths":
+        """The paths of cross-validation fold ``fold`` (suffix ``_fold{fold}``)."""
+        stem = f"{self.name}_fold{fold}"
+        return CheckpointPaths(*(path.with_name(stem + path.suffix)
+                                 for path in (self.checkpoint, self.done_marker, self.lock)))
+
+
+def result_config(cfg: DictConfig) -> dict:
+    """The resolved config without the keys in :data:`NON_RESULT_KEYS`."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    for dotted in NON_RESULT_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return container
+
+
+def config_hash(cfg: DictConfig, length: int = 8) -> str:
+    """Short SHA-256 of :func:`result_config` (stable across key order)."""
+    text = json.dumps(result_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """Readable name in the seed's convention, e.g. ``fashionmnist_mixer_p0_15_T50_current``."""
+    parts = [cfg.dataset.name, cfg.model.name]
+    if cfg.model.name != "dense":
+        parts.append("p" + f"{float(cfg.model.p_inter):g}".replace(".", "_"))
+    parts += [f"T{cfg.encoder.num_steps}", cfg.encoder.name]
+    if cfg.sparsity.name == "dynamic":
+        parts += [f"cp{cfg.sparsity.prune}", f"cg{cfg.sparsity.grow}"]
+    name = "_".join(str(part) for part in parts)
+    return f"resnet_{name}" if cfg.features.name == "resnet32" else name
+
+
+def checkpoint_paths(cfg: DictConfig, directory: str | os.PathLike) -> CheckpointPaths:
+    """Checkpoint and ``.DONE`` marker paths of the experiment ``cfg`` describes."""
+    stem = f"{experiment_name(cfg)}_{config_hash(cfg)}"
+    directory = Path(directory)
+    return CheckpointPaths(directory / f"{stem}.pth", directory / f"{stem}.DONE", directory / f"{stem}.lock")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename over
+    ``path``: a crash at any moment leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Atomically save ``state`` (tensors, dicts, lists, numbers, strings) with torch.save."""
+    _atomic_write(path, lambda file: torch.save(state, file))
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts, as ``key: a -> b``."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return lines
+
+
+def load_checkpoint(
+    path: Path, expected_hash: str, device: torch.device | str = "cpu", config: dict | None = None
+) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary pickle code).
+
+    Args:
+        config: this run's :func:`result_config`, to list the differing keys when the
+            checkpoint was written for another config.
+    Raises:
+        CheckpointError: unreadable/truncated file, or one written for another config
+            (the differing keys listed). The file is left where it is.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}).\n"
+            f"Either delete it to start this experiment over, or replace it with a good copy."
+        ) from error
+    if state.get("config_hash") != expected_hash:
+        differing = _differences(state.get("config") or {}, config or {}) if config else []
+        raise CheckpointError(
+            f"checkpoint {path} was written for config hash {state.get('config_hash')!r}, "
+            f"this run has {expected_hash!r}"
+            + (":\n  " + "\n  ".join(differing) if differing else "")
+            + "\nEither delete it to start over, or point checkpoint.dir at the folder of the matching run."
+        )
+    return state
+
+
+def write_done_marker(path: Path, summary: dict) -> None:
+    """Atomically write the ``.DONE`` marker with a JSON summary (run id, metrics)."""
+    _atomic_write(path, lambda file: file.write(json.dumps(summary, indent=2).encode()))
+
+
+def read_done_marker(path: Path) -> dict:
+    """The summary stored in a ``.DONE`` marker (empty if it holds none)."""
+    try:
+        return json.loads(path.read_text() or "{}")
+    except json.JSONDecodeError:
+        return {}

@@ -1,0 +1,301 @@
+"""Dynamic sparse training (DST): prune and grow connections of the masked layers.
+
+Every ``update_interval`` optimizer steps (never at step 0), for every masked layer
+(fc1, fc2, fc3):
+
+1. ``k = min(floor(prune_fraction * active), inactive)`` where ``active`` is the
+   number of connections in the mask and ``inactive`` the number outside it;
+2. prune exactly ``k`` active connections: the smallest ``|w|`` (``set``, after SET,
+   Mocanu et al. 2018), uniformly at random (``random``) or the lowest Hebbian score
+   (``hebb``);
+3. grow exactly ``k`` connections among those inactive *before* this update: the
+   highest Hebbian score (``hebb``) or uniformly at random (``random``);
+4. pruned weights become 0, grown weights start at ``grow_init`` (``zero``, or
+   ``uniform``: nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and
+   Adam's first and second moments of every changed entry are reset to 0.
+
+The number of active connections of every layer never changes.
+
+Hebbian score (rate-based): for each training step since the last update the layer's
+presynaptic activity ``a_pre`` (for fc1 the encoded input; otherwise the previous
+layer's spikes) and postsynaptic spikes ``a_post`` are summed over the T time steps,
+giving spike counts per example, ``[B, N_in]`` and ``[B, N_out]``. The trace
+accumulates ``C += a_post^T a_pre`` and the squared norms of every neuron's counts;
+the score is the cosine similarity ``C[o, i] / (||post_o|| * ||pre_i||)``. Summing over
+time before the outer product costs ``B*N_in*N_out`` multiply-adds per step, 1/T of the
+layer's forward matmul, and everything stays on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from g2g.model import MaskedLinear, NetworkOutput, SpikingNetwork
+
+PRUNE_RULES = ("set", "random", "hebb")
+GROW_RULES = ("hebb", "random")
+GROW_INITS = ("zero", "uniform")
+
+
+def spike_counts(activity: torch.Tensor) -> torch.Tensor:
+    """``[T, B, N]`` -> sum over time ``[B, N]`` (``T * x`` for a broadcast constant input)."""
+    if activity.stride(0) == 0:
+        return activity[0] * activity.shape[0]
+    return activity.sum(0)
+
+
+class HebbianTrace:
+    """Running pre/post activity correlation of one layer, on the layer's device.
+
+    Args:
+        out_features, in_features: layer shape.
+        device: where the running sums live.
+    """
+
+    def __init__(self, out_features: int, in_features: int, device: torch.device | str = "cpu"):
+        self.correlation = torch.zeros(out_features, in_features, device=device)
+        self.pre_square = torch.zeros(in_features, device=device)
+        self.post_square = torch.zeros(out_features, device=device)
+
+    @torch.no_grad()
+    def accumulate(self, pre: torch.Tensor, post: torch.Tensor) -> None:
+        """Add one step's activity. ``pre`` ``[T, B, N_in]`` (may be a broadcast view),
+        ``post`` ``[T, B, N_out]``."""
+        self.accumulate_counts(spike_counts(pre), spike_counts(post))
+
+    @torch.no_grad()
+    def accumulate_counts(self, pre_counts: torch.Tensor, post_counts: torch.Tensor) -> None:
+        """Add one step's activity summed over time: ``[B, N_in]`` and ``[B, N_out]``."""
+        self.correlation.addmm_(post_counts.T, pre_counts)
+        self.pre_square.add_(pre_counts.square().sum(0))
+        self.post_square.add_(post_counts.square().sum(0))
+
+    def score(self, eps: float = 1e-12) -> torch.Tensor:
+        """Cosine-normalised correlation ``[N_out, N_in]`` in [-1, 1] (0 where a neuron
+        never fired)."""
+        norms = self.post_square.sqrt()[:, None] * self.pre_square.sqrt()[None, :]
+        return self.correlation / norms.clamp_min(eps)
+
+    def reset(self) -> None:
+        self.correlation.zero_()
+        self.pre_square.zero_()
+        self.post_square.zero_()
+
+    def state_dict(self) -> dict:
+        return {"correlation": self.correlation, "pre_square": self.pre_square,
+                "post_square": self.post_square}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value)
+
+
+@dataclass
+class UpdateRecord:
+    """What one DST update did to one layer (logged to MLflow at ``step``)."""
+
+    step: int
+    layer: str
+    pruned: int
+    grown: int
+    grown_inter_fraction: float
+    density: float
+    density_intra: float
+    density_inter: float
+
+    def metrics(self) -> dict[str, float]:
+        prefix = f"dst_{self.layer}_"
+        return {prefix + "pruned": self.pruned, prefix + "grown": self.grown,
+                prefix + "grown_inter_fraction": self.grown_inter_fraction,
+                prefix + "density": self.density, prefix + "density_intra": self.density_intra,
+                prefix + "density_inter": self.density_inter}
+
+
+def group_densities(layer: MaskedLinear) -> tuple[float, float]:
+    """(density inside groups, density between groups) of a masked layer."""
+    same = layer.same_group()
+    active = layer.mask.bool()
+    intra = (active & same).sum().item() / max(same.sum().item(), 1)
+    inter = (active & ~same).sum().item() / max((~same).sum().item(), 1)
+    return intra, inter
+
+
+def _lowest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat indices of the ``k`` lowest ``scores`` among ``allowed`` entries; exactly k
+    even with ties (``torch.topk`` returns k entries)."""
+    masked = torch.where(allowed, scores, torch.full_like(scores, math.inf))
+    return torch.topk(masked.flatten(), k, largest=False, sorted=False).indices
+
+
+def _highest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+    masked = torch.where(allowed, scores, torch.full_like(scores, -math.inf))
+    return torch.topk(masked.flatten(), k, largest=True, sorted=False).indices
+
+
+class DynamicSparsity:
+    """Prunes and grows the masked layers of a sparse network during training.
+
+    Use it as a trainer step callback: ``dst(global_step, output, inputs)`` after
+    every ``optimizer.step()``.
+
+    Args:
+        model: a sparse :class:`SpikingNetwork` (``index``, ``random`` or ``mixer``).
+        optimizer: the model's optimizer; moments of changed entries are reset.
+        prune: ``set``, ``random`` or ``hebb``.
+        grow: ``hebb`` or ``random``.
+        update_interval: optimizer steps between updates, >= 1.
+        prune_fraction: fraction of active connections replaced per update, in (0, 1).
+        grow_init: ``zero`` or ``uniform`` (see module docstring).
+        seed: seed of the random choices (random prune/grow, uniform init).
+    Raises:
+        ValueError: a dense model or an unknown rule.
+    """
+
+    def __init__(
+        self,
+        model: SpikingNetwork,
+        optimizer: torch.optim.Optimizer,
+        prune: str = "set",
+        grow: str = "hebb",
+        update_interval: int = 1000,
+        prune_fraction: float = 0.1,
+        grow_init: str = "zero",
+        seed: int = 0,
+    ) -> None:
+        if model.name == "dense":
+            raise ValueError(
+                "sparsity=dynamic needs a sparse model: model=dense is fully connected and has "
+                "nothing to rewire; use model=index|random|mixer, or sparsity=static"
+            )
+        for key, value, allowed in (("sparsity.prune", prune, PRUNE_RULES),
+                                    ("sparsity.grow", grow, GROW_RULES),
+                                    ("sparsity.grow_init", grow_init, GROW_INITS)):
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
+        self.model = model
+        self.optimizer = optimizer
+        self.prune = prune
+        self.grow = grow
+        self.update_interval = int(update_interval)
+        self.prune_fraction = float(prune_fraction)
+        self.grow_init = grow_init
+        self.generator = torch.Generator().manual_seed(seed)
+        self.layers = model.masked_layers()
+        self.uses_hebbian = "hebb" in (prune, grow)
+        self.traces = {
+            name: HebbianTrace(layer.out_features, layer.in_features, layer.weight.device)
+            for name, layer in self.layers.items()
+        } if self.uses_hebbian else {}
+        self.update_count = 0
+        self.records: list[UpdateRecord] = []
+
+    def __call__(self, global_step: int, output: NetworkOutput, inputs: torch.Tensor) -> None:
+        """Accumulate Hebbian activity and, on update steps, rewire every layer."""
+        if self.uses_hebbian:
+            # each layer's spikes are the post of one layer and the pre of the next: count once
+            counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
+            for (name, trace), pre, post in zip(self.traces.items(), counts[:-1], counts[1:]):
+                trace.accumulate_counts(pre, post)
+        if global_step > 0 and global_step % self.update_interval == 0:
+            self.update(global_step)
+
+    def _random_scores(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.rand(like.shape, generator=self.generator).to(like.device)
+
+    @torch.no_grad()
+    def update(self, global_step: int) -> list[UpdateRecord]:
+        """Prune and grow every masked layer once; returns what was done."""
+        records = []
+        for name, layer in self.layers.items():
+            records.append(self.update_layer(name, layer, global_step))
+            if name in self.traces:
+                self.traces[name].reset()
+        self.update_count += 1
+        self.records.extend(records)
+        return records
+
+    @torch.no_grad()
+    def update_layer(self, name: str, layer: MaskedLinear, global_step: int) -> UpdateRecord:
+        """Prune and grow one layer (steps 1-4 of the module docstring) from the
+        Hebbian trace accumulated so far; does not reset the trace."""
+        mask = layer.mask
+        active = mask.bool()
+        inactive = ~active
+        k = min(int(self.prune_fraction * int(active.sum())), int(inactive.sum()))
+        hebbian = self.traces[name].score() if name in self.traces else None
+        if k > 0:
+            if self.prune == "set":
+                prune_scores = layer.weight.abs()
+            elif self.prune == "random":
+                prune_scores = self._random_scores(mask)
+            else:
+                prune_scores = hebbian
+            grow_scores = hebbian if self.grow == "hebb" else self._random_scores(mask)
+            pruned = _lowest(prune_scores, active, k)
+            grown = _highest(grow_scores, inactive, k)  # inactive *before* this update
+            flat_mask, flat_weight = mask.view(-1), layer.weight.view(-1)
+            flat_mask[pruned] = 0.0
+            flat_mask[grown] = 1.0
+            flat_weight[pruned] = 0.0
+            flat_weight[grown] = self._initial_weights(layer, k)
+            self._reset_optimizer_state(layer.weight, torch.cat([pruned, grown]))
+            grown_inter = (~layer.same_group().view(-1)[grown]).float().mean().item()
+        else:
+            grown_inter = 0.0
+        intra, inter = group_densities(layer)
+        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter)
+
+    def _initial_weights(self, layer: MaskedLinear, count: int) -> torch.Tensor:
+        if self.grow_init == "zero":
+            return torch.zeros(count, device=layer.weight.device)
+        bound = 1.0 / math.sqrt(layer.in_features)
+        values = (torch.rand(count, generator=self.generator) * 2 - 1) * bound
+        return values.to(layer.weight.device)
+
+    def _reset_optimizer_state(self, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
+        """Zero every per-element optimizer state tensor (Adam's ``exp_avg``,
+        ``exp_avg_sq``, ...) of ``weight`` at the changed entries."""
+        for value in self.optimizer.state.get(weight, {}).values():
+            if torch.is_tensor(value) and value.shape == weight.shape:
+                value.view(-1)[flat_indices] = 0
+
+    def state_dict(self) -> dict:
+        """Traces, update count, random generator state and records (masks live in
+        the model's state dict)."""
+        return {
+            "update_count": self.update_count,
+            "generator": self.generator.get_state(),
+            "traces": {name: trace.state_dict() for name, trace in self.traces.items()},
+            "records": [vars(record) for record in self.records],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.update_count = state["update_count"]
+        self.generator.set_state(state["generator"])
+        for name, trace_state in state["traces"].items():
+            self.traces[name].load_state_dict(trace_state)
+        self.records = [UpdateRecord(**record) for record in state["records"]]
+
+
+def make_sparsity(
+    name: str,
+    model: SpikingNetwork,
+    optimizer: torch.optim.Optimizer,
+    seed: int = 0,
+    **rules,
+) -> DynamicSparsity | None:
+    """Build the ``sparsity`` config group's choice: ``static`` gives ``None`` (the
+    masks never change), ``dynamic`` a :class:`DynamicSparsity` with ``rules``
+    (``prune``, ``grow``, ``update_interval``, ``prune_fraction``, ``grow_init``).
+
+    Raises:
+        ValueError: an unknown name, or ``dynamic`` on a dense model.
+    """
+    if name == "static":
+        return None
+    if name == "dynamic":
+        return DynamicSparsity(model, optimizer, seed=seed, **rules)
+    raise ValueError(f"sparsity.name={name!r} is unknown; allowed: static, dynamic")

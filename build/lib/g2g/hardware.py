@@ -1,0 +1,98 @@
+"""Device selection, threads, seeding and deterministic settings."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "directml")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """An explicitly requested device is not present on this machine."""
+
+
+def _directml_device() -> torch.device | None:
+    """The DirectML device when torch-directml is installed and works, else None.
+    torch-directml exists only for Windows/WSL; it is imported only here."""
+    try:
+        import torch_directml  # noqa: PLC0415 (optional, platform-specific)
+    except (ImportError, OSError):
+        return None
+    try:
+        return torch_directml.device()
+    except Exception:  # a broken DirectML install behaves like a missing one
+        return None
+
+
+def select_device(name: str) -> torch.device:
+    """Resolve ``hardware.device`` to a torch device.
+
+    ``auto`` picks DirectML, then CUDA, then CPU (the seed's order).
+
+    Raises:
+        ValueError: a name not in ``DEVICES``.
+        DeviceUnavailableError: ``cuda`` or ``directml`` requested but missing.
+    """
+    if name not in DEVICES:
+        raise ValueError(f"hardware.device={name!r} is unknown; allowed: {', '.join(DEVICES)}")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name in ("auto", "directml"):
+        device = _directml_device()
+        if device is not None:
+            return device
+        if name == "directml":
+            raise DeviceUnavailableError(
+                "hardware=directml was requested but torch-directml is not installed or has "
+                "no device (it exists for Windows/WSL: pip install 'g2g[directml]'); "
+                "use hardware=auto or hardware=cpu"
+            )
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise DeviceUnavailableError(
+            "hardware=cuda was requested but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+            "use hardware=auto or hardware=cpu"
+        )
+    return torch.device("cpu")
+
+
+def configure(num_threads: int | None, deterministic: bool) -> None:
+    """Set torch's intra-op thread count (``None`` keeps torch's default, all
+    cores) and, when ``deterministic``, deterministic algorithms and cuDNN."""
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Random generator states as plain tensors/tuples (loadable with
+    ``torch.load(weights_only=True)``)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,244 @@
+"""Comparison report of a sweep, built from MLflow alone.
+
+    python -m g2g.report <sweep-run-id | experiment-name> [--tracking-uri URI] [--out DIR]
+
+Collects the sweep's child runs (tag ``mlflow.parentRunId``), writes a table of
+every job's final metrics and key settings (``jobs.csv``, ``jobs.md``) and plots:
+test accuracy against ``p_inter`` per model with the dense baseline as a line
+(``accuracy_vs_p_inter.png``, mean +- std over seeds), and, when the sweep varied
+the DST rules, a prune x grow heatmap of test accuracy per model
+(``dst_rules_heatmap.png``). The files go to ``--out`` (default: a temporary
+folder) and are logged to the parent run under ``report/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from g2g.tracking import default_tracking_uri  # noqa: E402
+
+#: table columns: (header, where in the run: ("param"|"metric"|"info", key))
+COLUMNS = [
+    ("run_name", ("info", "run_name")),
+    ("status", ("info", "status")),
+    ("dataset", ("param", "dataset.name")),
+    ("model", ("param", "model.name")),
+    ("p_inter", ("param", "model.p_inter")),
+    ("hidden_dim", ("param", "model.hidden_dim")),
+    ("num_steps", ("param", "encoder.num_steps")),
+    ("encoder", ("param", "encoder.name")),
+    ("sparsity", ("param", "sparsity.name")),
+    ("prune", ("param", "sparsity.prune")),
+    ("grow", ("param", "sparsity.grow")),
+    ("epochs", ("param", "train.epochs")),
+    ("seed", ("param", "seed")),
+    ("test_accuracy", ("metric", "test_accuracy")),
+    ("train_accuracy", ("metric", "train_accuracy")),
+    ("train_loss", ("metric", "train_loss")),
+    ("firing_rate_lif1", ("metric", "firing_rate_lif1")),
+    ("firing_rate_lif2", ("metric", "firing_rate_lif2")),
+    ("density_fc1", ("metric", "density_fc1")),
+    ("density_fc2", ("metric", "density_fc2")),
+    ("density_fc3", ("metric", "density_fc3")),
+    ("synops_total", ("metric", "synops_total")),
+    ("macs_total", ("metric", "macs_total")),
+    ("energy_nj", ("metric", "energy_nj")),
+    ("cv_val_accuracy_mean", ("metric", "cv_val_accuracy_mean")),
+    ("cv_val_accuracy_std", ("metric", "cv_val_accuracy_std")),
+    ("epoch_time_s", ("metric", "epoch_time_s")),
+    ("run_id", ("info", "run_id")),
+]
+
+
+def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[dict]:
+    """One row per child run of the sweep, in run-name order (see :data:`COLUMNS`)."""
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=10000,
+    )
+    rows = []
+    for child in children:
+        row = {}
+        for header, (kind, key) in COLUMNS:
+            if kind == "info":
+                row[header] = getattr(child.info, key)
+            elif kind == "param":
+                row[header] = child.data.params.get(key)
+            else:
+                row[header] = child.data.metrics.get(key)
+        rows.append(row)
+    return sorted(rows, key=lambda row: row["run_name"] or "")
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _add_job_labels(rows: list[dict]) -> None:
+    """``job``: each run name without the overrides that every job of the sweep shares
+    (e.g. ``model=index model.p_inter=0.1`` instead of the whole command line)."""
+    token_sets = [set((row["run_name"] or "").split()) for row in rows]
+    common = set.intersection(*token_sets) if token_sets and len(rows) > 1 else set()
+    for row in rows:
+        row["job"] = " ".join(t for t in (row["run_name"] or "").split() if t not in common) or row["run_name"]
+
+
+def write_tables(rows: list[dict], folder: Path) -> list[Path]:
+    """``jobs.csv`` and ``jobs.md`` with every column that has a value in some row
+    (``job`` first: the run name less the overrides all jobs share)."""
+    _add_job_labels(rows)
+    headers = ["job"] + [h for h, _ in COLUMNS if h != "run_name" and any(row.get(h) is not None for row in rows)]
+    csv_path, markdown_path = folder / "jobs.csv", folder / "jobs.md"
+    with open(csv_path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=headers, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_format(row.get(h)) for h in headers) + " |" for row in rows]
+    markdown_path.write_text("\n".join(lines) + "\n")
+    return [csv_path, markdown_path]
+
+
+def _finished(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] == "FINISHED" and r["test_accuracy"] is not None]
+
+
+def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
+    """Test accuracy against p_inter per sparse model (mean +- std over repeats), the
+    dense baseline as a horizontal line; None when fewer than 2 p_inter values."""
+    rows = _finished(rows)
+    sparse = [r for r in rows if r["model"] != "dense" and r["p_inter"] is not None]
+    if len({r["p_inter"] for r in sparse}) < 2:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for model in sorted({r["model"] for r in sparse}):
+        by_p = defaultdict(list)
+        for r in sparse:
+            if r["model"] == model:
+                by_p[float(r["p_inter"])].append(r["test_accuracy"])
+        ps = sorted(by_p)
+        means = [statistics.mean(by_p[p]) for p in ps]
+        stds = [statistics.stdev(by_p[p]) if len(by_p[p]) > 1 else 0.0 for p in ps]
+        axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=model)
+    dense = [r["test_accuracy"] for r in rows if r["model"] == "dense"]
+    if dense:
+        axis.axhline(statistics.mean(dense), color="black", linestyle="--",
+                     label=f"dense ({statistics.mean(dense):.4f})")
+    axis.set(xlabel="p_inter (connection probability between groups)", ylabel="test accuracy",
+             title="Test accuracy vs p_inter")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
+    """Prune x grow heatmap of mean test accuracy, one panel per model; None unless
+    the sweep has dynamic runs with at least two rule pairs."""
+    dynamic = [r for r in _finished(rows) if r["sparsity"] == "dynamic"]
+    if len({(r["prune"], r["grow"]) for r in dynamic}) < 2:
+        return None
+    models = sorted({r["model"] for r in dynamic})
+    prunes = [p for p in ("set", "random", "hebb") if any(r["prune"] == p for r in dynamic)]
+    grows = [g for g in ("hebb", "random") if any(r["grow"] == g for r in dynamic)]
+    figure, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.6), squeeze=False)
+    for axis, model in zip(axes[0], models):
+        grid = np.full((len(prunes), len(grows)), np.nan)
+        for i, prune in enumerate(prunes):
+            for j, grow in enumerate(grows):
+                values = [r["test_accuracy"] for r in dynamic
+                          if (r["model"], r["prune"], r["grow"]) == (model, prune, grow)]
+                if values:
+                    grid[i, j] = statistics.mean(values)
+        image = axis.imshow(grid, cmap="viridis")
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                axis.text(j, i, f"{value:.3f}", ha="center", va="center", color="white")
+        axis.set(xticks=range(len(grows)), xticklabels=grows, yticks=range(len(prunes)),
+                 yticklabels=prunes, xlabel="grow", ylabel="prune", title=model)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.suptitle("Test accuracy by DST rule")
+    figure.tight_layout()
+    return figure
+
+
+def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None = None) -> list[dict]:
+    """Write the report files of a sweep into ``folder`` (a temporary one when None)
+    and log them to the parent run under ``report/``. Returns the job rows."""
+    rows = sweep_jobs(client, parent_run_id)
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(folder or temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = write_tables(rows, folder)
+        for name, make in (("accuracy_vs_p_inter.png", accuracy_vs_p_inter_figure),
+                           ("dst_rules_heatmap.png", dst_rules_figure)):
+            figure = make(rows)
+            if figure is not None:
+                figure.savefig(folder / name, dpi=120)
+                plt.close(figure)
+                files.append(folder / name)
+        for path in files:
+            client.log_artifact(parent_run_id, str(path), artifact_path="report")
+    return rows
+
+
+def resolve_sweep(client: MlflowClient, target: str) -> str:
+    """A run id of a sweep parent, or an experiment name whose latest sweep is meant.
+
+    Raises:
+        ValueError: neither a run nor an experiment with a sweep.
+    """
+    try:
+        run = client.get_run(target)
+        return run.info.run_id
+    except Exception:  # not a run id: try an experiment name
+        pass
+    experiment = client.get_experiment_by_name(target)
+    if experiment is None:
+        raise ValueError(f"{target!r} is neither a run id nor an experiment name in this store")
+    sweeps = client.search_runs([experiment.experiment_id], filter_string="tags.`g2g.sweep` = 'true'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    if not sweeps:
+        raise ValueError(f"experiment {target!r} has no sweep runs")
+    return sweeps[0].info.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m g2g.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", help="sweep parent run id, or experiment name (its latest sweep)")
+    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///$PWD/mlflow.db")
+    parser.add_argument("--out", default="sweep_report", help="folder for the files (default: sweep_report)")
+    args = parser.parse_args(argv)
+    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    try:
+        parent = resolve_sweep(client, args.target)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    rows = report_sweep(client, parent, Path(args.out))
+    print((Path(args.out) / "jobs.md").read_text(), end="")
+    print(f"{len(rows)} jobs; files in {Path(args.out).resolve()} and in MLflow run {parent} (report/)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
