@@ -124,3 +124,12 @@ def test_unknown_dataset_group_option_is_refused_listing_the_choices(tmp_path):
     )
     assert result.returncode != 0
     assert "dataset/mnist" in result.stderr and "fashionmnist" in result.stderr
+
+
+def test_readme_configuration_table_is_generated_from_conf():
+    from g2g.config_docs import main, table
+
+    assert main(["--check"]) == 0, "run: python -m g2g.config_docs --write"
+    rows = table()
+    assert "| `model.p_inter` (with model=index\\|mixer\\|random) | `0.15` |" in rows
+    assert "| `sparsity.update_interval` (with sparsity=dynamic) | `1000` |" in rows
