@@ -111,3 +111,14 @@ def test_image_and_label_counts_must_agree(tmp_path):
 def test_missing_cifar_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetUnavailableError, match="(?s)cifar10 could not be loaded from .*dataset.download=true"):
         load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_data_command_reports_what_it_found_or_how_to_get_it(tmp_path, capsys):
+    from g2g.data import main
+
+    write_fashion_mnist(tmp_path / "present", num_train=20, num_test=10)
+    assert main(["fashionmnist", "--root", str(tmp_path / "present"), "--no-download"]) == 0
+    assert "20 training and 10 test examples" in capsys.readouterr().out
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        assert main(["fashionmnist", "--root", str(tmp_path / "absent"), "--no-download"]) == 1
+        assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().out
