@@ -163,13 +163,14 @@ def load_checkpoint(
     return state
 
 
-def write_done_marker(path: Path, summary: dict) -> None:
-    """Atomically write the ``.DONE`` marker with a JSON summary (run id, metrics)."""
-    _atomic_write(path, lambda file: file.write(json.dumps(summary, indent=2).encode()))
+def write_json(path: Path, content: dict) -> None:
+    """Atomically write ``content`` as JSON: the ``.DONE`` marker's summary (run id,
+    metrics) or the cross-validation state."""
+    _atomic_write(path, lambda file: file.write(json.dumps(content, indent=2).encode()))
 
 
-def read_done_marker(path: Path) -> dict:
-    """The summary stored in a ``.DONE`` marker (empty if it holds none)."""
+def read_json(path: Path) -> dict:
+    """What :func:`write_json` stored (empty if the file holds no JSON)."""
     try:
         return json.loads(path.read_text() or "{}")
     except json.JSONDecodeError:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from g2g.tracking import flatten
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
@@ -38,17 +40,9 @@ def _comments(path: Path) -> dict[str, str]:
     return comments
 
 
-def _flat(node, prefix="") -> dict[str, object]:
-    items = {}
-    for key, value in node.items():
-        if key in SKIP:
-            continue
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            items.update(_flat(value, dotted + "."))
-        else:
-            items[dotted] = value
-    return items
+def _flat(node: dict) -> dict[str, object]:
+    """Dotted keys of ``node`` without Hydra's and g2g's bookkeeping keys (``SKIP``)."""
+    return {key: value for key, value in flatten(node).items() if not SKIP & set(key.split("."))}
 
 
 def _cell(text: str) -> str:

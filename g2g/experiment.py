@@ -9,7 +9,6 @@ With ``g2g.callbacks`` it is the only module besides ``run.py`` that knows about
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -33,7 +32,8 @@ from g2g.hardware import (DeviceUnavailableError, configure, rng_state, seed_eve
                           select_device, set_rng_state)
 from g2g.lock import ExperimentLock, ExperimentLockedError
 from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
-from g2g.tracking import RunLogger, TrackingUnavailableError, flatten, setup_experiment
+from g2g.tracking import (RunLogger, TrackingUnavailableError, flatten, log_batch_chunked,
+                          setup_experiment)
 from g2g.trainer import EpochInterrupted, NonFiniteLossError, Trainer
 from g2g.validation import ConfigError, validate
 
@@ -161,12 +161,8 @@ def _log_reused_run(experiment_id: str, summary: dict, parent_run_id: str, overr
             "g2g.reused_run_id": original.info.run_id}
     child = client.create_run(experiment_id, run_name=" ".join(overrides) or original.info.run_name,
                               tags=tags)
-    params = [mlflow.entities.Param(k, v) for k, v in original.data.params.items()]
-    metrics = [mlflow.entities.Metric(k, v, 0, summary.get("epoch", 0))
-               for k, v in original.data.metrics.items()]
-    for start in range(0, max(len(params), len(metrics)), 100):
-        client.log_batch(child.info.run_id, metrics=metrics[start:start + 100],
-                         params=params[start:start + 100])
+    log_batch_chunked(client, child.info.run_id, params=original.data.params,
+                      metrics=original.data.metrics, step=summary.get("epoch", 0))
     client.set_terminated(child.info.run_id, "FINISHED")
 
 
@@ -197,7 +193,7 @@ def run(cfg: DictConfig) -> dict:
     paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
     parent_run_id, overrides = sweep_context()
     if paths.done_marker.exists():
-        summary = ckpt.read_done_marker(paths.done_marker)
+        summary = ckpt.read_json(paths.done_marker)
         log.info(
             "experiment %s already finished: MLflow run %s in %s (experiment %r), checkpoint %s. "
             "Delete %s to train it again.",
@@ -211,7 +207,7 @@ def run(cfg: DictConfig) -> dict:
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     with ExperimentLock(paths.lock):
         if paths.done_marker.exists():  # finished by another process while we waited
-            return {**ckpt.read_done_marker(paths.done_marker), "skipped": True}
+            return {**ckpt.read_json(paths.done_marker), "skipped": True}
         tags = {}
         if parent_run_id:
             tags = {"mlflow.parentRunId": parent_run_id, "g2g.overrides": " ".join(overrides)}
@@ -259,7 +255,7 @@ def _run_crossval(cfg, device, encoder, paths, experiment_id, run_name, tags) ->
     k_folds = cfg.protocol.k_folds
     client = MlflowClient()
     state_file = paths.checkpoint.with_name(paths.checkpoint.stem + ".crossval.json")
-    parent_id = json.loads(state_file.read_text())["run_id"] if state_file.exists() else None
+    parent_id = ckpt.read_json(state_file).get("run_id") if state_file.exists() else None
     if parent_id is not None:
         try:
             client.get_run(parent_id)
@@ -269,12 +265,9 @@ def _run_crossval(cfg, device, encoder, paths, experiment_id, run_name, tags) ->
         parent = client.create_run(experiment_id, run_name=run_name, tags={
             **tags, "g2g.experiment": paths.name, "g2g.protocol": "crossval"})
         parent_id = parent.info.run_id
-        params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):
-            client.log_batch(parent_id, params=items[start:start + 100])
+        log_batch_chunked(client, parent_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)))
         client.log_text(parent_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        ckpt.write_done_marker(state_file, {"run_id": parent_id})
+        ckpt.write_json(state_file, {"run_id": parent_id})
     else:
         client.update_run(parent_id, status="RUNNING")
     status = "FAILED"
@@ -285,7 +278,7 @@ def _run_crossval(cfg, device, encoder, paths, experiment_id, run_name, tags) ->
         for fold, held_out in enumerate(folds, start=1):
             fold_paths = paths.for_fold(fold)
             if fold_paths.done_marker.exists():
-                accuracies.append(ckpt.read_done_marker(fold_paths.done_marker)["val_accuracy"])
+                accuracies.append(ckpt.read_json(fold_paths.done_marker)["val_accuracy"])
                 continue
             keep = torch.ones(len(data.train_y), dtype=torch.bool)
             keep[held_out] = False
@@ -313,7 +306,7 @@ def _run_crossval(cfg, device, encoder, paths, experiment_id, run_name, tags) ->
     summary = {"run_id": parent_id, "tracking_uri": mlflow.get_tracking_uri(),
                "experiment": cfg.tracking.experiment, "cv_val_accuracy_mean": mean,
                "cv_val_accuracy_std": std, "fold_val_accuracy": accuracies}
-    ckpt.write_done_marker(paths.done_marker, summary)
+    ckpt.write_json(paths.done_marker, summary)
     log.info("cross-validation %s: validation accuracy %.4f +- %.4f over %d folds; MLflow run %s",
              paths.name, mean, std, k_folds, parent_id)
     return {**summary, "skipped": False}
@@ -355,7 +348,7 @@ def _run_job(cfg, device, encoder, paths, experiment_id, run_name, tags, load_da
         "experiment": cfg.tracking.experiment, "checkpoint": str(paths.checkpoint.resolve()),
         **history[-1],
     }
-    ckpt.write_done_marker(paths.done_marker, summary)
+    ckpt.write_json(paths.done_marker, summary)
     log.info("finished %s: %s_accuracy %.4f; MLflow run %s in %s", paths.name, eval_prefix,
              history[-1][f"{eval_prefix}_accuracy"], run_id, summary["tracking_uri"])
     return {**summary, "skipped": False}

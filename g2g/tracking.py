@@ -96,6 +96,17 @@ def _check_server(uri: str, timeout_s: float = 10.0) -> None:
         ) from error
 
 
+def log_batch_chunked(client: MlflowClient, run_id: str, params: dict | None = None,
+                      metrics: dict | None = None, step: int = 0) -> None:
+    """Log params and metrics (name -> value) to ``run_id`` in MLflow's batch-size
+    chunks (at most 100 params per request); metrics are logged at ``step``."""
+    timestamp = int(time.time() * 1000)
+    param_items = [mlflow.entities.Param(key, str(value)) for key, value in (params or {}).items()]
+    metric_items = [mlflow.entities.Metric(key, value, timestamp, step) for key, value in (metrics or {}).items()]
+    for start in range(0, max(len(param_items), len(metric_items)), 100):
+        client.log_batch(run_id, params=param_items[start:start + 100], metrics=metric_items[start:start + 100])
+
+
 def flatten(container: dict, prefix: str = "") -> dict[str, object]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become their string form."""
     flat: dict[str, object] = {}
