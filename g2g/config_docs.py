@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from g2g.markdown import generated_block, replace_generated_block
 from g2g.tracking import flatten
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,13 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     generated = table()
     readme = REPO / "README.md"
     text = readme.read_text()
-    pattern = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), re.S)
     if args.write:
-        readme.write_text(pattern.sub(lambda m: f"{START}\n{generated}{END}", text))
+        readme.write_text(replace_generated_block(text, START, END, generated))
         return 0
     if args.check:
-        found = pattern.search(text)
-        if not found or found.group(1) != generated:
+        if generated_block(text, START, END) != generated:
             print("README.md's configuration table differs from conf/: run python -m g2g.config_docs --write",
                   file=sys.stderr)
             return 1

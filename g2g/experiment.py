@@ -390,6 +390,8 @@ def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunL
         log.info("resuming %s after epoch %d%s from %s", paths.name, completed_epochs,
                  f" and step {epoch_progress['next_batch']} of epoch {completed_epochs + 1}"
                  if epoch_progress else "", paths.checkpoint)
+    else:  # sizes measured from the masks; DST keeps them (it grows as many as it prunes)
+        logger.metrics(model.parameter_counts(), step=0)
     logged_updates = len(sparsity.records) if sparsity is not None else 0
 
     def save(epoch: int, progress: dict | None = None) -> None:

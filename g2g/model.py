@@ -135,6 +135,10 @@ class MaskedLinear(nn.Linear):
         """Fraction of active connections (1.0 for a dense layer)."""
         return 1.0 if self.mask is None else float(self.mask.mean())
 
+    def num_connections(self) -> int:
+        """Active connections: nonzeros of the mask (``in * out`` for a dense layer)."""
+        return self.weight.numel() if self.mask is None else int(self.mask.count_nonzero())
+
     def same_group(self) -> torch.Tensor:
         """Bool ``[out_features, in_features]``: True where input and output neuron are
         in the same group (sparse layers only)."""
@@ -205,6 +209,23 @@ class SpikingNetwork(nn.Module):
     def masked_layers(self) -> dict[str, MaskedLinear]:
         """The weight layers by name (``fc1``, ``fc2``, ``fc3``)."""
         return {name: getattr(self, name) for name in LAYER_NAMES}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Sizes measured from the masks (not estimated from p_intra/p_inter).
+
+        Returns:
+            ``connections_fc1`` ... ``connections_fc3`` (active weights per layer),
+            ``connections_total``, ``parameters_total`` (values that training can make
+            nonzero: active weights, biases and the learnable LIF scalars) and
+            ``parameters_dense`` (the same network fully connected).
+        """
+        layers = self.masked_layers()
+        counts = {f"connections_{name}": layer.num_connections() for name, layer in layers.items()}
+        counts["connections_total"] = sum(counts.values())
+        others = sum(p.numel() for name, p in self.named_parameters() if not name.endswith(".weight"))
+        counts["parameters_total"] = counts["connections_total"] + others
+        counts["parameters_dense"] = sum(layer.weight.numel() for layer in layers.values()) + others
+        return counts
 
     def forward(self, inputs: torch.Tensor) -> NetworkOutput:
         """Run the network over an input sequence.

@@ -5,10 +5,16 @@
 Collects the sweep's child runs (tag ``mlflow.parentRunId``), writes a table of
 every job's final metrics and key settings (``jobs.csv``, ``jobs.md``) and plots:
 test accuracy against ``p_inter`` per model with the dense baseline as a line
-(``accuracy_vs_p_inter.png``, mean +- std over seeds), and, when the sweep varied
-the DST rules, a prune x grow heatmap of test accuracy per model
-(``dst_rules_heatmap.png``). The files go to ``--out`` (default: a temporary
-folder) and are logged to the parent run under ``report/``.
+(``accuracy_vs_p_inter.png``, mean +- std over seeds), test accuracy against the
+energy and synaptic operations of one inference (``accuracy_vs_cost.png``), and,
+when the sweep varied the DST rules, a prune x grow heatmap of test accuracy per
+model (``dst_rules_heatmap.png``). The files go to ``--out`` (default:
+``sweep_report``) and are logged to the parent run under ``report/``.
+
+    python -m g2g.report <experiment-name> --page docs/results.md
+
+instead writes the results page (:mod:`g2g.results_page`) from every finished run
+of the experiment.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from g2g import markdown  # noqa: E402
 from g2g.tracking import default_tracking_uri  # noqa: E402
 
 #: table columns: (header, where in the run: ("param"|"metric"|"info", key))
@@ -43,7 +50,11 @@ COLUMNS = [
     ("sparsity", ("param", "sparsity.name")),
     ("prune", ("param", "sparsity.prune")),
     ("grow", ("param", "sparsity.grow")),
+    ("update_interval", ("param", "sparsity.update_interval")),
+    ("prune_fraction", ("param", "sparsity.prune_fraction")),
     ("epochs", ("param", "train.epochs")),
+    ("batch_size", ("param", "train.batch_size")),
+    ("lr", ("param", "train.lr")),
     ("seed", ("param", "seed")),
     ("test_accuracy", ("metric", "test_accuracy")),
     ("train_accuracy", ("metric", "train_accuracy")),
@@ -53,14 +64,39 @@ COLUMNS = [
     ("density_fc1", ("metric", "density_fc1")),
     ("density_fc2", ("metric", "density_fc2")),
     ("density_fc3", ("metric", "density_fc3")),
+    ("connections_fc1", ("metric", "connections_fc1")),
+    ("connections_fc2", ("metric", "connections_fc2")),
+    ("connections_fc3", ("metric", "connections_fc3")),
+    ("connections_total", ("metric", "connections_total")),
+    ("parameters_total", ("metric", "parameters_total")),
+    ("parameters_dense", ("metric", "parameters_dense")),
     ("synops_total", ("metric", "synops_total")),
     ("macs_total", ("metric", "macs_total")),
+    ("ops_dense_equivalent", ("metric", "ops_dense_equivalent")),
     ("energy_nj", ("metric", "energy_nj")),
+    ("energy_dense_equivalent_nj", ("metric", "energy_dense_equivalent_nj")),
     ("cv_val_accuracy_mean", ("metric", "cv_val_accuracy_mean")),
     ("cv_val_accuracy_std", ("metric", "cv_val_accuracy_std")),
     ("epoch_time_s", ("metric", "epoch_time_s")),
+    ("device", ("tag", "g2g.device")),
+    ("num_threads", ("tag", "g2g.num_threads")),
     ("run_id", ("info", "run_id")),
 ]
+
+
+def run_row(run) -> dict:
+    """One MLflow run as a row of :data:`COLUMNS` (None where the run lacks a value)."""
+    row = {}
+    for header, (kind, key) in COLUMNS:
+        if kind == "info":
+            row[header] = getattr(run.info, key)
+        elif kind == "param":
+            row[header] = run.data.params.get(key)
+        elif kind == "tag":
+            row[header] = run.data.tags.get(key)
+        else:
+            row[header] = run.data.metrics.get(key)
+    return row
 
 
 def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[dict]:
@@ -70,17 +106,7 @@ def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[dict]:
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
         max_results=10000,
     )
-    rows = []
-    for child in children:
-        row = {}
-        for header, (kind, key) in COLUMNS:
-            if kind == "info":
-                row[header] = getattr(child.info, key)
-            elif kind == "param":
-                row[header] = child.data.params.get(key)
-            else:
-                row[header] = child.data.metrics.get(key)
-        rows.append(row)
+    rows = [run_row(child) for child in children]
     return sorted(rows, key=lambda row: row["run_name"] or "")
 
 
@@ -111,9 +137,7 @@ def write_tables(rows: list[dict], folder: Path) -> list[Path]:
         writer = csv.DictWriter(file, fieldnames=headers, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_format(row.get(h)) for h in headers) + " |" for row in rows]
-    markdown_path.write_text("\n".join(lines) + "\n")
+    markdown_path.write_text(markdown.table(headers, [[_format(row.get(h)) for h in headers] for row in rows]))
     return [csv_path, markdown_path]
 
 
@@ -122,10 +146,11 @@ def _finished(rows: list[dict]) -> list[dict]:
 
 
 def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
-    """Test accuracy against p_inter per sparse model (mean +- std over repeats), the
-    dense baseline as a horizontal line; None when fewer than 2 p_inter values."""
+    """Test accuracy against p_inter per static sparse model (mean +- std over repeats),
+    the dense baseline as a horizontal line; None when fewer than 2 p_inter values."""
     rows = _finished(rows)
-    sparse = [r for r in rows if r["model"] != "dense" and r["p_inter"] is not None]
+    sparse = [r for r in rows if r["model"] != "dense" and r["p_inter"] is not None
+              and r.get("sparsity") in (None, "static")]
     if len({r["p_inter"] for r in sparse}) < 2:
         return None
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -146,6 +171,68 @@ def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
              title="Test accuracy vs p_inter")
     axis.grid(alpha=0.3)
     axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def configuration(row: dict) -> tuple:
+    """What a run trained, less the seed: (model, p_inter, sparsity, prune, grow);
+    p_inter is None for dense, prune and grow are None for static runs."""
+    dynamic = row.get("sparsity") == "dynamic"
+    return (row["model"], None if row["model"] == "dense" or row.get("p_inter") is None else float(row["p_inter"]),
+            row.get("sparsity") or "static", row.get("prune") if dynamic else None,
+            row.get("grow") if dynamic else None)
+
+
+def configuration_label(key: tuple) -> str:
+    """``dense``, ``mixer p=0.15`` or ``mixer p=0.15 set->hebb``."""
+    model, p_inter, _, prune, grow = key
+    label = model if p_inter is None else f"{model} p={p_inter:g}"
+    return label if prune is None else f"{label} {prune}->{grow}"
+
+
+def group_by_configuration(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Finished rows grouped by :func:`configuration` (repeats = seeds), sorted."""
+    groups = defaultdict(list)
+    for row in _finished(rows):
+        groups[configuration(row)].append(row)
+    return dict(sorted(groups.items(), key=lambda item: tuple("" if v is None else str(v) for v in item[0])))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
+    """Test accuracy (mean +- std over seeds) against the cost of one inference, per
+    configuration: energy (nJ, 45 nm constants of :mod:`g2g.synops`) on the left,
+    synaptic operations (accumulates + multiply-accumulates) on the right, one colour
+    per model, each point labelled with p_inter (and the DST rule). None when no
+    finished run has the SynOps metrics."""
+    groups = {key: group for key, group in group_by_configuration(rows).items()
+              if all(r.get("energy_nj") is not None for r in group)}
+    if not groups:
+        return None
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    colours = {model: f"C{i}" for i, model in enumerate(sorted({key[0] for key in groups}))}
+    for key, group in groups.items():
+        accuracy, accuracy_std = mean_std([r["test_accuracy"] for r in group])
+        costs = (statistics.mean(r["energy_nj"] for r in group),
+                 statistics.mean(r["synops_total"] + r["macs_total"] for r in group))
+        for axis, cost in zip(axes, costs):
+            axis.errorbar(cost, accuracy, yerr=accuracy_std, fmt="o" if key[3] is None else "s",
+                          color=colours[key[0]], capsize=3)
+            axis.annotate(configuration_label(key).removeprefix(key[0]).strip() or key[0], (cost, accuracy),
+                          textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for model, colour in colours.items():
+        axes[0].plot([], [], "o", color=colour, label=model)
+    axes[0].set(xlabel="energy per inference (nJ)", ylabel="test accuracy", xscale="log")
+    axes[1].set(xlabel="synaptic operations per inference (AC + MAC)", xscale="log")
+    for axis in axes:
+        axis.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    figure.suptitle("Accuracy against inference cost (squares: dynamic sparsity)")
     figure.tight_layout()
     return figure
 
@@ -180,6 +267,12 @@ def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
     return figure
 
 
+#: the report's figures: (file name, function of the job rows returning a figure or None)
+FIGURES = (("accuracy_vs_p_inter.png", accuracy_vs_p_inter_figure),
+           ("accuracy_vs_cost.png", accuracy_vs_cost_figure),
+           ("dst_rules_heatmap.png", dst_rules_figure))
+
+
 def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None = None) -> list[dict]:
     """Write the report files of a sweep into ``folder`` (a temporary one when None)
     and log them to the parent run under ``report/``. Returns the job rows."""
@@ -188,8 +281,7 @@ def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None =
         folder = Path(folder or temporary)
         folder.mkdir(parents=True, exist_ok=True)
         files = write_tables(rows, folder)
-        for name, make in (("accuracy_vs_p_inter.png", accuracy_vs_p_inter_figure),
-                           ("dst_rules_heatmap.png", dst_rules_figure)):
+        for name, make in FIGURES:
             figure = make(rows)
             if figure is not None:
                 figure.savefig(folder / name, dpi=120)
@@ -224,11 +316,26 @@ def resolve_sweep(client: MlflowClient, target: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m g2g.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", help="sweep parent run id, or experiment name (its latest sweep)")
+    parser.add_argument("target", help="sweep parent run id, or experiment name (its latest sweep; "
+                                       "with --page: every finished run of it)")
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///$PWD/mlflow.db")
     parser.add_argument("--out", default="sweep_report", help="folder for the files (default: sweep_report)")
+    parser.add_argument("--page", default=None, metavar="PATH",
+                        help="write the results page (e.g. docs/results.md) of experiment TARGET instead")
     args = parser.parse_args(argv)
     client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    if args.page:
+        from g2g.results_page import ResultsError, write_page
+
+        command = " ".join(["python -m g2g.report", args.target, "--page", args.page]
+                           + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))
+        try:
+            page = write_page(client, args.target, Path(args.page), command)
+        except (ResultsError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"wrote {page} and its figures in {page.parent / 'figures'}")
+        return 0
     try:
         parent = resolve_sweep(client, args.target)
     except ValueError as error:

@@ -62,7 +62,8 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     cores = os.cpu_count() or 1
     assert {c.data.tags["g2g.num_threads"] for c in children} == {str(max(1, cores // min(2, cores)))}
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/jobs.csv", "report/jobs.md", "report/accuracy_vs_p_inter.png"} <= report
+    assert {"report/jobs.csv", "report/jobs.md", "report/accuracy_vs_p_inter.png",
+            "report/accuracy_vs_cost.png"} <= report
     table = Path(client.download_artifacts(parent.info.run_id, "report/jobs.csv", str(workdir)))
     rows = list(csv.DictReader(open(table)))
     assert {row["run_id"] for row in rows} == {c.info.run_id for c in children}
@@ -168,3 +169,25 @@ def test_report_figures_and_tables_from_rows(tmp_path):
     markdown = (tmp_path / "jobs.md").read_text()
     assert "| model=index sparsity.prune=set sparsity.grow=hebb |" in markdown  # shared seed=1 dropped
     assert "seed=1 |" not in markdown
+
+
+def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
+    from g2g.report import accuracy_vs_cost_figure, group_by_configuration
+
+    rows = []
+    for seed, accuracy in ((1, 0.80), (2, 0.84)):
+        for model, p_inter, energy in (("dense", None, 900.0), ("mixer", "0.1", 300.0), ("mixer", "0.2", 400.0)):
+            rows.append({"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": "static",
+                         "prune": None, "grow": None, "seed": str(seed), "test_accuracy": accuracy,
+                         "energy_nj": energy, "synops_total": energy * 100, "macs_total": 10.0})
+    assert len(group_by_configuration(rows)) == 3
+    figure = accuracy_vs_cost_figure(rows)
+    left, right = figure.axes
+    # one error bar per configuration: mean 0.82 at the configuration's energy
+    points = sorted((float(line.get_xdata()[0]), float(line.get_ydata()[0]))
+                    for line in left.lines if len(line.get_xdata()) and line.get_marker() == "o")
+    assert [x for x, _ in points] == [300.0, 400.0, 900.0]
+    assert [y for _, y in points] == pytest.approx([0.82] * 3)
+    assert left.get_xlabel() == "energy per inference (nJ)"
+    assert sorted(text.get_text() for text in right.texts) == ["dense", "p=0.1", "p=0.2"]
+    assert accuracy_vs_cost_figure([dict(r, energy_nj=None) for r in rows]) is None

@@ -1,0 +1,131 @@
+"""Expected run time of each experiment preset on this machine (CPU or GPU).
+
+    python benchmarks/preset_times.py                                  # hardware=auto
+    python benchmarks/preset_times.py --hardware cuda --steps 30       # on an NVIDIA GPU
+    python benchmarks/preset_times.py --presets quick --models dense,mixer --sparsity dynamic
+
+For each preset (``conf/experiment/``) and model, the config is composed with Hydra
+exactly as ``run.py`` composes it, and the network, optimizer, DST and trainer are
+built as a run builds them. On real Fashion-MNIST (``--data-root``; random images of
+the same shape when it is missing, which the table says) the script trains one
+warm-up batch, then ``--steps`` batches, and evaluates ``--eval-images`` test images.
+It extrapolates
+
+    epoch time = ceil(60000 / batch) x time per training step
+                 + 10000 / eval-images x evaluation time
+    run time   = epochs x epoch time
+
+and prints a Markdown table. Times come from ``time.perf_counter`` around work that
+ends in a host synchronisation (``torch.cuda.synchronize`` on a GPU). Start-up (data
+loading, MLflow) is not included: add ~5-10 s per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from g2g.data import load_dataset  # noqa: E402
+from g2g.experiment import instantiate  # noqa: E402
+from g2g.hardware import configure, select_device, seed_everything  # noqa: E402
+from g2g.trainer import Trainer  # noqa: E402
+
+TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _data(root: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """Fashion-MNIST on ``device``, or random images of its shape (the source says which)."""
+    try:
+        data = load_dataset("fashionmnist", root=root, download=False, device=device)
+        return data.train_x, data.train_y, data.test_x, data.test_y, "Fashion-MNIST"
+    except Exception as error:  # timing only: shapes matter, values change spike counts a little
+        print(f"note: Fashion-MNIST not loaded ({error.__class__.__name__}); timing random images", file=sys.stderr)
+        generator = torch.Generator().manual_seed(0)
+        train_x = torch.rand(TRAIN_IMAGES, 784, generator=generator).to(device)
+        test_x = torch.rand(TEST_IMAGES, 784, generator=generator).to(device)
+        labels = torch.randint(0, 10, (TRAIN_IMAGES + TEST_IMAGES,), generator=generator).to(device)
+        return train_x, labels[:TRAIN_IMAGES], test_x, labels[TRAIN_IMAGES:], "random images"
+
+
+def time_preset(preset: str, model: str, sparsity: str, hardware: str, steps: int, eval_images: int,
+                data) -> dict:
+    """Measured step and evaluation times of one preset and model, and the extrapolation."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        overrides = [f"experiment={preset}", f"model={model}", f"hardware={hardware}", "train.progress=false"]
+        if sparsity == "dynamic" and model != "dense":
+            overrides += ["sparsity=dynamic"]
+        cfg = compose(config_name="config", overrides=overrides)
+    device = select_device(cfg.hardware.device)
+    configure(cfg.hardware.num_threads, cfg.hardware.deterministic)
+    seed_everything(cfg.seed)
+    train_x, train_y, test_x, test_y, _ = data
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x, train_y, test_x, test_y))
+    network = instantiate(cfg.model, input_dim=train_x.shape[1], num_classes=10, mask_seed=cfg.seed).to(device)
+    optimizer = instantiate(cfg.train.optimizer)(network.parameters())
+    dst = instantiate(cfg.sparsity)(model=network, optimizer=optimizer, seed=cfg.seed)
+    batch = cfg.train.batch_size
+    trainer = Trainer(network, optimizer, instantiate(cfg.encoder), batch, cfg.train.eval_batch_size,
+                      shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=False,
+                      step_callbacks=[dst] if dst is not None else [])
+    trainer.train_epoch(train_x[:batch], train_y[:batch])  # warm-up (allocations, kernels)
+    _synchronize(device)
+    started = time.perf_counter()
+    trainer.train_epoch(train_x[:batch * steps], train_y[:batch * steps])
+    _synchronize(device)
+    step_s = (time.perf_counter() - started) / steps
+    started = time.perf_counter()
+    trainer.evaluate(test_x[:eval_images], test_y[:eval_images])
+    _synchronize(device)
+    eval_s = (time.perf_counter() - started) * TEST_IMAGES / eval_images
+    epoch_s = math.ceil(TRAIN_IMAGES / batch) * step_s + eval_s
+    return {"preset": preset, "model": model, "sparsity": sparsity if model != "dense" else "static",
+            "device": str(device), "hidden": cfg.model.hidden_dim, "num_steps": cfg.encoder.num_steps,
+            "batch": batch, "epochs": cfg.train.epochs, "step_s": step_s, "epoch_s": epoch_s,
+            "run_s": cfg.train.epochs * epoch_s}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="quick,fmnist_h1024,seed_defaults")
+    parser.add_argument("--models", default="dense,mixer")
+    parser.add_argument("--sparsity", default="static", choices=["static", "dynamic"])
+    parser.add_argument("--hardware", default="auto", help="hardware group option: auto, cpu, cuda, directml")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per preset and model")
+    parser.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (scaled to 10000)")
+    parser.add_argument("--data-root", default=str(REPO / "data"))
+    args = parser.parse_args(argv)
+    device = select_device(args.hardware)
+    data = _data(args.data_root, torch.device("cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; data: {data[4]}; {args.steps} timed steps each\n")
+    print("| preset | model | sparsity | hidden | steps | batch | epochs | s / training step | epoch | run |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        for model in args.models.split(","):
+            row = time_preset(preset, model, args.sparsity, args.hardware, args.steps, args.eval_images, data)
+            print(f"| {row['preset']} | {row['model']} | {row['sparsity']} | {row['hidden']} | {row['num_steps']} "
+                  f"| {row['batch']} | {row['epochs']} | {row['step_s']:.3f} | {_duration(row['epoch_s'])} "
+                  f"| {_duration(row['run_s'])} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""The results page (``docs/results.md``), generated from MLflow.
+
+    python -m g2g.report g2g_results --page docs/results.md [--tracking-uri URI]
+
+Reads every finished training run of one MLflow experiment (sweep parents and runs
+that a re-run sweep only reused are left out), groups them by configuration (model,
+p_inter, static or DST rule) and summarises each over its seeds:
+
+- the setting the runs share (refused when they differ: one experiment per setting);
+- the p_inter study: static models by p_inter with the dense baseline, test accuracy
+  mean +- std, the difference to dense, the density and parameter count measured from
+  the masks, the synaptic operations and energy of one inference and the training time;
+- the DST-rule study: each prune/grow rule against the static model it rewires;
+- model sizes per layer, measured from the masks at this setting and at the seed
+  README's architecture (hidden 2048), where they replace its rough "~4M"/"~1-2M";
+- figures (PNG, beside the page in ``figures/``): accuracy against p_inter, accuracy
+  against inference cost, and the DST heatmap.
+
+Only the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` is
+replaced, so hand-written discussion around it survives a regeneration.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from mlflow.tracking import MlflowClient
+
+from g2g import markdown
+from g2g.report import (
+    accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, configuration, configuration_label,
+    dst_rules_figure, group_by_configuration, mean_std, run_row,
+)
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+#: keys every run of the page must share, with their table headers
+SETTING = (("dataset", "dataset"), ("hidden_dim", "hidden neurons"), ("num_steps", "time steps"),
+           ("encoder", "encoder"), ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "learning rate"))
+#: the seed README's architecture on Fashion-MNIST, for the mask-measured size table
+SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
+LAYERS = ("fc1", "fc2", "fc3")
+
+
+class ResultsError(ValueError):
+    """The experiment cannot make a results page (no runs, mixed settings)."""
+
+
+def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
+    """Every finished training run of the experiment as a :func:`g2g.report.run_row`,
+    plus ``train_time_s`` (sum of the per-epoch training times). One run per
+    configuration and seed (the latest).
+
+    Raises:
+        ResultsError: no such experiment, or no finished run in it.
+    """
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ResultsError(f"no MLflow experiment named {experiment_name!r} in this store")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time ASC"], max_results=50000)
+    latest = {}
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("g2g.sweep") == "true" or "g2g.reused_run_id" in tags or "test_accuracy" not in run.data.metrics:
+            continue
+        row = run_row(run)
+        row["train_time_s"] = sum(m.value for m in client.get_metric_history(run.info.run_id, "epoch_time_s"))
+        latest[(configuration(row), row["seed"])] = row
+    if not latest:
+        raise ResultsError(f"experiment {experiment_name!r} has no finished training run with a test accuracy")
+    return list(latest.values())
+
+
+def shared_setting(rows: list[dict]) -> dict:
+    """The :data:`SETTING` values all rows share.
+
+    Raises:
+        ResultsError: the rows differ in one of them (names the key and the values).
+    """
+    setting = {}
+    for key, _ in SETTING:
+        values = sorted({str(row[key]) for row in rows})
+        if len(values) > 1:
+            raise ResultsError(f"the runs differ in {key} ({', '.join(values)}); a results page summarises "
+                               "one setting: log each setting to its own tracking.experiment")
+        setting[key] = values[0]
+    return setting
+
+
+def _percent(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _mean(group: list[dict], key: str) -> float | None:
+    values = [row[key] for row in group if row.get(key) is not None]
+    return statistics.mean(values) if values else None
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(part: float | None, whole: float | None) -> str:
+    return "" if part is None or not whole else f"{100 * part / whole:.1f}%"
+
+
+def _cost_cells(group: list[dict]) -> list[str]:
+    energy, dense_energy = _mean(group, "energy_nj"), _mean(group, "energy_dense_equivalent_nj")
+    return [_number(_mean(group, "synops_total")), _number(_mean(group, "macs_total")),
+            _number(energy, 1), _ratio(energy, dense_energy), _number(_mean(group, "train_time_s"))]
+
+
+def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
+    """Static models by p_inter with the dense baseline (None without static sparse runs)."""
+    static = {key: group for key, group in groups.items() if key[2] == "static"}
+    dense = static.get(("dense", None, "static", None, None))
+    dense_accuracy = mean_std([r["test_accuracy"] for r in dense])[0] if dense else None
+    if not any(key[0] != "dense" for key in static):
+        return None
+    rows = []
+    for key, group in sorted(static.items(), key=lambda item: (item[0][0] != "dense", item[0][0], item[0][1] or 0)):
+        accuracy = mean_std([r["test_accuracy"] for r in group])
+        difference = "" if dense_accuracy is None or key[0] == "dense" else f"{100 * (accuracy[0] - dense_accuracy):+.2f}"
+        rows.append([key[0], "" if key[1] is None else f"{key[1]:g}", _percent(*accuracy), difference, len(group),
+                     _ratio(_mean(group, "connections_total"), _dense_connections(group[0])),
+                     _number(_mean(group, "parameters_total")), *_cost_cells(group)])
+    return markdown.table(
+        ["model", "p_inter", "test accuracy % (mean ± std)", "vs dense (points)", "seeds", "density",
+         "parameters", "SynOps / inference", "MACs / inference", "energy / inference (nJ)",
+         "energy vs dense-equivalent", "training time (s)"], rows)
+
+
+def _dense_connections(row: dict) -> float | None:
+    """Connections of the fully connected network of the row's shape."""
+    counts = [row.get(f"connections_{layer}") for layer in LAYERS]
+    densities = [row.get(f"density_{layer}") for layer in LAYERS]
+    if None in counts or None in densities or 0 in densities:
+        return None
+    return sum(round(count / density) for count, density in zip(counts, densities))
+
+
+def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
+    """Each DST rule against its static baseline (same model and p_inter); None
+    without dynamic runs."""
+    dynamic = {key: group for key, group in groups.items() if key[2] == "dynamic"}
+    if not dynamic:
+        return None
+    rows = []
+    for base in sorted({key[:2] for key in dynamic}):
+        static = groups.get((*base, "static", None, None))
+        static_accuracy = mean_std([r["test_accuracy"] for r in static]) if static else None
+        if static:
+            rows.append([configuration_label((*base, "static", None, None)), "static", "", _percent(*static_accuracy),
+                         "", len(static), *_cost_cells(static)])
+        for key, group in dynamic.items():
+            if key[:2] != base:
+                continue
+            accuracy = mean_std([r["test_accuracy"] for r in group])
+            difference = "" if not static else f"{100 * (accuracy[0] - static_accuracy[0]):+.2f}"
+            rows.append([configuration_label(base + ("static", None, None)), key[3], key[4], _percent(*accuracy),
+                         difference, len(group), *_cost_cells(group)])
+    return markdown.table(
+        ["model", "prune", "grow", "test accuracy % (mean ± std)", "vs static (points)", "seeds",
+         "SynOps / inference", "MACs / inference", "energy / inference (nJ)", "energy vs dense-equivalent",
+         "training time (s)"], rows)
+
+
+def measured_sizes_table(groups: dict[tuple, list[dict]]) -> str:
+    """Per static configuration: density of each layer and in all, active connections
+    and parameters, as logged by each run from its masks (mean over seeds)."""
+    rows = []
+    for key, group in groups.items():
+        if key[2] != "static":
+            continue
+        rows.append([configuration_label(key)]
+                    + [f"{_mean(group, f'density_{layer}'):.4f}" if _mean(group, f"density_{layer}") is not None
+                       else "" for layer in LAYERS]
+                    + [_ratio(_mean(group, "connections_total"), _dense_connections(group[0])),
+                       _number(_mean(group, "connections_total")), _number(_mean(group, "parameters_total")),
+                       _ratio(_mean(group, "parameters_total"), _mean(group, "parameters_dense"))])
+    return markdown.table(["model", "density fc1", "density fc2", "density fc3", "density (all)", "connections",
+                           "parameters", "of dense"], rows)
+
+
+def seed_architecture_sizes_table(p_inters: list[float]) -> str:
+    """Sizes of the seed README's network (784 -> 2048 -> 2048 -> 10) measured from
+    masks built now (seed 42), for each model and p_inter."""
+    from g2g.model import SpikingNetwork
+
+    rows = []
+    for name, values in (("dense", [None]), ("index", p_inters), ("random", p_inters), ("mixer", p_inters)):
+        for p_inter in values:
+            network = SpikingNetwork(name=name, p_inter=p_inter if p_inter is not None else 0.0, **SEED_ARCHITECTURE)
+            counts = network.parameter_counts()
+            densities = [network.masked_layers()[layer].density() for layer in LAYERS]
+            rows.append([name, "" if p_inter is None else f"{p_inter:g}"] + [f"{d:.4f}" for d in densities]
+                        + [_number(counts["parameters_total"]),
+                           _ratio(counts["parameters_total"], counts["parameters_dense"])])
+    return markdown.table(["model", "p_inter", "density fc1", "density fc2", "density fc3", "parameters",
+                           "of dense"], rows)
+
+
+def _figure(figure: plt.Figure | None, path: Path, page: Path, title: str) -> str:
+    if figure is None:
+        return ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return f"![{title}]({path.relative_to(page.parent).as_posix()})\n\n"
+
+
+def generate(client: MlflowClient, experiment_name: str, page: Path, command: str) -> str:
+    """The generated Markdown (what goes between the markers); writes the figures to
+    ``page``'s folder under ``figures/results_*.png``.
+
+    Raises:
+        ResultsError: see :func:`experiment_rows` and :func:`shared_setting`.
+    """
+    rows = experiment_rows(client, experiment_name)
+    setting = shared_setting(rows)
+    groups = group_by_configuration(rows)
+    seeds = sorted({int(row["seed"]) for row in rows})
+    devices = sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows})
+    figures = page.parent / "figures"
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    parts = [
+        f"_Generated on {when} by `{command}` from {len(rows)} finished runs of the MLflow experiment "
+        f"`{experiment_name}`. Do not edit between the markers: rerun the command._\n\n",
+        "### Setting\n\n",
+        markdown.table([header for _, header in SETTING] + ["seeds", "device"],
+                       [[setting[key] for key, _ in SETTING] + [", ".join(map(str, seeds)), "; ".join(devices)]]),
+        "\nAccuracy is the test accuracy after the last epoch. Costs are per inference (one test image, "
+        "all time steps), from the evaluation on the test set: SynOps = accumulates of spike-driven "
+        "layers, MACs = multiply-accumulates of the first layer for current-encoded input, energy with "
+        "0.9 pJ per accumulate and 4.6 pJ per multiply-accumulate (45 nm, Horowitz 2014), relative to "
+        "the same network computed densely with MACs. Training time is the sum of the epochs' training "
+        "times of one run.\n\n",
+    ]
+    table = p_inter_table(groups)
+    if table:
+        parts += ["### p_inter study\n\n",
+                  _figure(accuracy_vs_p_inter_figure(rows), figures / "results_accuracy_vs_p_inter.png", page,
+                          "test accuracy against p_inter"), table, "\n"]
+    parts += ["### Accuracy against inference cost\n\n",
+              _figure(accuracy_vs_cost_figure(rows), figures / "results_accuracy_vs_cost.png", page,
+                      "test accuracy against energy and synaptic operations per inference")]
+    table = dst_table(groups)
+    if table:
+        parts += ["### DST-rule study\n\n", table, "\n",
+                  _figure(dst_rules_figure(rows), figures / "results_dst_rules.png", page,
+                          "test accuracy by prune and grow rule")]
+    p_inters = sorted({key[1] for key in groups if key[1] is not None})
+    parts += ["### Model sizes measured from the masks\n\n",
+              "At this setting (each run logs `connections_*`, `parameters_*` and `density_*` from its "
+              "masks; mean over seeds):\n\n", measured_sizes_table(groups),
+              "\nAt the seed README's architecture on Fashion-MNIST (784 → 2048 → 2048 → 10, masks of "
+              "seed 42 built by this command), where it says \"~4M\" (dense) and \"~1-2M depending on "
+              "p_inter\" (sparse):\n\n", seed_architecture_sizes_table(p_inters or [0.15])]
+    return "".join(parts)
+
+
+DEFAULT_PAGE = """# Results
+
+Produced by this tool and regenerated from MLflow with the command in the generated part.
+
+{start}
+{end}
+"""
+
+
+def write_page(client: MlflowClient, experiment_name: str, page: Path, command: str) -> Path:
+    """Regenerate the marked part of ``page`` (created with a bare header when missing).
+
+    Raises:
+        ResultsError: see :func:`generate`; nothing is written then.
+        ValueError: the page exists without the markers.
+    """
+    page = Path(page)
+    text = page.read_text() if page.exists() else DEFAULT_PAGE.format(start=START, end=END)
+    if markdown.generated_block(text, START, END) is None:
+        raise ValueError(f"{page} has no {START} ... {END} markers to replace")
+    content = generate(client, experiment_name, page, command)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(markdown.replace_generated_block(text, START, END, content))
+    return page
