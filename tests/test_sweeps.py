@@ -191,3 +191,59 @@ def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
     assert left.get_xlabel() == "energy per inference (nJ)"
     assert sorted(text.get_text() for text in right.texts) == ["dense", "p=0.1", "p=0.2"]
     assert accuracy_vs_cost_figure([dict(r, energy_nj=None) for r in rows]) is None
+
+
+def _study_jobs(name: str) -> tuple[list[list[str]], object]:
+    """Every job's overrides of ``sweeps/NAME.yaml`` as the grids sweeper expands them
+    (Hydra's config loader with the search path of ``run.py --config-dir sweeps``), and
+    the loader to compose the jobs with."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf
+
+    search_path = create_config_search_path(str(REPO_ROOT / "conf"))
+    search_path.prepend("command-line", f"file://{REPO_ROOT / 'sweeps'}")
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    cfg = loader.load_configuration(name, overrides=[], run_mode=RunMode.MULTIRUN)
+    # imported only now: loading scans Hydra's plugins, which re-executes the module of the
+    # basic sweeper, and GridsSweeper must subclass the BasicSweeper that is current then
+    from hydra_plugins.g2g_grids_sweeper.grids_sweeper import GridsSweeper
+
+    settings = OmegaConf.to_container(cfg.hydra.sweeper)
+    assert settings.pop("_target_").endswith("GridsSweeper")
+    sweeper = GridsSweeper(**settings)
+    sweeper.hydra_context, sweeper.config = HydraContext(config_loader=loader, callbacks=Callbacks()), cfg
+    return sweeper.job_overrides([]), loader
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml")))
+def test_every_study_has_the_job_count_its_header_states_and_valid_jobs(study):
+    import re
+
+    from hydra.types import RunMode
+
+    from g2g.validation import validate
+
+    header = (REPO_ROOT / "sweeps" / f"{study}.yaml").read_text().split("\ndefaults:")[0]
+    stated = int(re.search(r"(\d+) jobs", header).group(1))
+    jobs, loader = _study_jobs(study)
+    assert len(jobs) == stated == len({tuple(job) for job in jobs})
+    for job in jobs:
+        validate(loader.load_configuration(study, overrides=job, run_mode=RunMode.MULTIRUN))
+
+
+def test_results_studies_share_the_setting_the_results_page_needs():
+    from hydra.types import RunMode
+
+    settings = set()
+    for study in ("results_p_inter", "results_dst"):
+        jobs, loader = _study_jobs(study)
+        assert {job[0] for job in jobs} == {"seed=42", "seed=43", "seed=44"}
+        for job in jobs:
+            cfg = loader.load_configuration(study, overrides=job, run_mode=RunMode.MULTIRUN)
+            settings.add((cfg.tracking.experiment, cfg.dataset.name, cfg.model.hidden_dim, cfg.encoder.num_steps,
+                          cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.encoder.name))
+    # one experiment and one setting (the quick preset): g2g.results_page refuses mixed settings
+    assert settings == {("g2g_results", "fashionmnist", 512, 25, 4, 128, 0.0005, "current")}
