@@ -154,7 +154,7 @@ def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
     if len({r["p_inter"] for r in sparse}) < 2:
         return None
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for model in sorted({r["model"] for r in sparse}):
+    for model in sorted({r["model"] for r in sparse}, key=_model_order):
         by_p = defaultdict(list)
         for r in sparse:
             if r["model"] == model:
@@ -162,17 +162,33 @@ def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
         ps = sorted(by_p)
         means = [statistics.mean(by_p[p]) for p in ps]
         stds = [statistics.stdev(by_p[p]) if len(by_p[p]) > 1 else 0.0 for p in ps]
-        axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=model)
+        axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=model, color=model_colour(model))
     dense = [r["test_accuracy"] for r in rows if r["model"] == "dense"]
     if dense:
-        axis.axhline(statistics.mean(dense), color="black", linestyle="--",
-                     label=f"dense ({statistics.mean(dense):.4f})")
+        mean, std = mean_std(dense)
+        axis.axhline(mean, color="black", linestyle="--", label=f"dense ({mean:.4f} ± {std:.4f})")
+        if std:
+            axis.axhspan(mean - std, mean + std, color="black", alpha=0.1)
     axis.set(xlabel="p_inter (connection probability between groups)", ylabel="test accuracy",
              title="Test accuracy vs p_inter")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
     return figure
+
+
+#: the order of models and DST rules in tables (the seed README's order)
+MODEL_ORDER = {"dense": 0, "index": 1, "random": 2, "mixer": 3}
+RULE_ORDER = {"set": 0, "random": 1, "hebb": 2}
+
+
+def _model_order(model: str) -> tuple:
+    return MODEL_ORDER.get(model, len(MODEL_ORDER)), model
+
+
+def model_colour(model: str) -> str:
+    """One Matplotlib colour per model, the same in every figure."""
+    return f"C{MODEL_ORDER.get(model, len(MODEL_ORDER))}"
 
 
 def configuration(row: dict) -> tuple:
@@ -196,7 +212,11 @@ def group_by_configuration(rows: list[dict]) -> dict[tuple, list[dict]]:
     groups = defaultdict(list)
     for row in _finished(rows):
         groups[configuration(row)].append(row)
-    return dict(sorted(groups.items(), key=lambda item: tuple("" if v is None else str(v) for v in item[0])))
+    def order(key: tuple) -> tuple:
+        model, p_inter, sparsity, prune, grow = key
+        return (MODEL_ORDER.get(model, len(MODEL_ORDER)), model, -1.0 if p_inter is None else p_inter,
+                sparsity != "static", RULE_ORDER.get(prune, 9), RULE_ORDER.get(grow, 9))
+    return dict(sorted(groups.items(), key=lambda item: order(item[0])))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -215,7 +235,7 @@ def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
     if not groups:
         return None
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    colours = {model: f"C{i}" for i, model in enumerate(sorted({key[0] for key in groups}))}
+    colours = {model: model_colour(model) for model in sorted({key[0] for key in groups}, key=_model_order)}
     for key, group in groups.items():
         accuracy, accuracy_std = mean_std([r["test_accuracy"] for r in group])
         costs = (statistics.mean(r["energy_nj"] for r in group),

@@ -122,7 +122,7 @@ def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
     if not any(key[0] != "dense" for key in static):
         return None
     rows = []
-    for key, group in sorted(static.items(), key=lambda item: (item[0][0] != "dense", item[0][0], item[0][1] or 0)):
+    for key, group in static.items():  # in the order of group_by_configuration
         accuracy = mean_std([r["test_accuracy"] for r in group])
         difference = "" if dense_accuracy is None or key[0] == "dense" else f"{100 * (accuracy[0] - dense_accuracy):+.2f}"
         rows.append([key[0], "" if key[1] is None else f"{key[1]:g}", _percent(*accuracy), difference, len(group),
@@ -150,7 +150,7 @@ def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
     if not dynamic:
         return None
     rows = []
-    for base in sorted({key[:2] for key in dynamic}):
+    for base in dict.fromkeys(key[:2] for key in dynamic):  # in order, without repeats
         static = groups.get((*base, "static", None, None))
         static_accuracy = mean_std([r["test_accuracy"] for r in static]) if static else None
         if static:
