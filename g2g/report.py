@@ -276,9 +276,11 @@ def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
                 if values:
                     grid[i, j] = statistics.mean(values)
         image = axis.imshow(grid, cmap="viridis")
+        middle = np.nanmean(grid)
         for (i, j), value in np.ndenumerate(grid):
-            if not np.isnan(value):
-                axis.text(j, i, f"{value:.3f}", ha="center", va="center", color="white")
+            if not np.isnan(value):  # dark text on the bright (high) end of viridis
+                axis.text(j, i, f"{value:.3f}", ha="center", va="center",
+                          color="black" if value > middle else "white")
         axis.set(xticks=range(len(grows)), xticklabels=grows, yticks=range(len(prunes)),
                  yticklabels=prunes, xlabel="grow", ylabel="prune", title=model)
         figure.colorbar(image, ax=axis, fraction=0.046)

@@ -238,7 +238,8 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
         "layers, MACs = multiply-accumulates of the first layer for current-encoded input, energy with "
         "0.9 pJ per accumulate and 4.6 pJ per multiply-accumulate (45 nm, Horowitz 2014), relative to "
         "the same network computed densely with MACs. Training time is the sum of the epochs' training "
-        "times of one run.\n\n",
+        "times of one run, on the device above with the sweep's parallel jobs sharing the machine: "
+        "indicative, not a benchmark (controlled timings: benchmarks/README.md).\n\n",
     ]
     table = p_inter_table(groups)
     if table:
