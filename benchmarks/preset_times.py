@@ -104,9 +104,11 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="quick,fmnist_h1024,seed_defaults")
-    parser.add_argument("--models", default="dense,mixer")
-    parser.add_argument("--sparsity", default="static", choices=["static", "dynamic"])
+    parser.add_argument("--presets", default="quick,fmnist_h1024,seed_defaults",
+                        help="comma-separated experiment= options from conf/experiment/")
+    parser.add_argument("--models", default="dense,mixer", help="comma-separated: dense, index, random, mixer")
+    parser.add_argument("--sparsity", default="static", choices=["static", "dynamic"],
+                        help="dynamic: the sparse models rewire with the sparsity=dynamic defaults")
     parser.add_argument("--hardware", default="auto", help="hardware group option: auto, cpu, cuda, directml")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per preset and model")
     parser.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (scaled to 10000)")

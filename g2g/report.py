@@ -50,6 +50,7 @@ COLUMNS = [
     ("sparsity", ("param", "sparsity.name")),
     ("prune", ("param", "sparsity.prune")),
     ("grow", ("param", "sparsity.grow")),
+    ("grow_init", ("param", "sparsity.grow_init")),
     ("update_interval", ("param", "sparsity.update_interval")),
     ("prune_fraction", ("param", "sparsity.prune_fraction")),
     ("epochs", ("param", "train.epochs")),
@@ -166,7 +167,8 @@ def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
     dense = [r["test_accuracy"] for r in rows if r["model"] == "dense"]
     if dense:
         mean, std = mean_std(dense)
-        axis.axhline(mean, color="black", linestyle="--", label=f"dense ({mean:.4f} ± {std:.4f})")
+        spread = f" ± {std:.4f}" if len(dense) > 1 else ""
+        axis.axhline(mean, color="black", linestyle="--", label=f"dense ({mean:.4f}{spread})")
         if std:
             axis.axhspan(mean - std, mean + std, color="black", alpha=0.1)
     axis.set(xlabel="p_inter (connection probability between groups)", ylabel="test accuracy",
@@ -252,7 +254,8 @@ def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
     for axis in axes:
         axis.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
-    figure.suptitle("Accuracy against inference cost (squares: dynamic sparsity)")
+    dynamic = any(key[3] is not None for key in groups)
+    figure.suptitle("Accuracy against inference cost" + (" (squares: dynamic sparsity)" if dynamic else ""))
     figure.tight_layout()
     return figure
 
@@ -314,6 +317,27 @@ def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None =
     return rows
 
 
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client of an existing MLflow store (an SQLite file is not created just to read it).
+
+    Raises:
+        ValueError: an ``sqlite:///`` URI whose file does not exist.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise ValueError(f"no MLflow store at {path} (tracking URI {tracking_uri}): run from the folder "
+                             "where you ran the experiments, or pass --tracking-uri")
+    return MlflowClient(tracking_uri)
+
+
+def missing_experiment_message(client: MlflowClient, name: str, what: str) -> str:
+    """``what`` plus the store's URI and the experiments it has."""
+    names = sorted(e.name for e in client.search_experiments())
+    return (f"{what} in the MLflow store {client.tracking_uri}; its experiments: "
+            f"{', '.join(names) if names else 'none'} (another store: --tracking-uri)")
+
+
 def resolve_sweep(client: MlflowClient, target: str) -> str:
     """A run id of a sweep parent, or an experiment name whose latest sweep is meant.
 
@@ -327,7 +351,8 @@ def resolve_sweep(client: MlflowClient, target: str) -> str:
         pass
     experiment = client.get_experiment_by_name(target)
     if experiment is None:
-        raise ValueError(f"{target!r} is neither a run id nor an experiment name in this store")
+        raise ValueError(missing_experiment_message(client, target,
+                                                    f"{target!r} is neither a run id nor an experiment name"))
     sweeps = client.search_runs([experiment.experiment_id], filter_string="tags.`g2g.sweep` = 'true'",
                                 order_by=["attributes.start_time DESC"], max_results=1)
     if not sweeps:
@@ -345,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page", default=None, metavar="PATH",
                         help="write the results page (e.g. docs/results.md) of experiment TARGET instead")
     args = parser.parse_args(argv)
-    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    try:
+        client = open_store(args.tracking_uri or default_tracking_uri())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.page:
         from g2g.results_page import ResultsError, write_page
 

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from g2g import markdown
 from g2g.report import (
     accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, configuration, configuration_label,
-    dst_rules_figure, group_by_configuration, mean_std, run_row,
+    dst_rules_figure, group_by_configuration, mean_std, missing_experiment_message, run_row,
 )
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -59,7 +59,8 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     """
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        raise ResultsError(f"no MLflow experiment named {experiment_name!r} in this store")
+        raise ResultsError(missing_experiment_message(client, experiment_name,
+                                                      f"no MLflow experiment named {experiment_name!r}"))
     runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"], max_results=50000)
     latest = {}
@@ -91,8 +92,10 @@ def shared_setting(rows: list[dict]) -> dict:
     return setting
 
 
-def _percent(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _accuracy(group: list[dict]) -> str:
+    """Mean ± std of the group's test accuracy in percent (the mean alone for one run)."""
+    mean, std = mean_std([r["test_accuracy"] for r in group])
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(group) > 1 else f"{100 * mean:.2f}"
 
 
 def _mean(group: list[dict], key: str) -> float | None:
@@ -125,7 +128,7 @@ def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
     for key, group in static.items():  # in the order of group_by_configuration
         accuracy = mean_std([r["test_accuracy"] for r in group])
         difference = "" if dense_accuracy is None or key[0] == "dense" else f"{100 * (accuracy[0] - dense_accuracy):+.2f}"
-        rows.append([key[0], "" if key[1] is None else f"{key[1]:g}", _percent(*accuracy), difference, len(group),
+        rows.append([key[0], "" if key[1] is None else f"{key[1]:g}", _accuracy(group), difference, len(group),
                      _ratio(_mean(group, "connections_total"), _dense_connections(group[0])),
                      _number(_mean(group, "parameters_total")), *_cost_cells(group)])
     return markdown.table(
@@ -154,14 +157,14 @@ def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
         static = groups.get((*base, "static", None, None))
         static_accuracy = mean_std([r["test_accuracy"] for r in static]) if static else None
         if static:
-            rows.append([configuration_label((*base, "static", None, None)), "static", "", _percent(*static_accuracy),
+            rows.append([configuration_label((*base, "static", None, None)), "static", "", _accuracy(static),
                          "", len(static), *_cost_cells(static)])
         for key, group in dynamic.items():
             if key[:2] != base:
                 continue
             accuracy = mean_std([r["test_accuracy"] for r in group])
             difference = "" if not static else f"{100 * (accuracy[0] - static_accuracy[0]):+.2f}"
-            rows.append([configuration_label(base + ("static", None, None)), key[3], key[4], _percent(*accuracy),
+            rows.append([configuration_label(base + ("static", None, None)), key[3], key[4], _accuracy(group),
                          difference, len(group), *_cost_cells(group)])
     return markdown.table(
         ["model", "prune", "grow", "test accuracy % (mean ± std)", "vs static (points)", "seeds",
@@ -202,6 +205,17 @@ def seed_architecture_sizes_table(p_inters: list[float]) -> str:
                            _ratio(counts["parameters_total"], counts["parameters_dense"])])
     return markdown.table(["model", "p_inter", "density fc1", "density fc2", "density fc3", "parameters",
                            "of dense"], rows)
+
+
+def _rewiring_sentence(rows: list[dict]) -> str:
+    """How the dynamic runs rewired (their ``sparsity.*`` settings), as one sentence."""
+    dynamic = [row for row in rows if row.get("sparsity") == "dynamic"]
+
+    def values(key: str) -> str:
+        return " / ".join(sorted({str(row.get(key)) for row in dynamic}))
+    return (f"Rewiring every {values('update_interval')} optimizer steps, replacing a fraction "
+            f"{values('prune_fraction')} of each layer's active connections per update; grown connections "
+            f"start at `{values('grow_init')}`. The static row is the same model without rewiring.\n\n")
 
 
 def _figure(figure: plt.Figure | None, path: Path, page: Path, title: str) -> str:
@@ -251,7 +265,7 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
                       "test accuracy against energy and synaptic operations per inference")]
     table = dst_table(groups)
     if table:
-        parts += ["### DST-rule study\n\n", table, "\n",
+        parts += ["### DST-rule study\n\n", _rewiring_sentence(rows), table, "\n",
                   _figure(dst_rules_figure(rows), figures / "results_dst_rules.png", page,
                           "test accuracy by prune and grow rule")]
     p_inters = sorted({key[1] for key in groups if key[1] is not None})

@@ -82,6 +82,7 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
     cells = _row(text, "| mixer p=0.1 | set | hebb |", "DST-rule study")
     assert cells[4] == f"{100 * (statistics.mean(dynamic) - statistics.mean(mixer)):+.2f}"
     assert _row(text, "| mixer p=0.1 | static |", "DST-rule study")[5] == "2"
+    assert "Rewiring every 2 optimizer steps, replacing a fraction 0.1" in text
 
     # seed README architecture, built from masks: dense 784*2048 + 2048*2048 + 2048*10 weights
     dense_parameters = 784 * 2048 + 2048 * 2048 + 2048 * 10 + (2048 + 2048 + 10) + 6
@@ -102,7 +103,12 @@ def test_results_page_refuses_mixed_settings_and_unknown_experiments(store, tmp_
     page = tmp_path / "results.md"
     missing = _page_command(folder, page, experiment="nope")
     assert missing.returncode == 1 and "no MLflow experiment named 'nope'" in missing.stderr
+    assert "its experiments: Default, page" in missing.stderr, "the error lists what the store has"
     assert not page.exists()
+    elsewhere = subprocess.run([sys.executable, "-m", "g2g.report", "page", "--page", str(page)],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert elsewhere.returncode == 1 and f"no MLflow store at {tmp_path / 'mlflow.db'}" in elsewhere.stderr
+    assert not (tmp_path / "mlflow.db").exists(), "reading must not create an empty store"
 
     run(compose_config(["model=dense", "model.hidden_dim=24", "tracking.experiment=page", "train.progress=false",
                         "hardware=cpu"], folder))
