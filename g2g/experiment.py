@@ -114,15 +114,23 @@ def _output_dir(paths: ckpt.CheckpointPaths) -> Path:
     return paths.checkpoint.parent
 
 
-def sweep_context() -> tuple[str | None, list[str]]:
-    """(MLflow parent run id, this job's overrides) when running inside a Hydra
-    multirun started with :class:`g2g.callbacks.MlflowSweepCallback`; else (None, [])."""
+def _multirun_hydra_config():
+    """Hydra's runtime config when this process runs a job of a multirun, else None."""
     from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
     from hydra.types import RunMode  # noqa: PLC0415
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get()
+
+
+def sweep_context() -> tuple[str | None, list[str]]:
+    """(MLflow parent run id, this job's overrides) when running inside a Hydra
+    multirun started with :class:`g2g.callbacks.MlflowSweepCallback`; else (None, [])."""
+    hydra_config = _multirun_hydra_config()
+    if hydra_config is None:
         return None, []
-    return os.environ.get(PARENT_RUN_ENV), list(HydraConfig.get().overrides.task)
+    return os.environ.get(PARENT_RUN_ENV), list(hydra_config.overrides.task)
 
 
 def threads_per_job(num_threads: int | None) -> int | None:
@@ -131,12 +139,10 @@ def threads_per_job(num_threads: int | None) -> int | None:
     never oversubscribes the cores); inside a submitit job, its ``cpus_per_task``."""
     if num_threads is not None:
         return num_threads
-    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-    from hydra.types import RunMode  # noqa: PLC0415
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    hydra_config = _multirun_hydra_config()
+    if hydra_config is None:
         return None
-    launcher = HydraConfig.get().launcher
+    launcher = hydra_config.launcher
     cores = os.cpu_count() or 1
     if launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)

@@ -194,6 +194,26 @@ def extract(
     return features
 
 
+def prepare_features(data, dataset: str, name: str = "raw", weights: str = "hub", batch_size: int = 500,
+                     cache_dir: str | None = None):
+    """Apply the ``features`` config group to a :class:`g2g.data.DataSplits` in place:
+    ``raw`` leaves the pixels, ``resnet32`` replaces every split by its ResNet-32
+    features ``[N, 512]`` (computed once, cached in ``cache_dir`` when given).
+
+    Raises:
+        ValueError: ``resnet32`` on a data set that is not CIFAR.
+        FeaturesUnavailableError: the weights cannot be loaded.
+    """
+    if name == "raw":
+        return data
+    if dataset not in HUB_WEIGHTS:
+        raise ValueError(f"features=resnet32 needs CIFAR images; dataset={dataset!r} is not cifar10/cifar100")
+    extractor, weights_hash = build_extractor(weights, dataset, data.num_classes)
+    data.train_x = extract(extractor, data.train_x, batch_size, cache_dir, weights_hash)
+    data.test_x = extract(extractor, data.test_x, batch_size, cache_dir, weights_hash)
+    return data
+
+
 def train_resnet32(
     dataset: str, root: str, out: Path, epochs: int = 30, batch_size: int = 128, lr: float = 0.1,
     seed: int = 0, device: str = "cpu", train_subset: int | None = None,
@@ -265,23 +285,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def prepare_features(data, dataset: str, name: str = "raw", weights: str = "hub", batch_size: int = 500,
-                     cache_dir: str | None = None):
-    """Apply the ``features`` config group to a :class:`g2g.data.DataSplits` in place:
-    ``raw`` leaves the pixels, ``resnet32`` replaces every split by its ResNet-32
-    features ``[N, 512]`` (computed once, cached in ``cache_dir`` when given).
-
-    Raises:
-        ValueError: ``resnet32`` on a data set that is not CIFAR.
-        FeaturesUnavailableError: the weights cannot be loaded.
-    """
-    if name == "raw":
-        return data
-    if dataset not in HUB_WEIGHTS:
-        raise ValueError(f"features=resnet32 needs CIFAR images; dataset={dataset!r} is not cifar10/cifar100")
-    extractor, weights_hash = build_extractor(weights, dataset, data.num_classes)
-    data.train_x = extract(extractor, data.train_x, batch_size, cache_dir, weights_hash)
-    data.test_x = extract(extractor, data.test_x, batch_size, cache_dir, weights_hash)
-    return data

@@ -22,6 +22,24 @@ except ImportError:  # Windows
     import msvcrt
 
 
+def _lock(file, blocking: bool) -> None:
+    """Exclusive OS lock on an open file; OSError when ``blocking`` is False and
+    another process holds it."""
+    if fcntl is not None:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)
+
+
+def _unlock(file) -> None:
+    if fcntl is not None:
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    else:
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
+
+
 @contextlib.contextmanager
 def blocking_file_lock(path: Path):
     """Hold an exclusive OS lock on ``path`` for the ``with`` block, waiting for it
@@ -30,19 +48,11 @@ def blocking_file_lock(path: Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as file:
-        if fcntl is not None:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
-        else:
-            file.seek(0)
-            msvcrt.locking(file.fileno(), msvcrt.LK_LOCK, 1)
+        _lock(file, blocking=True)
         try:
             yield
         finally:
-            if fcntl is not None:
-                fcntl.flock(file.fileno(), fcntl.LOCK_UN)
-            else:
-                file.seek(0)
-                msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
+            _unlock(file)
 
 
 class ExperimentLockedError(RuntimeError):
@@ -67,11 +77,7 @@ class ExperimentLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = open(self.path, "a+")
         try:
-            if fcntl is not None:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:
-                file.seek(0)
-                msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+            _lock(file, blocking=False)
         except OSError:
             file.seek(0)
             try:
@@ -98,10 +104,7 @@ class ExperimentLock:
         try:
             self._file.seek(0)
             self._file.truncate()
-            if fcntl is not None:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            else:
-                msvcrt.locking(self._file.fileno(), msvcrt.LK_UNLCK, 1)
+            _unlock(self._file)
         finally:
             self._file.close()
             self._file = None

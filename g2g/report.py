@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from g2g import markdown  # noqa: E402
-from g2g.tracking import default_tracking_uri  # noqa: E402
+from g2g.tracking import default_tracking_uri, sqlite_path  # noqa: E402
 
 #: table columns: (header, where in the run: ("param"|"metric"|"info", key))
 COLUMNS = [
@@ -323,11 +323,10 @@ def open_store(tracking_uri: str) -> MlflowClient:
     Raises:
         ValueError: an ``sqlite:///`` URI whose file does not exist.
     """
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise ValueError(f"no MLflow store at {path} (tracking URI {tracking_uri}): run from the folder "
-                             "where you ran the experiments, or pass --tracking-uri")
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise ValueError(f"no MLflow store at {path} (tracking URI {tracking_uri}): run from the folder "
+                         "where you ran the experiments, or pass --tracking-uri")
     return MlflowClient(tracking_uri)
 
 

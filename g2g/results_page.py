@@ -138,12 +138,11 @@ def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
 
 
 def _dense_connections(row: dict) -> float | None:
-    """Connections of the fully connected network of the row's shape."""
-    counts = [row.get(f"connections_{layer}") for layer in LAYERS]
-    densities = [row.get(f"density_{layer}") for layer in LAYERS]
-    if None in counts or None in densities or 0 in densities:
+    """Connections of the fully connected network of the row's shape: its dense
+    parameter count less what is not a weight (biases, LIF scalars)."""
+    if None in (row.get("parameters_dense"), row.get("parameters_total"), row.get("connections_total")):
         return None
-    return sum(round(count / density) for count, density in zip(counts, densities))
+    return row["parameters_dense"] - (row["parameters_total"] - row["connections_total"])
 
 
 def dst_table(groups: dict[tuple, list[dict]]) -> str | None:

@@ -42,12 +42,16 @@ def default_tracking_uri(directory: str | Path = ".") -> str:
     return f"sqlite:///{(Path(directory).resolve() / 'mlflow.db').as_posix()}"
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of an ``sqlite:///PATH`` tracking URI (None for other stores)."""
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
 def _artifact_location(tracking_uri: str) -> str | None:
-    """An absolute artifact folder beside a local SQLite/file store (``None`` for a
+    """An absolute artifact folder beside a local SQLite store (``None`` for a
     tracking server, which decides itself)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    return None
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "mlartifacts").resolve().as_uri()
 
 
 def setup_experiment(tracking_uri: str | None, experiment: str) -> str:
@@ -63,9 +67,8 @@ def setup_experiment(tracking_uri: str | None, experiment: str) -> str:
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
     mlflow.set_tracking_uri(uri)
-    guard = contextlib.nullcontext()
-    if uri.startswith("sqlite:///"):
-        guard = blocking_file_lock(Path(uri[len("sqlite:///"):] + ".lock"))
+    database = sqlite_path(uri)
+    guard = contextlib.nullcontext() if database is None else blocking_file_lock(Path(f"{database}.lock"))
     try:
         with guard:
             client = MlflowClient(uri)
@@ -97,10 +100,11 @@ def _check_server(uri: str, timeout_s: float = 10.0) -> None:
 
 
 def log_batch_chunked(client: MlflowClient, run_id: str, params: dict | None = None,
-                      metrics: dict | None = None, step: int = 0) -> None:
+                      metrics: dict | None = None, step: int = 0, timestamp: int | None = None) -> None:
     """Log params and metrics (name -> value) to ``run_id`` in MLflow's batch-size
-    chunks (at most 100 params per request); metrics are logged at ``step``."""
-    timestamp = int(time.time() * 1000)
+    chunks (at most 100 params per request); metrics are logged at ``step`` with
+    ``timestamp`` (milliseconds since the epoch; default now)."""
+    timestamp = int(time.time() * 1000) if timestamp is None else timestamp
     param_items = [mlflow.entities.Param(key, str(value)) for key, value in (params or {}).items()]
     metric_items = [mlflow.entities.Metric(key, value, timestamp, step) for key, value in (metrics or {}).items()]
     for start in range(0, max(len(param_items), len(metric_items)), 100):
@@ -215,9 +219,8 @@ def relog(path: Path) -> int:
     client = MlflowClient(header["tracking_uri"])
     for entry in entries:
         if entry["kind"] == "metrics":
-            client.log_batch(header["run_id"], metrics=[
-                mlflow.entities.Metric(key, value, entry["timestamp"], entry["step"])
-                for key, value in entry["values"].items()])
+            log_batch_chunked(client, header["run_id"], metrics=entry["values"], step=entry["step"],
+                              timestamp=entry["timestamp"])
         elif entry["kind"] == "artifact":
             client.log_artifact(header["run_id"], entry["local_path"], entry["artifact_path"])
         elif entry["kind"] == "end":
