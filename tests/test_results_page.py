@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
+from conftest import compose_config, write_fashion_mnist
 from g2g.experiment import run
 from g2g.model import SpikingNetwork
 from g2g.results_page import END, START
@@ -25,8 +25,6 @@ SEEDS = (1, 2)
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> tuple[Path, dict]:
     """Ten finished tiny runs (5 configurations x 2 seeds) in one MLflow experiment."""
-    from conftest import write_fashion_mnist
-
     folder = tmp_path_factory.mktemp("results")
     write_fashion_mnist(folder / "data", num_train=64, num_test=32)
     summaries = {}
@@ -128,3 +126,10 @@ def test_parameter_counts_are_measured_from_the_masks():
     biases_and_lif = 16 + 16 + 4 + 3 * 2  # learnable beta and threshold per LIF layer
     assert counts["parameters_total"] == counts["connections_total"] + biases_and_lif
     assert counts["parameters_dense"] == 20 * 16 + 16 * 16 + 16 * 4 + biases_and_lif
+
+
+def test_one_run_groups_show_the_accuracy_without_a_spread():
+    from g2g.results_page import _accuracy
+
+    assert _accuracy([{"test_accuracy": 0.8731}]) == "87.31"
+    assert _accuracy([{"test_accuracy": 0.80}, {"test_accuracy": 0.82}]) == "81.00 ± 1.41"

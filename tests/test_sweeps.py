@@ -190,7 +190,29 @@ def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
     assert [y for _, y in points] == pytest.approx([0.82] * 3)
     assert left.get_xlabel() == "energy per inference (nJ)"
     assert sorted(text.get_text() for text in right.texts) == ["dense", "p=0.1", "p=0.2"]
+    assert "squares" not in figure._suptitle.get_text(), "no dynamic runs: no legend for squares"
     assert accuracy_vs_cost_figure([dict(r, energy_nj=None) for r in rows]) is None
+
+
+def test_configurations_in_the_seed_readme_order_with_one_colour_per_model():
+    from g2g.report import accuracy_vs_p_inter_figure, group_by_configuration, model_colour
+
+    rows = [{"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": sparsity, "prune": prune,
+             "grow": grow, "test_accuracy": 0.8}
+            for model, p_inter, sparsity, prune, grow in (
+                ("mixer", "0.2", "dynamic", "hebb", "random"), ("mixer", "0.2", "dynamic", "set", "hebb"),
+                ("random", "0.1", "static", None, None), ("mixer", "0.1", "static", None, None),
+                ("index", "0.2", "static", None, None), ("index", "0.1", "static", None, None),
+                ("dense", None, "static", None, None))]
+    assert [key[0] + (f" {key[1]}" if key[1] is not None else "") + (f" {key[3]}" if key[3] else "")
+            for key in group_by_configuration(rows)] == [
+        "dense", "index 0.1", "index 0.2", "random 0.1", "mixer 0.1", "mixer 0.2 set", "mixer 0.2 hebb"]
+    figure = accuracy_vs_p_inter_figure(rows)
+    (axis,) = figure.axes
+    colours = {bars.get_label(): bars.lines[0].get_color() for bars in axis.containers}
+    assert colours["index"] == model_colour("index") and colours["mixer"] == model_colour("mixer")
+    assert "dense (0.8000)" in [text.get_text() for text in axis.get_legend().get_texts()], \
+        "one dense run: its accuracy without a spread"
 
 
 def _study_jobs(name: str) -> tuple[list[list[str]], object]:
