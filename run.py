@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from g2g.experiment import USER_ERRORS, TrainingInterrupted, run
-    from g2g.validation import ConfigError
+    from g2g.run.job import USER_ERRORS, TrainingInterrupted, run
+    from g2g.run.validation import ConfigError
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

@@ -19,9 +19,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-from g2g.dst import DynamicSparsity
-from g2g.encoders import CurrentEncoder
-from g2g.model import SpikingNetwork
+from g2g.sparse.dst import DynamicSparsity
+from g2g.snn.encoders import CurrentEncoder
+from g2g.models.network import SpikingNetwork
 
 
 def _step(net, optimizer, encoder, x, y, callback=None):

@@ -34,10 +34,10 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from g2g.data import load_dataset  # noqa: E402
-from g2g.experiment import instantiate  # noqa: E402
-from g2g.hardware import configure, select_device, seed_everything  # noqa: E402
-from g2g.trainer import Trainer  # noqa: E402
+from g2g.data.datasets import load_dataset  # noqa: E402
+from g2g.run.job import instantiate  # noqa: E402
+from g2g.run.hardware import configure, select_device, seed_everything  # noqa: E402
+from g2g.training.trainer import Trainer  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
 

@@ -28,9 +28,9 @@ import snntorch as snn
 import torch
 from torch.nn import functional as F
 
-from g2g.dst import DynamicSparsity
-from g2g.encoders import CurrentEncoder, RateEncoder
-from g2g.model import NetworkOutput, SpikingNetwork
+from g2g.sparse.dst import DynamicSparsity
+from g2g.snn.encoders import CurrentEncoder, RateEncoder
+from g2g.models.network import NetworkOutput, SpikingNetwork
 
 PRESETS = {"small": dict(hidden=512, num_steps=25, batch=128), "seed": dict(hidden=2048, num_steps=50, batch=256)}
 

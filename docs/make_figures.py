@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from g2g.connectivity import layer_connectivity, layer_grouping  # noqa: E402
+from g2g.sparse.connectivity import layer_connectivity, layer_grouping  # noqa: E402
 
 SIZES = [64, 48, 48, 10]  # small layers so single connections are visible; 8 groups
 

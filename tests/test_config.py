@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR, REPO_ROOT, compose_config
-from g2g.experiment import run
-from g2g.validation import ConfigError, validate
+from g2g.run.job import run
+from g2g.run.validation import ConfigError, validate
 
 GROUPS = sorted(
     folder.name for folder in CONF_DIR.iterdir()

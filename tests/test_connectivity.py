@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from g2g.connectivity import expected_density, g2g_mask, group_labels, layer_connectivity
-from g2g.model import SpikingNetwork
+from g2g.sparse.connectivity import expected_density, g2g_mask, group_labels, layer_connectivity
+from g2g.models.network import SpikingNetwork
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_bad_probability_is_refused():
 
 
 def test_synops_count_spikes_times_active_fanout_and_energy():
-    from g2g.synops import ENERGY_PER_AC_PJ, ENERGY_PER_MAC_PJ, SynOpsCounter
+    from g2g.training.synops import ENERGY_PER_AC_PJ, ENERGY_PER_MAC_PJ, SynOpsCounter
 
     net = SpikingNetwork(4, 8, 2, name="index", num_groups=2, p_intra=1.0, p_inter=0.0, mask_seed=0)
     counter = SynOpsCounter(net.masked_layers(), analog_input=True)

@@ -10,12 +10,8 @@ import torch
 from torchvision import datasets, transforms
 
 from conftest import write_cifar, write_fashion_mnist, write_idx
-from g2g.data import (
-    FASHION_MNIST_SIZES,
-    DatasetUnavailableError,
-    fashion_mnist_raw_dir,
-    load_dataset,
-    prepare_fashion_mnist,
+from g2g.data.datasets import (
+    FASHION_MNIST_SIZES, DatasetUnavailableError, fashion_mnist_raw_dir, load_dataset, prepare_fashion_mnist,
 )
 
 
@@ -114,7 +110,7 @@ def test_missing_cifar_says_how_to_get_it(tmp_path):
 
 
 def test_data_command_reports_what_it_found_or_how_to_get_it(tmp_path, capsys):
-    from g2g.data import main
+    from g2g.data.datasets import main
 
     write_fashion_mnist(tmp_path / "present", num_train=20, num_test=10)
     assert main(["fashionmnist", "--root", str(tmp_path / "present"), "--no-download"]) == 0

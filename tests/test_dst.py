@@ -8,12 +8,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
-from g2g import checkpoint as ckpt
-from g2g.dst import DynamicSparsity, HebbianTrace, make_sparsity
-from g2g.encoders import CurrentEncoder, RateEncoder
-from g2g.experiment import run
-from g2g.model import SpikingNetwork
-from g2g.validation import ConfigError
+from g2g.run import checkpoint as ckpt
+from g2g.sparse.dst import DynamicSparsity, HebbianTrace, make_sparsity
+from g2g.snn.encoders import CurrentEncoder, RateEncoder
+from g2g.run.job import run
+from g2g.models.network import SpikingNetwork
+from g2g.run.validation import ConfigError
 
 PAIRS = [(prune, grow) for prune in ("set", "random", "hebb") for grow in ("hebb", "random")]
 

@@ -1,4 +1,4 @@
-"""End to end through g2g.experiment.run on tiny data in the real on-disk formats,
+"""End to end through g2g.run.job.run on tiny data in the real on-disk formats,
 with a real MLflow SQLite store in a temp dir."""
 
 from pathlib import Path
@@ -8,9 +8,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
-from g2g import checkpoint as ckpt
-from g2g.data import DEBIAN_FASHION_MNIST_DIR
-from g2g.experiment import run
+from g2g.run import checkpoint as ckpt
+from g2g.data.datasets import DEBIAN_FASHION_MNIST_DIR
+from g2g.run.job import run
 
 PER_EPOCH_METRICS = [
     "train_loss", "train_accuracy", "test_loss", "test_accuracy",

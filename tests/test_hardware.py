@@ -3,7 +3,7 @@ import importlib.util
 import pytest
 import torch
 
-from g2g.hardware import DeviceUnavailableError, rng_state, seed_everything, select_device, set_rng_state
+from g2g.run.hardware import DeviceUnavailableError, rng_state, seed_everything, select_device, set_rng_state
 
 
 def test_auto_and_cpu_resolve_to_a_device():

@@ -5,9 +5,9 @@ import pytest
 import snntorch as snn
 import torch
 
-from g2g.encoders import CurrentEncoder, RateEncoder
-from g2g.model import SpikingNetwork
-from g2g.neurons import LIF
+from g2g.snn.encoders import CurrentEncoder, RateEncoder
+from g2g.models.network import SpikingNetwork
+from g2g.snn.neurons import LIF
 
 
 def _snntorch_sequence(leaky: snn.Leaky, current: torch.Tensor):
@@ -95,7 +95,7 @@ def test_network_equals_per_step_snntorch_network(model, encoder):
 
 @pytest.mark.parametrize("density", [0.03, 0.13, 0.4])  # both sparse paths, sparse forward only, dense
 def test_spike_linear_equals_dense_linear_forward_and_gradients(density):
-    from g2g.model import SpikeLinear
+    from g2g.snn.kernels import SpikeLinear
 
     torch.manual_seed(0)
     spikes = (torch.rand(300, 64) < density).float().requires_grad_(True)
@@ -113,11 +113,11 @@ def test_spike_linear_equals_dense_linear_forward_and_gradients(density):
 
 
 def test_sparse_spike_path_is_used_for_hidden_layers_on_cpu(monkeypatch):
-    import g2g.model
+    import g2g.snn.kernels
 
     calls = []
-    real_apply = g2g.model.SpikeLinear.apply
-    monkeypatch.setattr(g2g.model.SpikeLinear, "apply", lambda *a: calls.append(a[0].shape) or real_apply(*a))
+    real_apply = g2g.snn.kernels.SpikeLinear.apply
+    monkeypatch.setattr(g2g.snn.kernels.SpikeLinear, "apply", lambda *a: calls.append(a[0].shape) or real_apply(*a))
     net = SpikingNetwork(20, 32, 5, name="mixer", mask_seed=0)
     net(CurrentEncoder(4)(torch.rand(3, 20)))
     assert calls == [(12, 32), (12, 32)]  # fc2 and fc3 over [T*B, N]; fc1 takes the analog input

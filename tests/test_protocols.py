@@ -9,10 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
-from g2g import checkpoint as ckpt
-from g2g import features
-from g2g.experiment import run, stratified_folds
-from g2g.regularizer import FiringRateRegularizer
+from g2g.run import checkpoint as ckpt
+from g2g.data import features
+from g2g.run.job import run, stratified_folds
+from g2g.training.regularizer import FiringRateRegularizer
 
 
 def _client(tmp_path):
@@ -224,7 +224,7 @@ def test_hub_without_internet_says_how_to_train_weights(tmp_path, monkeypatch):
         raise OSError("Network is unreachable (simulated)")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(features.FeaturesUnavailableError, match="python -m g2g.features train"):
+    with pytest.raises(features.FeaturesUnavailableError, match="python -m g2g.data.features train"):
         features.load_weights("hub", "cifar100")
 
 

@@ -15,11 +15,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
-from g2g import checkpoint as ckpt
-from g2g.experiment import run
-from g2g.lock import ExperimentLock, ExperimentLockedError
-from g2g.trainer import NonFiniteLossError
-from g2g.tracking import TrackingUnavailableError
+from g2g.run import checkpoint as ckpt
+from g2g.run.job import run
+from g2g.run.lock import ExperimentLock, ExperimentLockedError
+from g2g.training.trainer import NonFiniteLossError
+from g2g.tracking.store import TrackingUnavailableError
 
 # long enough epochs (500 steps, seconds) that a signal lands in the middle of one
 SLOW = ["model=mixer", "encoder=rate", "model.hidden_dim=64", "encoder.num_steps=8", "train.epochs=2",
@@ -100,10 +100,10 @@ def test_checkpoint_of_another_config_is_refused_listing_the_differences(tmp_pat
 
 
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data_root, monkeypatch):
-    import g2g.trainer
+    import g2g.training.trainer
 
     cfg = compose_config(["model=index", "train.epochs=3"], tmp_path)
-    real_cross_entropy = g2g.trainer.F.cross_entropy
+    real_cross_entropy = g2g.training.trainer.F.cross_entropy
     calls = {"n": 0}
 
     def nan_in_epoch_two(*args, **kwargs):
@@ -113,7 +113,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
         calls["n"] += 1
         return loss * float("nan") if calls["n"] == 6 else loss  # 4 training steps per epoch
 
-    monkeypatch.setattr(g2g.trainer.F, "cross_entropy", nan_in_epoch_two)
+    monkeypatch.setattr(g2g.training.trainer.F, "cross_entropy", nan_in_epoch_two)
     with pytest.raises(NonFiniteLossError, match="became nan"):
         run(cfg)
     monkeypatch.undo()
@@ -171,12 +171,12 @@ def test_lock_refuses_a_second_holder_and_is_released_when_the_owner_dies(tmp_pa
     path = tmp_path / "x.lock"
     with ExperimentLock(path):
         holder = subprocess.run(
-            [sys.executable, "-c", "from g2g.lock import ExperimentLock\nimport sys\n"
+            [sys.executable, "-c", "from g2g.run.lock import ExperimentLock\nimport sys\n"
              "try:\n    ExperimentLock(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e)",
              str(path)], capture_output=True, text=True, timeout=60)
         assert f"being trained by pid {os.getpid()}" in holder.stdout
     # a process that dies holding the lock (SIGKILL: no clean-up) does not leave it stuck
-    dead = subprocess.Popen([sys.executable, "-c", "from g2g.lock import ExperimentLock\nimport sys, time\n"
+    dead = subprocess.Popen([sys.executable, "-c", "from g2g.run.lock import ExperimentLock\nimport sys, time\n"
                              "lock = ExperimentLock(sys.argv[1])\nlock.__enter__()\nprint('locked', flush=True)\n"
                              "time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
     assert dead.stdout.readline().strip() == "locked"

@@ -10,9 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config, write_fashion_mnist
-from g2g.experiment import run
-from g2g.model import SpikingNetwork
-from g2g.results_page import END, START
+from g2g.run.job import run
+from g2g.models.network import SpikingNetwork
+from g2g.reporting.results_page import END, START
 
 RUNS = [["model=dense"], ["model=mixer", "model.p_inter=0.1"], ["model=mixer", "model.p_inter=0.3"],
         ["model=mixer", "model.p_inter=0.1", "sparsity=dynamic", "sparsity.prune=set", "sparsity.grow=hebb",
@@ -129,7 +129,7 @@ def test_parameter_counts_are_measured_from_the_masks():
 
 
 def test_one_run_groups_show_the_accuracy_without_a_spread():
-    from g2g.results_page import _accuracy
+    from g2g.reporting.results_page import _accuracy
 
     assert _accuracy([{"test_accuracy": 0.8731}]) == "87.31"
     assert _accuracy([{"test_accuracy": 0.80}, {"test_accuracy": 0.82}]) == "81.00 ± 1.41"

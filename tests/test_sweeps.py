@@ -153,7 +153,7 @@ def test_runs_log_to_a_real_mlflow_server(workdir):
 
 
 def test_report_figures_and_tables_from_rows(tmp_path):
-    from g2g.report import accuracy_vs_p_inter_figure, dst_rules_figure, write_tables
+    from g2g.reporting.sweep_report import accuracy_vs_p_inter_figure, dst_rules_figure, write_tables
 
     rows = []
     for model in ("index", "mixer"):
@@ -172,7 +172,7 @@ def test_report_figures_and_tables_from_rows(tmp_path):
 
 
 def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
-    from g2g.report import accuracy_vs_cost_figure, group_by_configuration
+    from g2g.reporting.sweep_report import accuracy_vs_cost_figure, group_by_configuration
 
     rows = []
     for seed, accuracy in ((1, 0.80), (2, 0.84)):
@@ -195,7 +195,7 @@ def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
 
 
 def test_configurations_in_the_seed_readme_order_with_one_colour_per_model():
-    from g2g.report import accuracy_vs_p_inter_figure, group_by_configuration, model_colour
+    from g2g.reporting.sweep_report import accuracy_vs_p_inter_figure, group_by_configuration, model_colour
 
     rows = [{"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": sparsity, "prune": prune,
              "grow": grow, "test_accuracy": 0.8}
@@ -246,7 +246,7 @@ def test_every_study_has_the_job_count_its_header_states_and_valid_jobs(study):
 
     from hydra.types import RunMode
 
-    from g2g.validation import validate
+    from g2g.run.validation import validate
 
     header = (REPO_ROOT / "sweeps" / f"{study}.yaml").read_text().split("\ndefaults:")[0]
     stated = int(re.search(r"(\d+) jobs", header).group(1))
@@ -267,5 +267,5 @@ def test_results_studies_share_the_setting_the_results_page_needs():
             cfg = loader.load_configuration(study, overrides=job, run_mode=RunMode.MULTIRUN)
             settings.add((cfg.tracking.experiment, cfg.dataset.name, cfg.model.hidden_dim, cfg.encoder.num_steps,
                           cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.encoder.name))
-    # one experiment and one setting (the quick preset): g2g.results_page refuses mixed settings
+    # one experiment and one setting (the quick preset): g2g.reporting.results_page refuses mixed settings
     assert settings == {("g2g_results", "fashionmnist", 512, 25, 4, 128, 0.0005, "current")}

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from g2g.lock import blocking_file_lock  # noqa: E402
+from g2g.run.lock import blocking_file_lock  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from g2g.model import MaskedLinear  # noqa: E402
+from g2g.sparse.layers import MaskedLinear  # noqa: E402
 
 
 def learning_curves_figure(history: list[dict]) -> plt.Figure:
@@ -54,7 +54,7 @@ def mask_structure_figure(layers: dict[str, MaskedLinear]) -> plt.Figure:
 
 def dst_history_figure(records: list[dict]) -> plt.Figure:
     """Intra- and inter-group density and the inter-group share of grown connections,
-    per layer, over the DST updates. ``records`` are :class:`g2g.dst.UpdateRecord` dicts."""
+    per layer, over the DST updates. ``records`` are :class:`g2g.sparse.dst.UpdateRecord` dicts."""
     layers = sorted({record["layer"] for record in records})
     figure, (density_axis, grown_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for layer in layers:

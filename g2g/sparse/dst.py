@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from g2g.model import MaskedLinear, NetworkOutput, SpikingNetwork
+from g2g.sparse.layers import MaskedLinear
+from g2g.models.network import NetworkOutput, SpikingNetwork
 
 PRUNE_RULES = ("set", "random", "hebb")
 GROW_RULES = ("hebb", "random")

@@ -1,27 +1,19 @@
-"""Leaky integrate-and-fire (LIF) neurons run over a whole input sequence.
+"""Hand-written autograd kernels of the spiking layers.
 
-The equations are snntorch's ``Leaky`` (reset by subtraction, ``reset_delay=True``,
-arctan surrogate gradient), stepped over all ``num_steps`` time steps of one layer
-at once so that the layer's synaptic currents can be computed in one matmul:
+- :class:`LIFScan`: the LIF recursion over all T steps of a layer with a fused backward.
+- :class:`SpikeLinear`: ``S @ W^T + b`` for binary spike inputs, with sparse products on
+  the CPU when few inputs spike.
 
-    R[t] = H(U[t-1] - U_thr)                       (detached, as in snntorch)
-    U[t] = clamp(beta, 0, 1) * U[t-1] + I[t] - R[t] * U_thr
-    S[t] = H(U[t] - U_thr)                         (surrogate: arctan, slope alpha)
-
-with ``U[-1] = 0``. ``tests/test_neurons.py`` pins this to ``snntorch.Leaky`` for
-spikes, membrane and gradients.
-
-Source: snntorch (Eshraghian et al., "Training Spiking Neural Networks Using
-Lessons From Deep Learning", Proc. IEEE 2023), ``snntorch.Leaky``.
+Both equal the straightforward autograd computation up to float summation order
+(``tests/test_neurons.py``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
-from torch import nn
-
 
 class LIFScan(torch.autograd.Function):
     """The LIF recursion over all T steps with a hand-written backward.
@@ -88,55 +80,62 @@ class LIFScan(torch.autograd.Function):
         return grad_u, decay_grad.reshape(decay.shape), threshold_grad.reshape(threshold.shape), None
 
 
-class LIF(nn.Module):
-    """A layer of LIF neurons, multi-step: input ``[T, B, N]`` -> spikes ``[T, B, N]``.
+# torch marks its CSR layout "beta"; the products used here are tested against dense ones
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-    Args:
-        beta: membrane decay per time step, in [0, 1] (snntorch clamps it there).
-        threshold: firing threshold U_thr (membrane units), > 0.
-        learn_beta: make beta a trainable scalar (snntorch ``learn_beta``).
-        learn_threshold: make the threshold a trainable scalar.
-        surrogate_slope: alpha of snntorch's arctan surrogate,
-            dS/dU = (alpha/2) / (1 + (pi/2 * alpha * (U - U_thr))^2).
+#: use sparse products for binary spike inputs on the CPU when they are sparse enough
+#: (measured in benchmarks/README.md; set False to always use dense matmuls)
+SPARSE_SPIKE_MATMUL = True
+#: spike density below which the forward product uses a CSR sparse x dense matmul
+SPARSE_FORWARD_BELOW = 0.15
+#: spike density below which the weight gradient uses a COO sparse x dense matmul
+SPARSE_WEIGHT_GRAD_BELOW = 0.12
+
+
+class SpikeLinear(torch.autograd.Function):
+    """``S @ W^T + b`` for binary spikes ``S`` ``[M, K]``, using that most entries are 0.
+
+    On the CPU, when the spike density is below :data:`SPARSE_FORWARD_BELOW` the forward
+    product is a CSR sparse x dense matmul, and below :data:`SPARSE_WEIGHT_GRAD_BELOW`
+    the weight gradient ``G^T S`` is computed as ``(S^T G)^T`` with S in COO form; the
+    input gradient ``G W`` is always dense. The results equal the dense products up to
+    float32 summation order.
     """
 
-    def __init__(
-        self,
-        beta: float = 0.9,
-        threshold: float = 1.0,
-        learn_beta: bool = True,
-        learn_threshold: bool = True,
-        surrogate_slope: float = 2.0,
-    ) -> None:
-        super().__init__()
-        beta_tensor = torch.tensor(float(beta))
-        threshold_tensor = torch.tensor(float(threshold))
-        if learn_beta:
-            self.beta = nn.Parameter(beta_tensor)
+    @staticmethod
+    def forward(ctx, spikes, weight, bias):
+        density = float(spikes.sum()) / max(spikes.numel(), 1)
+        ctx.spikes_csr = None
+        if density < SPARSE_FORWARD_BELOW:
+            spikes_csr = spikes.to_sparse_csr()
+            output = torch.sparse.mm(spikes_csr, weight.t())
+            if bias is not None:
+                output += bias
+            if density < SPARSE_WEIGHT_GRAD_BELOW:
+                ctx.spikes_csr = spikes_csr  # reused by the weight gradient
+        elif bias is not None:
+            output = torch.addmm(bias, spikes, weight.t())
         else:
-            self.register_buffer("beta", beta_tensor)
-        if learn_threshold:
-            self.threshold = nn.Parameter(threshold_tensor)
-        else:
-            self.register_buffer("threshold", threshold_tensor)
-        self.surrogate_slope = surrogate_slope
+            output = spikes @ weight.t()
+        ctx.save_for_backward(spikes, weight)
+        ctx.density = density
+        ctx.has_bias = bias is not None
+        return output
 
-    def forward(
-        self, current: torch.Tensor, return_membrane: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Integrate a current sequence.
+    @staticmethod
+    def backward(ctx, grad_output):
+        spikes, weight = ctx.saved_tensors
+        grad_spikes = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_spikes = grad_output @ weight
+        if ctx.needs_input_grad[1]:
+            if ctx.spikes_csr is not None:  # G^T S = (S^T G)^T with S in COO form
+                grad_weight = torch.sparse.mm(ctx.spikes_csr.to_sparse_coo().t(), grad_output).t().contiguous()
+            else:
+                grad_weight = grad_output.t() @ spikes
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_output.sum(0)
+        ctx.spikes_csr = None
+        return grad_spikes, grad_weight, grad_bias
 
-        Args:
-            current: synaptic input current I, shape ``[T, B, N]`` (may be a
-                broadcast view, e.g. the same current at every step).
-            return_membrane: also return the membrane potential.
-        Returns:
-            Spikes S of 0/1, shape ``[T, B, N]``; with ``return_membrane`` also the
-            membrane U after the reset, shape ``[T, B, N]``.
-        """
-        spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold,
-                                         self.surrogate_slope)
-        return (spikes, membrane) if return_membrane else spikes
 
-    def extra_repr(self) -> str:
-        return f"surrogate=atan(alpha={self.surrogate_slope})"

@@ -12,7 +12,7 @@ disk (keyed by the weights and the images) and in memory; training never runs it
 
 Train one offline (no internet needed, CIFAR files on disk):
 
-    python -m g2g.features train --dataset cifar10 --root data --epochs 30 --out resnet32_cifar10.pt
+    python -m g2g.data.features train --dataset cifar10 --root data --epochs 30 --out resnet32_cifar10.pt
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class CifarResNet32(nn.Module):
 
 class ResNet32Features(nn.Module):
     """Frozen feature extractor: flattened CIFAR pixels ``[B, 3072]`` in [0, 1]
-    (channel-major, as ``g2g.data`` stores them) -> ``[B, 512]`` (second stage,
+    (channel-major, as ``g2g.data.datasets`` stores them) -> ``[B, 512]`` (second stage,
     average-pooled to 4x4). All parameters have ``requires_grad=False`` and the
     module stays in eval mode (BatchNorm uses its running statistics)."""
 
@@ -139,7 +139,7 @@ def load_weights(weights: str, dataset: str) -> dict:
         except Exception as error:  # network errors come in many types
             raise FeaturesUnavailableError(
                 f"could not download the pretrained ResNet-32 for {dataset} ({error}). Without "
-                "internet, train one and point to it:\n  python -m g2g.features train --dataset "
+                "internet, train one and point to it:\n  python -m g2g.data.features train --dataset "
                 f"{dataset} --root data --out resnet32_{dataset}.pt\n  then features.weights=$PWD/resnet32_{dataset}.pt"
             ) from error
     path = Path(weights).expanduser()
@@ -148,7 +148,7 @@ def load_weights(weights: str, dataset: str) -> dict:
     except Exception as error:
         raise FeaturesUnavailableError(
             f"features.weights={weights!r} cannot be read ({error}); give the path of a state "
-            "dict saved by 'python -m g2g.features train', or features.weights=hub"
+            "dict saved by 'python -m g2g.data.features train', or features.weights=hub"
         ) from error
     return state.get("state_dict", state)
 
@@ -188,7 +188,7 @@ def extract(
     features = torch.cat([extractor(pixels[start:start + batch_size])
                           for start in range(0, len(pixels), batch_size)])
     if cache is not None:
-        from g2g.checkpoint import save_checkpoint  # noqa: PLC0415 (atomic torch.save)
+        from g2g.run.checkpoint import save_checkpoint  # noqa: PLC0415 (atomic torch.save)
 
         save_checkpoint(features.cpu(), cache)
     return features
@@ -196,7 +196,7 @@ def extract(
 
 def prepare_features(data, dataset: str, name: str = "raw", weights: str = "hub", batch_size: int = 500,
                      cache_dir: str | None = None):
-    """Apply the ``features`` config group to a :class:`g2g.data.DataSplits` in place:
+    """Apply the ``features`` config group to a :class:`g2g.data.datasets.DataSplits` in place:
     ``raw`` leaves the pixels, ``resnet32`` replaces every split by its ResNet-32
     features ``[N, 512]`` (computed once, cached in ``cache_dir`` when given).
 
@@ -221,7 +221,7 @@ def train_resnet32(
     """Train a CIFAR ResNet-32 (SGD, momentum 0.9, weight decay 5e-4, cosine
     schedule, random crop + horizontal flip) and save its state dict to ``out``.
     Returns ``{"test_accuracy": ...}``."""
-    from g2g.data import load_dataset  # noqa: PLC0415
+    from g2g.data.datasets import load_dataset  # noqa: PLC0415
 
     torch.manual_seed(seed)
     data = load_dataset(dataset, root, download=True, train_subset=train_subset, seed=seed, device=device)
@@ -263,7 +263,7 @@ def train_resnet32(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m g2g.features",
+    parser = argparse.ArgumentParser(prog="python -m g2g.data.features",
                                      description="Train a CIFAR ResNet-32 for features.weights=PATH.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a ResNet-32 and save its state dict")

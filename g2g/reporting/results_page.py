@@ -30,10 +30,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
 
-from g2g import markdown
-from g2g.report import (
-    accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, configuration, configuration_label,
-    dst_rules_figure, group_by_configuration, mean_std, missing_experiment_message, run_row,
+from g2g.reporting import markdown
+from g2g.reporting.sweep_report import (
+    accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, configuration, configuration_label, dst_rules_figure, group_by_configuration, mean_std, missing_experiment_message, run_row,
 )
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -50,7 +49,7 @@ class ResultsError(ValueError):
 
 
 def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
-    """Every finished training run of the experiment as a :func:`g2g.report.run_row`,
+    """Every finished training run of the experiment as a :func:`g2g.reporting.sweep_report.run_row`,
     plus ``train_time_s`` (sum of the per-epoch training times). One run per
     configuration and seed (the latest).
 
@@ -191,7 +190,7 @@ def measured_sizes_table(groups: dict[tuple, list[dict]]) -> str:
 def seed_architecture_sizes_table(p_inters: list[float]) -> str:
     """Sizes of the seed README's network (784 -> 2048 -> 2048 -> 10) measured from
     masks built now (seed 42), for each model and p_inter."""
-    from g2g.model import SpikingNetwork
+    from g2g.models.network import SpikingNetwork
 
     rows = []
     for name, values in (("dense", [None]), ("index", p_inters), ("random", p_inters), ("mixer", p_inters)):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from g2g.data import DATASETS
-from g2g.dst import GROW_INITS, GROW_RULES, PRUNE_RULES
-from g2g.hardware import DEVICES
-from g2g.model import MODELS
+from g2g.data.datasets import DATASETS
+from g2g.sparse.dst import GROW_INITS, GROW_RULES, PRUNE_RULES
+from g2g.run.hardware import DEVICES
+from g2g.models.network import MODELS
 
 
 class ConfigError(ValueError):
@@ -167,7 +167,7 @@ def validate(cfg: DictConfig) -> None:
         if weights != "hub" and not (isinstance(weights, str) and Path(weights).expanduser().is_file()):
             problems.append(
                 f"features.weights={weights!r}: must be 'hub' or the path of an existing state dict "
-                "file (train one with: python -m g2g.features train --dataset cifar10 --out FILE)"
+                "file (train one with: python -m g2g.data.features train --dataset cifar10 --out FILE)"
             )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -3,7 +3,7 @@
 Data flow (ARCHITECTURE.md): validate -> hardware -> data -> features -> encoder ->
 model -> sparsity -> trainer (epochs, evaluation, checkpoint after every epoch and on
 SIGINT/SIGTERM, resume) -> protocol (holdout or cross-validation) -> MLflow.
-With ``g2g.callbacks`` it is the only module besides ``run.py`` that knows about Hydra.
+With ``g2g.tracking.sweep_callback`` it is the only module besides ``run.py`` that knows about Hydra.
 """
 
 from __future__ import annotations
@@ -24,18 +24,21 @@ from hydra.utils import instantiate as hydra_instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from g2g import checkpoint as ckpt
-from g2g.checkpoint import CheckpointError
-from g2g.data import DatasetUnavailableError, DataSplits
-from g2g.features import FeaturesUnavailableError, prepare_features
-from g2g.hardware import (DeviceUnavailableError, configure, rng_state, seed_everything,
-                          select_device, set_rng_state)
-from g2g.lock import ExperimentLock, ExperimentLockedError
-from g2g.plots import dst_history_figure, learning_curves_figure, mask_structure_figure
-from g2g.tracking import (RunLogger, TrackingUnavailableError, flatten, log_batch_chunked,
-                          setup_experiment)
-from g2g.trainer import EpochInterrupted, NonFiniteLossError, Trainer
-from g2g.validation import ConfigError, validate
+from g2g.run import checkpoint as ckpt
+from g2g.run.checkpoint import CheckpointError
+from g2g.data.datasets import DatasetUnavailableError, DataSplits
+from g2g.data.features import FeaturesUnavailableError, prepare_features
+from g2g.run.hardware import (
+    DeviceUnavailableError, configure, rng_state, seed_everything, select_device, set_rng_state,
+)
+from g2g.run.lock import ExperimentLock, ExperimentLockedError
+from g2g.reporting.training_plots import dst_history_figure, learning_curves_figure, mask_structure_figure
+from g2g.tracking.names import PARENT_RUN_ENV
+from g2g.tracking.store import (
+    RunLogger, TrackingUnavailableError, flatten, log_batch_chunked, setup_experiment,
+)
+from g2g.training.trainer import EpochInterrupted, NonFiniteLossError, Trainer
+from g2g.run.validation import ConfigError, validate
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,6 @@ log = logging.getLogger(__name__)
 USER_ERRORS = (ConfigError, DeviceUnavailableError, TrackingUnavailableError, DatasetUnavailableError,
                CheckpointError, ExperimentLockedError, NonFiniteLossError, FeaturesUnavailableError)
 
-#: environment variable through which a sweep's jobs learn their MLflow parent run
-PARENT_RUN_ENV = "G2G_MLFLOW_PARENT_RUN_ID"
 
 
 def instantiate(node: DictConfig, **kwargs):
@@ -126,7 +127,7 @@ def _multirun_hydra_config():
 
 def sweep_context() -> tuple[str | None, list[str]]:
     """(MLflow parent run id, this job's overrides) when running inside a Hydra
-    multirun started with :class:`g2g.callbacks.MlflowSweepCallback`; else (None, [])."""
+    multirun started with :class:`g2g.tracking.sweep_callback.MlflowSweepCallback`; else (None, [])."""
     hydra_config = _multirun_hydra_config()
     if hydra_config is None:
         return None, []
@@ -185,12 +186,12 @@ def run(cfg: DictConfig) -> dict:
         Summary: ``run_id``, ``tracking_uri``, ``checkpoint``, ``skipped`` and the
         last epoch's metrics.
     Raises:
-        g2g.validation.ConfigError: a bad config value (before any work).
-        g2g.hardware.DeviceUnavailableError: a requested device is missing.
-        g2g.tracking.TrackingUnavailableError: the MLflow store cannot be used.
-        g2g.data.DatasetUnavailableError: data missing and not fetchable (the MLflow
+        g2g.run.validation.ConfigError: a bad config value (before any work).
+        g2g.run.hardware.DeviceUnavailableError: a requested device is missing.
+        g2g.tracking.store.TrackingUnavailableError: the MLflow store cannot be used.
+        g2g.data.datasets.DatasetUnavailableError: data missing and not fetchable (the MLflow
             run is marked FAILED).
-        g2g.checkpoint.CheckpointError: an unusable checkpoint (left in place).
+        g2g.run.checkpoint.CheckpointError: an unusable checkpoint (left in place).
     """
     validate(cfg)
     device = select_device(cfg.hardware.device)

@@ -10,8 +10,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from g2g.model import NetworkOutput, SpikingNetwork
-from g2g.synops import SynOpsCounter
+from g2g.models.network import NetworkOutput, SpikingNetwork
+from g2g.training.synops import SynOpsCounter
 
 #: called after every ``optimizer.step()`` with (global_step, network output, encoded input)
 StepCallback = Callable[[int, NetworkOutput, torch.Tensor], None]
@@ -52,7 +52,7 @@ class Trainer:
         progress: show a tqdm bar (loss, accuracy, time left).
         step_callbacks: run after every optimizer step (e.g. DST).
         regularizer: maps the hidden layers' spikes to a loss term added to the
-            cross-entropy (e.g. :class:`g2g.regularizer.FiringRateRegularizer`).
+            cross-entropy (e.g. :class:`g2g.training.regularizer.FiringRateRegularizer`).
     """
 
     def __init__(
@@ -178,7 +178,7 @@ class Trainer:
         Returns:
             ``{prefix}_loss``, ``{prefix}_accuracy``, ``firing_rate_lif{l}`` (mean
             spikes per neuron and time step on this split) and the synaptic
-            operations and energy per inference of :mod:`g2g.synops`.
+            operations and energy per inference of :mod:`g2g.training.synops`.
         """
         self.model.eval()
         loss_sum, correct, rate_sums = 0.0, 0, None

@@ -1,0 +1,125 @@
+"""Dense and G2G-sparse LIF networks: input -> LIF(hidden) -> LIF(hidden) -> LIF(classes).
+
+The three weight layers are ``fc1``, ``fc2``, ``fc3``. In sparse models each is a
+:class:`MaskedLinear` whose 0/1 mask (a buffer, so part of the state dict) comes
+from :func:`g2g.sparse.connectivity.layer_connectivity`. Each layer runs over all time steps at
+once: one matmul over ``[T*B, N]`` and then a LIF scan. For a feed-forward network
+this equals stepping the layers time step by time step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from g2g.snn.neurons import LIF
+from g2g.sparse.connectivity import SPARSE_MODELS, layer_connectivity
+from g2g.sparse.layers import MaskedLinear
+
+MODELS = ("dense",) + SPARSE_MODELS
+LAYER_NAMES = ("fc1", "fc2", "fc3")
+
+
+class NetworkOutput(NamedTuple):
+    """What one forward pass returns.
+
+    counts: output spike counts summed over time, ``[B, C]`` (the logits).
+    spikes: spikes of each LIF layer (hidden1, hidden2, output), each ``[T, B, N_l]``.
+    """
+
+    counts: torch.Tensor
+    spikes: tuple[torch.Tensor, ...]
+
+
+class SpikingNetwork(nn.Module):
+    """Three-layer LIF network, dense or G2G-sparse.
+
+    Args:
+        input_dim: D, size of the encoded input.
+        hidden_dim: H, neurons per hidden layer.
+        num_classes: C, output neurons.
+        name: model, one of ``dense``, ``index``, ``random``, ``mixer``.
+        num_groups: G, groups per layer (sparse models).
+        p_intra, p_inter: connection probabilities inside / between groups.
+        beta, threshold, learn_beta, learn_threshold, surrogate_slope: see
+            :class:`g2g.snn.neurons.LIF`; every LIF layer has its own learnable scalars.
+        mask_seed: seed of the masks (a pure function of it).
+    Raises:
+        ValueError: unknown model.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        num_classes: int,
+        name: str = "dense",
+        num_groups: int = 8,
+        p_intra: float = 1.0,
+        p_inter: float = 0.15,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        learn_beta: bool = True,
+        learn_threshold: bool = True,
+        surrogate_slope: float = 2.0,
+        mask_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if name not in MODELS:
+            raise ValueError(f"model.name={name!r} is unknown; allowed: {', '.join(MODELS)}")
+        self.name = name
+        sizes = [input_dim, hidden_dim, hidden_dim, num_classes]
+        if name == "dense":
+            wiring = [None] * 3
+        else:
+            wiring = layer_connectivity(sizes, name, num_groups, p_intra, p_inter, mask_seed)
+        self.fc1, self.fc2, self.fc3 = (
+            MaskedLinear(fan_in, fan_out, connectivity)
+            for fan_in, fan_out, connectivity in zip(sizes[:-1], sizes[1:], wiring)
+        )
+        self.lif1, self.lif2, self.lif3 = (
+            LIF(beta, threshold, learn_beta, learn_threshold, surrogate_slope) for _ in range(3)
+        )
+
+    def masked_layers(self) -> dict[str, MaskedLinear]:
+        """The weight layers by name (``fc1``, ``fc2``, ``fc3``)."""
+        return {name: getattr(self, name) for name in LAYER_NAMES}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Sizes measured from the masks (not estimated from p_intra/p_inter).
+
+        Returns:
+            ``connections_fc1`` ... ``connections_fc3`` (active weights per layer),
+            ``connections_total``, ``parameters_total`` (values that training can make
+            nonzero: active weights, biases and the learnable LIF scalars) and
+            ``parameters_dense`` (the same network fully connected).
+        """
+        layers = self.masked_layers()
+        counts = {f"connections_{name}": layer.num_connections() for name, layer in layers.items()}
+        counts["connections_total"] = sum(counts.values())
+        others = sum(p.numel() for name, p in self.named_parameters() if not name.endswith(".weight"))
+        counts["parameters_total"] = counts["connections_total"] + others
+        counts["parameters_dense"] = sum(layer.weight.numel() for layer in layers.values()) + others
+        return counts
+
+    def forward(self, inputs: torch.Tensor) -> NetworkOutput:
+        """Run the network over an input sequence.
+
+        Args:
+            inputs: encoded input ``[T, B, D]``. When it is a broadcast view that is
+                constant over time (stride 0 along T, as ``CurrentEncoder`` makes it),
+                fc1 is computed once and broadcast, which gives the same result.
+        Returns:
+            :class:`NetworkOutput` with counts ``[B, C]`` and per-layer spikes.
+        """
+        num_steps = inputs.shape[0]
+        if inputs.stride(0) == 0:
+            current = self.fc1(inputs[0]).unsqueeze(0).expand(num_steps, -1, -1)
+        else:
+            current = self.fc1(inputs)
+        spikes1 = self.lif1(current)
+        spikes2 = self.lif2(self.fc2(spikes1, binary=True))
+        spikes3 = self.lif3(self.fc3(spikes2, binary=True))
+        return NetworkOutput(spikes3.sum(0), (spikes1, spikes2, spikes3))

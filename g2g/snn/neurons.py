@@ -1,0 +1,77 @@
+"""Leaky integrate-and-fire (LIF) neurons run over a whole input sequence.
+
+The equations are snntorch's ``Leaky`` (reset by subtraction, ``reset_delay=True``,
+arctan surrogate gradient), stepped over all ``num_steps`` time steps of one layer
+at once so that the layer's synaptic currents can be computed in one matmul:
+
+    R[t] = H(U[t-1] - U_thr)                       (detached, as in snntorch)
+    U[t] = clamp(beta, 0, 1) * U[t-1] + I[t] - R[t] * U_thr
+    S[t] = H(U[t] - U_thr)                         (surrogate: arctan, slope alpha)
+
+with ``U[-1] = 0``. ``tests/test_neurons.py`` pins this to ``snntorch.Leaky`` for
+spikes, membrane and gradients.
+
+Source: snntorch (Eshraghian et al., "Training Spiking Neural Networks Using
+Lessons From Deep Learning", Proc. IEEE 2023), ``snntorch.Leaky``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from g2g.snn.kernels import LIFScan
+
+
+class LIF(nn.Module):
+    """A layer of LIF neurons, multi-step: input ``[T, B, N]`` -> spikes ``[T, B, N]``.
+
+    Args:
+        beta: membrane decay per time step, in [0, 1] (snntorch clamps it there).
+        threshold: firing threshold U_thr (membrane units), > 0.
+        learn_beta: make beta a trainable scalar (snntorch ``learn_beta``).
+        learn_threshold: make the threshold a trainable scalar.
+        surrogate_slope: alpha of snntorch's arctan surrogate,
+            dS/dU = (alpha/2) / (1 + (pi/2 * alpha * (U - U_thr))^2).
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        learn_beta: bool = True,
+        learn_threshold: bool = True,
+        surrogate_slope: float = 2.0,
+    ) -> None:
+        super().__init__()
+        beta_tensor = torch.tensor(float(beta))
+        threshold_tensor = torch.tensor(float(threshold))
+        if learn_beta:
+            self.beta = nn.Parameter(beta_tensor)
+        else:
+            self.register_buffer("beta", beta_tensor)
+        if learn_threshold:
+            self.threshold = nn.Parameter(threshold_tensor)
+        else:
+            self.register_buffer("threshold", threshold_tensor)
+        self.surrogate_slope = surrogate_slope
+
+    def forward(
+        self, current: torch.Tensor, return_membrane: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Integrate a current sequence.
+
+        Args:
+            current: synaptic input current I, shape ``[T, B, N]`` (may be a
+                broadcast view, e.g. the same current at every step).
+            return_membrane: also return the membrane potential.
+        Returns:
+            Spikes S of 0/1, shape ``[T, B, N]``; with ``return_membrane`` also the
+            membrane U after the reset, shape ``[T, B, N]``.
+        """
+        spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold,
+                                         self.surrogate_slope)
+        return (spikes, membrane) if return_membrane else spikes
+
+    def extra_repr(self) -> str:
+        return f"surrogate=atan(alpha={self.surrogate_slope})"
