@@ -16,12 +16,13 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from g2g.run.job import USER_ERRORS, TrainingInterrupted, run
-    from g2g.run.validation import ConfigError
+    from g2g.run.errors import USER_ERRORS, exit_code
+    from g2g.run.job import run_job
+    from g2g.run.signals import TrainingInterrupted
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg)
+        summary = run_job(cfg)
         return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
     except TrainingInterrupted as stop:
         print(f"interrupted: {stop}", file=sys.stderr)
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
         if isinstance(error, USER_ERRORS):  # a message that says what to do; no traceback
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2 if isinstance(error, ConfigError) else 1)
+            sys.exit(exit_code(error))
         raise
 
 

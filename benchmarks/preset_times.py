@@ -34,10 +34,9 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from g2g.data.datasets import load_dataset  # noqa: E402
-from g2g.run.job import instantiate  # noqa: E402
+from g2g.data.datasets import DataSplits, load_dataset  # noqa: E402
+from g2g.run.build import build  # noqa: E402
 from g2g.run.hardware import configure, select_device, seed_everything  # noqa: E402
-from g2g.training.trainer import Trainer  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
 
@@ -47,22 +46,22 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _data(root: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """Fashion-MNIST on ``device``, or random images of its shape (the source says which)."""
+def _data(root: str, device: torch.device) -> tuple[DataSplits, str]:
+    """Fashion-MNIST on ``device``, or random images of its shape, and which of the two."""
     try:
-        data = load_dataset("fashionmnist", root=root, download=False, device=device)
-        return data.train_x, data.train_y, data.test_x, data.test_y, "Fashion-MNIST"
+        return load_dataset("fashionmnist", root=root, download=False, device=device), "Fashion-MNIST"
     except Exception as error:  # timing only: shapes matter, values change spike counts a little
         print(f"note: Fashion-MNIST not loaded ({error.__class__.__name__}); timing random images", file=sys.stderr)
         generator = torch.Generator().manual_seed(0)
         train_x = torch.rand(TRAIN_IMAGES, 784, generator=generator).to(device)
         test_x = torch.rand(TEST_IMAGES, 784, generator=generator).to(device)
         labels = torch.randint(0, 10, (TRAIN_IMAGES + TEST_IMAGES,), generator=generator).to(device)
-        return train_x, labels[:TRAIN_IMAGES], test_x, labels[TRAIN_IMAGES:], "random images"
+        return DataSplits(train_x, labels[:TRAIN_IMAGES], test_x, labels[TRAIN_IMAGES:],
+                          [str(label) for label in range(10)]), "random images"
 
 
-def time_preset(preset: str, model: str, sparsity: str, hardware: str, steps: int, eval_images: int,
-                data) -> dict:
+def time_preset(preset: str, model: str, sparsity: str, *, hardware: str, steps: int, eval_images: int,
+                data: DataSplits) -> dict:
     """Measured step and evaluation times of one preset and model, and the extrapolation."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         overrides = [f"experiment={preset}", f"model={model}", f"hardware={hardware}", "train.progress=false"]
@@ -72,15 +71,9 @@ def time_preset(preset: str, model: str, sparsity: str, hardware: str, steps: in
     device = select_device(cfg.hardware.device)
     configure(cfg.hardware.num_threads, cfg.hardware.deterministic)
     seed_everything(cfg.seed)
-    train_x, train_y, test_x, test_y, _ = data
-    train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x, train_y, test_x, test_y))
-    network = instantiate(cfg.model, input_dim=train_x.shape[1], num_classes=10, mask_seed=cfg.seed).to(device)
-    optimizer = instantiate(cfg.train.optimizer)(network.parameters())
-    dst = instantiate(cfg.sparsity)(model=network, optimizer=optimizer, seed=cfg.seed)
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
+    trainer = build(cfg, data, device).trainer
     batch = cfg.train.batch_size
-    trainer = Trainer(network, optimizer, instantiate(cfg.encoder), batch, cfg.train.eval_batch_size,
-                      shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=False,
-                      step_callbacks=[dst] if dst is not None else [])
     trainer.train_epoch(train_x[:batch], train_y[:batch])  # warm-up (allocations, kernels)
     _synchronize(device)
     started = time.perf_counter()
@@ -115,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=str(REPO / "data"))
     args = parser.parse_args(argv)
     device = select_device(args.hardware)
-    data = _data(args.data_root, torch.device("cpu"))
+    data, source = _data(args.data_root, torch.device("cpu"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; data: {data[4]}; {args.steps} timed steps each\n")
+    print(f"device: {name}; torch {torch.__version__}; data: {source}; {args.steps} timed steps each\n")
     print("| preset | model | sparsity | hidden | steps | batch | epochs | s / training step | epoch | run |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         for model in args.models.split(","):
-            row = time_preset(preset, model, args.sparsity, args.hardware, args.steps, args.eval_images, data)
+            row = time_preset(preset, model, args.sparsity, hardware=args.hardware, steps=args.steps,
+                              eval_images=args.eval_images, data=data)
             print(f"| {row['preset']} | {row['model']} | {row['sparsity']} | {row['hidden']} | {row['num_steps']} "
                   f"| {row['batch']} | {row['epochs']} | {row['step_s']:.3f} | {_duration(row['epoch_s'])} "
                   f"| {_duration(row['run_s'])} |", flush=True)

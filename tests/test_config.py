@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR, REPO_ROOT, compose_config
-from g2g.run.job import run
+from g2g.run.job import run_job
 from g2g.run.validation import ConfigError, validate
 
 GROUPS = sorted(
@@ -100,7 +100,7 @@ BAD_OVERRIDES = [
 def test_bad_value_is_refused_naming_key_value_and_allowed(overrides, key_and_value, allowed, tmp_path):
     cfg = compose_config(overrides.split(), tmp_path)
     with pytest.raises(ConfigError) as error:
-        run(cfg)
+        run_job(cfg)
     assert key_and_value in str(error.value) and allowed in str(error.value)
     assert not (tmp_path / "mlflow.db").exists(), "nothing may start before validation"
     assert not (tmp_path / "checkpoints").exists()

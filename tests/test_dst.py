@@ -11,7 +11,7 @@ from conftest import compose_config
 from g2g.run import checkpoint as ckpt
 from g2g.sparse.dst import DynamicSparsity, HebbianTrace, make_sparsity
 from g2g.snn.encoders import CurrentEncoder, RateEncoder
-from g2g.run.job import run
+from g2g.run.job import run_job
 from g2g.models.network import SpikingNetwork
 from g2g.run.validation import ConfigError
 
@@ -173,7 +173,7 @@ def test_dense_model_with_dynamic_sparsity_is_refused():
     with pytest.raises(ValueError, match="nothing to rewire"):
         make_sparsity("dynamic", net, torch.optim.Adam(net.parameters()))
     with pytest.raises(ConfigError, match="model='dense'.*nothing to rewire"):
-        run(compose_config(["sparsity=dynamic"]))
+        run_job(compose_config(["sparsity=dynamic"]))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -185,7 +185,7 @@ def test_dense_model_with_dynamic_sparsity_is_refused():
 ])
 def test_bad_dst_values_are_refused(override, message):
     with pytest.raises(ConfigError) as error:
-        run(compose_config(["model=mixer", "sparsity=dynamic", override]))
+        run_job(compose_config(["model=mixer", "sparsity=dynamic", override]))
     assert message in str(error.value)
 
 
@@ -194,7 +194,7 @@ DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.prune=hebb", "sparsity.g
 
 
 def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root, monkeypatch):
-    straight = run(compose_config(DST_RUN, tmp_path / "straight", data_root=tiny_data_root))
+    straight = run_job(compose_config(DST_RUN, tmp_path / "straight", data_root=tiny_data_root))
     cfg = compose_config(DST_RUN, tmp_path / "resumed", data_root=tiny_data_root)
     real_save = ckpt.save_checkpoint
 
@@ -205,8 +205,8 @@ def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root,
     with monkeypatch.context() as patch:
         patch.setattr(ckpt, "save_checkpoint", save_then_interrupt)
         with pytest.raises(KeyboardInterrupt):
-            run(cfg)
-    resumed = run(cfg)
+            run_job(cfg)
+    resumed = run_job(cfg)
 
     final_straight = torch.load(straight["checkpoint"], weights_only=True)
     final_resumed = torch.load(resumed["checkpoint"], weights_only=True)

@@ -1,4 +1,4 @@
-"""End to end through g2g.run.job.run on tiny data in the real on-disk formats,
+"""End to end through g2g.run.job.run_job on tiny data in the real on-disk formats,
 with a real MLflow SQLite store in a temp dir."""
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from conftest import compose_config
 from g2g.run import checkpoint as ckpt
 from g2g.data.datasets import DEBIAN_FASHION_MNIST_DIR
-from g2g.run.job import run
+from g2g.run.job import run_job
 
 PER_EPOCH_METRICS = [
     "train_loss", "train_accuracy", "test_loss", "test_accuracy",
@@ -34,7 +34,7 @@ def test_run_logs_params_metrics_and_artifacts_to_mlflow(
     dataset, model, encoder, tmp_path, tiny_data_root, trust_tiny_cifar
 ):
     cfg = compose_config([f"dataset={dataset}", f"model={model}", f"encoder={encoder}"], tmp_path)
-    summary = run(cfg)
+    summary = run_job(cfg)
     client = _client(tmp_path)
     logged = client.get_run(summary["run_id"])
     assert logged.info.status == "FINISHED"
@@ -68,9 +68,9 @@ def test_run_logs_params_metrics_and_artifacts_to_mlflow(
 
 def test_finished_experiment_is_skipped_with_where_its_results_are(tmp_path, tiny_data_root, caplog):
     cfg = compose_config(["model=index", "train.epochs=1"], tmp_path)
-    first = run(cfg)
+    first = run_job(cfg)
     caplog.set_level("INFO", logger="g2g")
-    again = run(cfg)
+    again = run_job(cfg)
     assert again["skipped"] and again["run_id"] == first["run_id"]
     assert first["run_id"] in caplog.text and ".DONE" in caplog.text
     assert len(_client(tmp_path).search_runs([_client(tmp_path).get_experiment_by_name("g2g").experiment_id])) == 1
@@ -89,20 +89,20 @@ def _interrupt_after_first_checkpoint(monkeypatch):
 @pytest.mark.parametrize("model, encoder", [("mixer", "rate"), ("dense", "current")])
 def test_resume_after_interrupt_equals_uninterrupted_run(model, encoder, tmp_path, tiny_data_root, monkeypatch):
     overrides = [f"model={model}", f"encoder={encoder}", "train.epochs=3"]
-    straight = run(compose_config(overrides, tmp_path / "straight", data_root=tiny_data_root))
+    straight = run_job(compose_config(overrides, tmp_path / "straight", data_root=tiny_data_root))
 
     cfg = compose_config(overrides, tmp_path / "resumed", data_root=tiny_data_root)
     with monkeypatch.context() as patch:
         _interrupt_after_first_checkpoint(patch)
         with pytest.raises(KeyboardInterrupt):
-            run(cfg)
+            run_job(cfg)
     client = _client(tmp_path / "resumed")
     experiment_id = client.get_experiment_by_name("g2g").experiment_id
     (interrupted,) = client.search_runs([experiment_id])
     assert interrupted.info.status == "KILLED"
     assert torch.load(ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint, weights_only=True)["epoch"] == 1
 
-    resumed = run(cfg)
+    resumed = run_job(cfg)
     assert resumed["run_id"] == interrupted.info.run_id, "resume logs into the same MLflow run"
     assert client.get_run(resumed["run_id"]).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(resumed["run_id"], "test_accuracy")] == [1, 2, 3]
@@ -120,11 +120,11 @@ def test_corrupt_checkpoint_stops_the_run_and_stays_on_disk(tmp_path, tiny_data_
     with monkeypatch.context() as patch:
         _interrupt_after_first_checkpoint(patch)
         with pytest.raises(KeyboardInterrupt):
-            run(cfg)
+            run_job(cfg)
     path = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ckpt.CheckpointError, match="delete it to start"):
-        run(cfg)
+        run_job(cfg)
     assert path.stat().st_size == 100
 
 
@@ -133,7 +133,7 @@ def test_checkpoint_name_follows_seed_convention_plus_hash(tmp_path):
     name = ckpt.checkpoint_paths(sparse, "checkpoints").checkpoint.name
     assert name.startswith("fashionmnist_mixer_p0_15_T50_current_") and name.endswith(".pth")
     dense = compose_config(["dataset=cifar10", "encoder=rate"], tmp_path)
-    assert ckpt.experiment_name(dense) == "cifar10_dense_T4_rate"
+    assert ckpt.run_label(dense) == "cifar10_dense_T4_rate"
     moved = compose_config(["model=mixer", "model.p_inter=0.15", "encoder.num_steps=50",
                             "tracking.experiment=other", "hardware.num_threads=1"], tmp_path)
     assert ckpt.config_hash(moved) == ckpt.config_hash(sparse), "where results go is not part of the hash"
@@ -163,5 +163,5 @@ def test_smoke_run_on_a_slice_of_real_fashion_mnist(tmp_path):
     cfg = compose_config(["model=mixer", "model.hidden_dim=64", "encoder.num_steps=8",
                           "dataset.train_subset=3000", "dataset.test_subset=500", "dataset.download=true",
                           "train.batch_size=64", "train.lr=0.002", "train.epochs=2"], tmp_path)
-    summary = run(cfg)
+    summary = run_job(cfg)
     assert summary["test_accuracy"] > 0.6, summary

@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
 from g2g.run import checkpoint as ckpt
 from g2g.data import features
-from g2g.run.job import run, stratified_folds
+from g2g.data.folds import stratified_folds
+from g2g.run.job import run_job
 from g2g.training.regularizer import FiringRateRegularizer
 
 
@@ -50,8 +51,8 @@ def test_regularizer_loss_term_is_lambda_times_squared_rate_error():
 
 def test_regularizer_lowers_the_firing_rate_and_logs_its_schedule(tmp_path, tiny_data_root):
     common = ["model=index", "model.hidden_dim=32", "train.epochs=3", "train.lr=0.005"]
-    plain = run(compose_config(common, tmp_path / "plain", data_root=tiny_data_root))
-    regularized = run(compose_config(common + [
+    plain = run_job(compose_config(common, tmp_path / "plain", data_root=tiny_data_root))
+    regularized = run_job(compose_config(common + [
         "regularizer=firing_rate", "regularizer.warmup_epochs=0", "regularizer.lambda_start=0.05",
         "regularizer.lambda_end=0.05", "regularizer.target_start=0.0", "regularizer.target_end=0.0",
     ], tmp_path / "regularized", data_root=tiny_data_root))
@@ -64,7 +65,7 @@ def test_regularizer_lowers_the_firing_rate_and_logs_its_schedule(tmp_path, tiny
 
 def test_run_shorter_than_the_warmup_says_so_once(tmp_path, tiny_data_root, caplog):
     caplog.set_level("WARNING", logger="g2g")
-    run(compose_config(["regularizer=firing_rate", "train.epochs=2"], tmp_path))
+    run_job(compose_config(["regularizer=firing_rate", "train.epochs=2"], tmp_path))
     assert caplog.text.count("never acts") == 1
 
 
@@ -82,7 +83,7 @@ def test_stratified_folds_partition_every_class_evenly():
 
 
 def test_crossval_logs_parent_with_summary_and_one_child_per_fold(tmp_path, tiny_data_root):
-    summary = run(compose_config(["model=mixer", "protocol=crossval", "protocol.k_folds=3",
+    summary = run_job(compose_config(["model=mixer", "protocol=crossval", "protocol.k_folds=3",
                                   "protocol.epochs=2"], tmp_path))
     client = _client(tmp_path)
     parent = client.get_run(summary["run_id"])
@@ -114,12 +115,12 @@ def test_crossval_resumes_with_the_first_unfinished_fold(tmp_path, tiny_data_roo
     with monkeypatch.context() as patch:
         patch.setattr(ckpt, "save_checkpoint", interrupt_in_fold_two)
         with pytest.raises(KeyboardInterrupt):
-            run(cfg)
+            run_job(cfg)
     paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
     fold_one = paths.for_fold(1).done_marker
     assert fold_one.exists() and not paths.for_fold(2).done_marker.exists()
     finished_at = fold_one.stat().st_mtime_ns
-    summary = run(cfg)
+    summary = run_job(cfg)
     assert fold_one.stat().st_mtime_ns == finished_at, "fold 1 was not trained again"
     parents = [r for r in _runs(tmp_path) if r.data.tags.get("g2g.protocol") == "crossval"]
     assert [p.info.run_id for p in parents] == [summary["run_id"]]
@@ -190,17 +191,17 @@ def test_resnet_run_extracts_once_caches_and_leaves_the_extractor_unchanged(
     monkeypatch.setattr(features.ResNet32Features, "forward", counting_forward)
     overrides = ["dataset=cifar10", "model=mixer", "features=resnet32", f"features.weights={resnet_weights}",
                  "train.epochs=2"]
-    first = run(compose_config(overrides, tmp_path))
+    first = run_job(compose_config(overrides, tmp_path))
     assert sum(calls) == 50 + 20, "every image once, not once per epoch"
     assert first["skipped"] is False
     client = _client(tmp_path)
     assert client.get_run(first["run_id"]).data.params["features.name"] == "resnet32"
     model = torch.load(first["checkpoint"], weights_only=True)["model"]
     assert model["fc1.weight"].shape[1] == features.FEATURE_DIM
-    assert ckpt.experiment_name(compose_config(overrides, tmp_path)).startswith("resnet_cifar10_mixer_")
+    assert ckpt.run_label(compose_config(overrides, tmp_path)).startswith("resnet_cifar10_mixer_")
     # a second experiment on the same images and weights reads the on-disk cache
     calls.clear()
-    run(compose_config(overrides + ["model.p_inter=0.2"], tmp_path))
+    run_job(compose_config(overrides + ["model.p_inter=0.2"], tmp_path))
     assert calls == []
     assert list((tmp_path / "data" / "features").glob("resnet32_*.pt"))
 
@@ -232,7 +233,7 @@ def test_train_command_saves_weights_the_run_can_use(tmp_path, tiny_data_root, t
     out = tmp_path / "trained.pt"
     assert features.main(["train", "--dataset", "cifar10", "--root", str(tiny_data_root), "--epochs", "1",
                           "--batch-size", "16", "--out", str(out), "--device", "cpu"]) == 0
-    summary = run(compose_config(["dataset=cifar10", "features=resnet32", f"features.weights={out}",
+    summary = run_job(compose_config(["dataset=cifar10", "features=resnet32", f"features.weights={out}",
                                   "train.epochs=1"], tmp_path))
     assert summary["test_accuracy"] >= 0
 
@@ -267,6 +268,6 @@ def test_seed_readme_examples_run(example, tmp_path, tiny_data_root, trust_tiny_
         weights = tmp_path / f"resnet32_{num_classes}.pt"
         torch.save(features.CifarResNet32(num_classes).state_dict(), weights)
         overrides = overrides + [f"features.weights={weights}"]
-    summary = run(compose_config(overrides, tmp_path))
+    summary = run_job(compose_config(overrides, tmp_path))
     assert summary["skipped"] is False
     assert all(r.info.status == "FINISHED" for r in _runs(tmp_path))

@@ -1,6 +1,7 @@
 """Fault injection: signals, corrupt or foreign checkpoints, NaN losses, tracking
 failures and concurrent starts. Each test asserts that nothing already saved is lost."""
 
+import io
 import json
 import os
 import signal
@@ -15,10 +16,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
+from g2g.data.datasets import DataSplits
 from g2g.run import checkpoint as ckpt
-from g2g.run.job import run
+from g2g.run.build import build
+from g2g.run.job import run_job
 from g2g.run.lock import ExperimentLock, ExperimentLockedError
-from g2g.training.trainer import NonFiniteLossError
+from g2g.training.trainer import EpochInterrupted, NonFiniteLossError
 from g2g.tracking.store import TrackingUnavailableError
 
 # long enough epochs (500 steps, seconds) that a signal lands in the middle of one
@@ -89,13 +92,13 @@ def test_sigterm_mid_epoch_saves_and_the_same_command_resumes_to_the_same_weight
 
 def test_checkpoint_of_another_config_is_refused_listing_the_differences(tmp_path, tiny_data_root):
     first = compose_config(["model=index", "train.epochs=1"], tmp_path)
-    run(first)
+    run_job(first)
     other = compose_config(["model=index", "train.epochs=1", "train.lr=0.01"], tmp_path)
     source = ckpt.checkpoint_paths(first, first.checkpoint.dir).checkpoint
     target = ckpt.checkpoint_paths(other, other.checkpoint.dir).checkpoint
     target.write_bytes(source.read_bytes())  # e.g. a file copied or renamed by hand
     with pytest.raises(ckpt.CheckpointError, match=r"(?s)train\.lr: 0\.0005 in the checkpoint, 0\.01 now"):
-        run(other)
+        run_job(other)
     assert target.exists()
 
 
@@ -115,7 +118,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
 
     monkeypatch.setattr(g2g.training.trainer.F, "cross_entropy", nan_in_epoch_two)
     with pytest.raises(NonFiniteLossError, match="became nan"):
-        run(cfg)
+        run_job(cfg)
     monkeypatch.undo()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (failed,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
@@ -130,7 +133,7 @@ def test_unreachable_tracking_server_is_reported_before_training(tmp_path, tiny_
     cfg = compose_config(["model=index", "tracking.uri=http://127.0.0.1:9"], tmp_path)
     started = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match="http://127.0.0.1:9.*does not answer"):
-        run(cfg)
+        run_job(cfg)
     assert time.monotonic() - started < 30
     assert not (tmp_path / "checkpoints").exists()
 
@@ -150,7 +153,7 @@ def test_tracking_failure_mid_run_keeps_training_and_metrics_can_be_relogged(
 
     monkeypatch.setattr(mlflow, "log_metrics", store_down_after_first_epoch)
     caplog.set_level("WARNING", logger="g2g")
-    summary = run(cfg)
+    summary = run_job(cfg)
     monkeypatch.undo()
     assert summary["epoch"] == 3 and Path(summary["checkpoint"]).with_suffix(".DONE").exists()
     assert caplog.text.count("MLflow store") == 1, "the failure is reported once"
@@ -199,3 +202,94 @@ def test_two_concurrent_starts_train_the_experiment_once(tmp_path, big_data_root
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+# ------------------------------------------------- trainer state round trip
+
+DST_TRAINER = ["model=mixer", "sparsity=dynamic", "sparsity.update_interval=3", "sparsity.prune=set",
+               "sparsity.grow=random", "encoder=current"]
+
+
+def _trainer(seed: int):
+    """A trainer with DST built from the real config, on 96 random examples of
+    the Fashion-MNIST shape; ``seed`` sets the initial weights and masks."""
+    cfg = compose_config(DST_TRAINER + [f"seed={seed}"])
+    generator = torch.Generator().manual_seed(0)
+    data = DataSplits(torch.rand(96, 784, generator=generator), torch.randint(0, 10, (96,), generator=generator),
+                      torch.rand(32, 784, generator=generator), torch.randint(0, 10, (32,), generator=generator),
+                      [str(label) for label in range(10)])
+    torch.manual_seed(seed)
+    return build(cfg, data, torch.device("cpu")).trainer, data
+
+
+def _saved_and_loaded(state: dict) -> dict:
+    """``state`` after a round trip through torch.save / torch.load(weights_only=True)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _assert_same_state(expected: dict, got: dict, where: str = "") -> None:
+    assert type(expected) is type(got), where
+    if isinstance(expected, dict):
+        assert expected.keys() == got.keys(), where
+        for key in expected:
+            _assert_same_state(expected[key], got[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(got), where
+        for index, (a, b) in enumerate(zip(expected, got)):
+            _assert_same_state(a, b, f"{where}[{index}]")
+    elif torch.is_tensor(expected):
+        assert torch.equal(expected, got), where
+    else:
+        assert expected == got, where
+
+
+def test_trainer_loaded_from_its_state_dict_continues_exactly_like_the_uninterrupted_one():
+    trainer, data = _trainer(seed=1)
+    trainer.train_epoch(data.train_x, data.train_y)
+    saved = _saved_and_loaded(trainer.state_dict())
+    uninterrupted = trainer.train_epoch(data.train_x, data.train_y)
+
+    resumed, _ = _trainer(seed=2)  # other initial weights and masks: all must come from the state
+    resumed.load_state_dict(saved)
+    continued = resumed.train_epoch(data.train_x, data.train_y)
+
+    drop_time = lambda metrics: {k: v for k, v in metrics.items() if k != "epoch_time_s"}  # noqa: E731
+    assert drop_time(continued) == drop_time(uninterrupted)
+    assert resumed.global_step == trainer.global_step == 12
+    assert len(trainer.step_callbacks[0].records) > 0, "the DST rewired in between"
+    _assert_same_state(trainer.state_dict(), resumed.state_dict())
+
+
+def test_trainer_state_with_an_interrupted_epoch_resumes_the_epoch_exactly():
+    trainer, data = _trainer(seed=1)
+    uninterrupted = trainer.train_epoch(data.train_x, data.train_y)
+
+    stopped, _ = _trainer(seed=1)
+    stopped.stop_requested = True
+    with pytest.raises(EpochInterrupted) as stop:
+        stopped.train_epoch(data.train_x, data.train_y)
+    saved, progress = _saved_and_loaded((stopped.state_dict(), stop.value.progress))
+    resumed, _ = _trainer(seed=2)
+    resumed.load_state_dict(saved)
+    continued = resumed.train_epoch(data.train_x, data.train_y, resume=progress)
+
+    drop_time = lambda metrics: {k: v for k, v in metrics.items() if k != "epoch_time_s"}  # noqa: E731
+    assert drop_time(continued) == drop_time(uninterrupted)
+    _assert_same_state(trainer.state_dict(), resumed.state_dict())
+
+
+def test_checkpoint_file_keeps_its_keys_and_gives_the_trainer_state_back(tmp_path):
+    trainer, data = _trainer(seed=1)
+    trainer.train_epoch(data.train_x, data.train_y)
+    state = trainer.state_dict()
+    writer = ckpt.CheckpointWriter(tmp_path / "x.pth", "abc12345", {"seed": 1}, "run-id")
+    writer.save(state, {"torch": torch.get_rng_state()}, epoch=1, epoch_progress=None, history=[{"epoch": 1}])
+    written = ckpt.load_checkpoint(tmp_path / "x.pth", "abc12345")
+    assert list(written) == ["config_hash", "config", "epoch", "epoch_progress", "global_step", "model",
+                             "optimizer", "rng", "shuffle_rng", "history", "mlflow_run_id", "sparsity"]
+    assert written["global_step"] == 6 and written["epoch"] == 1 and written["mlflow_run_id"] == "run-id"
+    _assert_same_state(state["step_callbacks"][0], written["sparsity"])
+    _assert_same_state(state, ckpt.trainer_state(written))

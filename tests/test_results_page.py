@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config, write_fashion_mnist
-from g2g.run.job import run
+from g2g.run.job import run_job
 from g2g.models.network import SpikingNetwork
 from g2g.reporting.results_page import END, START
 
@@ -32,7 +32,7 @@ def store(tmp_path_factory) -> tuple[Path, dict]:
         for seed in SEEDS:
             cfg = compose_config(overrides + [f"seed={seed}", "tracking.experiment=page", "train.progress=false",
                                               "hardware=cpu"], folder)
-            summaries[(" ".join(overrides), seed)] = run(cfg)
+            summaries[(" ".join(overrides), seed)] = run_job(cfg)
     return folder, summaries
 
 
@@ -108,7 +108,7 @@ def test_results_page_refuses_mixed_settings_and_unknown_experiments(store, tmp_
     assert elsewhere.returncode == 1 and f"no MLflow store at {tmp_path / 'mlflow.db'}" in elsewhere.stderr
     assert not (tmp_path / "mlflow.db").exists(), "reading must not create an empty store"
 
-    run(compose_config(["model=dense", "model.hidden_dim=24", "tracking.experiment=page", "train.progress=false",
+    run_job(compose_config(["model=dense", "model.hidden_dim=24", "tracking.experiment=page", "train.progress=false",
                         "hardware=cpu"], folder))
     mixed = _page_command(folder, page)
     assert mixed.returncode == 1

@@ -1,10 +1,13 @@
 """Checkpoint names, atomic saves and safe loads.
 
-A checkpoint lives at ``CHECKPOINT_DIR/NAME_HASH.pth`` where NAME follows the seed's
-convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for
+A checkpoint lives at ``CHECKPOINT_DIR/LABEL_HASH.pth`` where LABEL (the run label)
+follows the seed's convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for
 dynamic sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash
 of every result-affecting setting, so two runs that could differ never share a
-file. ``NAME_HASH.DONE`` marks a finished experiment.
+file. ``LABEL_HASH.DONE`` marks a finished run.
+
+The file's keys (:class:`CheckpointWriter` writes them, :func:`trainer_state` reads the
+trainer's part back) are unchanged since the first release, so old checkpoints resume.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class CheckpointPaths:
-    """Where one experiment's checkpoint and completion marker live."""
+    """Where one run's checkpoint and completion marker live."""
 
     checkpoint: Path
     done_marker: Path
@@ -47,6 +50,7 @@ class CheckpointPaths:
 
     @property
     def name(self) -> str:
+        """``LABEL_HASH``, the files' common stem (logged as the run-label tag)."""
         return self.checkpoint.stem
 
     def for_fold(self, fold: int) -> "CheckpointPaths":
@@ -76,8 +80,8 @@ def config_hash(cfg: DictConfig, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def experiment_name(cfg: DictConfig) -> str:
-    """Readable name in the seed's convention, e.g. ``fashionmnist_mixer_p0_15_T50_current``."""
+def run_label(cfg: DictConfig) -> str:
+    """Readable run label in the seed's convention, e.g. ``fashionmnist_mixer_p0_15_T50_current``."""
     parts = [cfg.dataset.name, cfg.model.name]
     if cfg.model.name != "dense":
         parts.append("p" + f"{float(cfg.model.p_inter):g}".replace(".", "_"))
@@ -89,8 +93,8 @@ def experiment_name(cfg: DictConfig) -> str:
 
 
 def checkpoint_paths(cfg: DictConfig, directory: str | os.PathLike) -> CheckpointPaths:
-    """Checkpoint and ``.DONE`` marker paths of the experiment ``cfg`` describes."""
-    stem = f"{experiment_name(cfg)}_{config_hash(cfg)}"
+    """Checkpoint and ``.DONE`` marker paths of the run ``cfg`` describes."""
+    stem = f"{run_label(cfg)}_{config_hash(cfg)}"
     directory = Path(directory)
     return CheckpointPaths(directory / f"{stem}.pth", directory / f"{stem}.DONE", directory / f"{stem}.lock")
 
@@ -119,6 +123,60 @@ def _atomic_write(path: Path, write) -> None:
 def save_checkpoint(state: dict, path: Path) -> None:
     """Atomically save ``state`` (tensors, dicts, lists, numbers, strings) with torch.save."""
     _atomic_write(path, lambda file: torch.save(state, file))
+
+
+@dataclass(frozen=True)
+class CheckpointWriter:
+    """Writes one training run's checkpoint: what identifies it (the config and its
+    hash, the MLflow run) plus the training state at the moment of saving.
+
+    Args:
+        path: the ``.pth`` file.
+        config_hash: :func:`config_hash` of the run's config.
+        config: :func:`result_config` of the run's config (lists the differences
+            when a later run finds the file written for another config).
+        mlflow_run_id: the MLflow run that a resume logs into.
+    """
+
+    path: Path
+    config_hash: str
+    config: dict
+    mlflow_run_id: str
+
+    def save(self, trainer: dict, rng: dict, *, epoch: int, epoch_progress: dict | None,
+             history: list[dict]) -> None:
+        """Atomically write the checkpoint.
+
+        Args:
+            trainer: ``Trainer.state_dict()``, with at most one step-callback state
+                (the DST's; stored under ``sparsity``).
+            rng: ``g2g.run.hardware.rng_state()``.
+            epoch: completed epochs.
+            epoch_progress: the ``progress`` of an interrupted epoch ``epoch + 1``, else None.
+            history: one row of metrics per completed epoch.
+        Raises:
+            ValueError: more than one step-callback state.
+        """
+        callbacks = trainer["step_callbacks"]
+        if len(callbacks) > 1:
+            raise ValueError(f"a checkpoint stores one step-callback state (the DST's), not {len(callbacks)}")
+        save_checkpoint({
+            "config_hash": self.config_hash, "config": self.config,
+            "epoch": epoch, "epoch_progress": epoch_progress, "global_step": trainer["global_step"],
+            "model": trainer["model"], "optimizer": trainer["optimizer"],
+            "rng": rng, "shuffle_rng": trainer["shuffle_rng"],
+            "history": history, "mlflow_run_id": self.mlflow_run_id,
+            "sparsity": callbacks[0] if callbacks else None,
+        }, self.path)
+
+
+def trainer_state(state: dict) -> dict:
+    """The ``Trainer.state_dict()`` inside a checkpoint that :class:`CheckpointWriter`
+    wrote (the inverse of its layout)."""
+    sparsity = state.get("sparsity")
+    return {"model": state["model"], "optimizer": state["optimizer"],
+            "step_callbacks": [] if sparsity is None else [sparsity],
+            "shuffle_rng": state["shuffle_rng"], "global_step": state["global_step"]}
 
 
 def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

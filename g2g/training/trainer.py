@@ -61,6 +61,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         encoder: Callable[[torch.Tensor], torch.Tensor],
         batch_size: int,
+        *,
         eval_batch_size: int = 1000,
         shuffle_generator: torch.Generator | None = None,
         progress: bool = True,
@@ -79,6 +80,46 @@ class Trainer:
         self.global_step = 0
         #: set (e.g. by a signal handler) to stop after the current step
         self.stop_requested = False
+
+    def _stateful_callbacks(self) -> list:
+        return [callback for callback in self.step_callbacks if hasattr(callback, "state_dict")]
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training exactly where it stands.
+
+        Returns:
+            ``model`` and ``optimizer`` (their state dicts), ``step_callbacks`` (the
+            state dict of every step callback that has one, e.g. the DST's traces and
+            generator, in order), ``shuffle_rng`` (the shuffle generator's state, a
+            uint8 tensor) and ``global_step`` (optimizer steps so far). The epoch's
+            own position is not included: that is :class:`EpochInterrupted`'s
+            ``progress``.
+        """
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step_callbacks": [callback.state_dict() for callback in self._stateful_callbacks()],
+            "shuffle_rng": self.shuffle_generator.get_state(),
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (into a trainer built from the same config).
+
+        Raises:
+            ValueError: ``state`` holds a different number of step-callback states
+                than this trainer has step callbacks with state.
+        """
+        callbacks = self._stateful_callbacks()
+        if len(state["step_callbacks"]) != len(callbacks):
+            raise ValueError(f"the state has {len(state['step_callbacks'])} step-callback states, "
+                             f"this trainer has {len(callbacks)} step callbacks with state")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for callback, callback_state in zip(callbacks, state["step_callbacks"]):
+            callback.load_state_dict(callback_state)
+        self.shuffle_generator.set_state(state["shuffle_rng"])
+        self.global_step = state["global_step"]
 
     def train_epoch(
         self, x: torch.Tensor, y: torch.Tensor, description: str = "train", resume: dict | None = None

@@ -1,0 +1,83 @@
+"""Objects from config: the only place that instantiates the config groups.
+
+``load_data`` gives the data set (``dataset`` and ``features`` groups); :func:`build`
+gives everything a training run trains with (``model``, ``train.optimizer``,
+``sparsity``, ``regularizer``, ``encoder`` and the :class:`Trainer` around them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig
+
+from g2g.data.datasets import DataSplits
+from g2g.data.features import prepare_features
+from g2g.models.network import SpikingNetwork
+from g2g.sparse.dst import DynamicSparsity
+from g2g.training.regularizer import FiringRateRegularizer
+from g2g.training.trainer import Trainer
+
+
+def instantiate(node: DictConfig, **kwargs):
+    """``hydra.utils.instantiate``, but an error raised by the target itself (a
+    missing data set, say) reaches the caller as it was raised, not wrapped."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if error.__cause__ is not None:
+            raise error.__cause__ from None
+        raise
+
+
+def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
+    """The data set on ``device``, through the ``features`` group (e.g. ResNet-32).
+
+    Raises:
+        g2g.data.datasets.DatasetUnavailableError: files missing and not fetchable.
+        g2g.data.features.FeaturesUnavailableError: ResNet-32 weights cannot be loaded.
+    """
+    data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
+    return prepare_features(data, cfg.dataset.name, **cfg.features)
+
+
+@dataclass
+class RunObjects:
+    """What one training run trains with, built from its config.
+
+    model: the network on the run's device. optimizer: over its parameters.
+    sparsity: the DST (``sparsity=dynamic``), a step callback of the trainer, else None.
+    regularizer: the firing-rate regulariser (``regularizer=firing_rate``), else None.
+    encoder: maps ``[B, D]`` to the input sequence ``[T, B, D]``.
+    trainer: runs the epochs and evaluations of all of them.
+    """
+
+    model: SpikingNetwork
+    optimizer: torch.optim.Optimizer
+    sparsity: DynamicSparsity | None
+    regularizer: FiringRateRegularizer | None
+    encoder: Callable[[torch.Tensor], torch.Tensor]
+    trainer: Trainer
+
+
+def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects:
+    """Build the run's objects for ``data`` (its input size and class count) on
+    ``device``. The masks and DST draw from ``cfg.seed``; the weights from torch's
+    global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`)."""
+    model = instantiate(
+        cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
+    ).to(device)
+    optimizer = instantiate(cfg.train.optimizer)(model.parameters())
+    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
+    regularizer = instantiate(cfg.regularizer)
+    encoder = instantiate(cfg.encoder)
+    trainer = Trainer(
+        model, optimizer, encoder, cfg.train.batch_size, eval_batch_size=cfg.train.eval_batch_size,
+        shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,
+        step_callbacks=[sparsity] if sparsity is not None else [], regularizer=regularizer,
+    )
+    return RunObjects(model, optimizer, sparsity, regularizer, encoder, trainer)

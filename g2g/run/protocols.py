@@ -1,0 +1,184 @@
+"""Evaluation protocols: holdout (train on the training split, evaluate on the test
+split) and stratified k-fold cross-validation; each trains its models with
+:func:`train_model`, one MLflow run and one checkpoint per model."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from g2g.data.datasets import DataSplits
+from g2g.data.folds import fold_split, stratified_folds
+from g2g.run import checkpoint as ckpt
+from g2g.run.build import build, load_data
+from g2g.run.hardware import seed_everything
+from g2g.run.hydra_runtime import output_dir
+from g2g.run.training_loop import train_epochs
+from g2g.tracking.names import (
+    TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID, TAG_PROTOCOL,
+    TAG_RUN_LABEL,
+)
+from g2g.tracking.runs import resume_or_create_parent_run, start_run
+from g2g.tracking.store import RunLogger, flatten
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and under which names a protocol's runs are recorded.
+
+    cfg: the composed config. device: where tensors live.
+    experiment_id: the MLflow experiment. paths: the checkpoint, ``.DONE`` marker and
+    lock of the protocol (a fold's are :meth:`CheckpointPaths.for_fold`).
+    run_name: the MLflow run name. tags: extra tags of the run (a sweep's parent and overrides).
+    """
+
+    cfg: DictConfig
+    device: torch.device
+    experiment_id: str
+    paths: ckpt.CheckpointPaths
+    run_name: str
+    tags: dict[str, str]
+
+
+def _config_record(cfg: DictConfig) -> dict:
+    """A new run's ``params`` (the flattened resolved config) and ``config_yaml``."""
+    return {"params": flatten(OmegaConf.to_container(cfg, resolve=True)),
+            "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)}
+
+
+def run_protocol(context: RunContext) -> dict:
+    """Run ``cfg.protocol`` (holdout or crossval) and return its summary."""
+    if context.cfg.protocol.name == "crossval":
+        return crossval(context)
+    return holdout(context)
+
+
+def holdout(context: RunContext) -> dict:
+    """Train ``train.epochs`` epochs on the training split, evaluating the test split
+    (``test_*`` metrics) after each. Returns :func:`train_model`'s summary."""
+    return train_model(context, lambda: load_data(context.cfg, context.device),
+                       epochs=context.cfg.train.epochs, eval_prefix="test")
+
+
+def crossval(context: RunContext) -> dict:
+    """k-fold cross-validation: one MLflow parent run for the whole protocol (params,
+    fold accuracies as ``fold_val_accuracy`` at step = fold, and the summary
+    ``cv_val_accuracy_mean`` / ``cv_val_accuracy_std``) with one child run per fold.
+    Every fold has its own checkpoint and ``.DONE`` marker, so a resumed
+    cross-validation continues with the first unfinished fold; the parent run's id is
+    kept in ``LABEL_HASH.crossval.json`` beside the checkpoint.
+
+    Returns:
+        ``run_id`` (the parent's), ``tracking_uri``, ``experiment``,
+        ``cv_val_accuracy_mean``, ``cv_val_accuracy_std``, ``fold_val_accuracy``
+        (one per fold) and ``skipped`` (False).
+    """
+    cfg, paths = context.cfg, context.paths
+    k_folds = cfg.protocol.k_folds
+    state_file = paths.checkpoint.with_name(paths.checkpoint.stem + ".crossval.json")
+    parent_id, is_new = resume_or_create_parent_run(
+        ckpt.read_json(state_file).get("run_id") if state_file.exists() else None,
+        context.experiment_id, context.run_name,
+        tags={**context.tags, TAG_RUN_LABEL: paths.name, TAG_PROTOCOL: "crossval"}, **_config_record(cfg))
+    if is_new:
+        ckpt.write_json(state_file, {"run_id": parent_id})
+    client = MlflowClient()
+    status = "FAILED"
+    try:
+        data = load_data(cfg, context.device)
+        accuracies = []
+        for fold, held_out in enumerate(stratified_folds(data.train_y, k_folds, cfg.seed), start=1):
+            fold_paths = paths.for_fold(fold)
+            if fold_paths.done_marker.exists():
+                accuracies.append(ckpt.read_json(fold_paths.done_marker)["val_accuracy"])
+                continue
+            split = fold_split(data, held_out)
+            log.info("cross-validation fold %d/%d: %d training, %d validation examples",
+                     fold, k_folds, len(split.train_y), len(split.test_y))
+            fold_context = replace(context, paths=fold_paths, run_name=f"fold {fold}/{k_folds}",
+                                   tags={TAG_PARENT_RUN_ID: parent_id, TAG_FOLD: str(fold)})
+            summary = train_model(fold_context, lambda split=split: split, epochs=cfg.protocol.epochs,
+                                  eval_prefix="val")
+            accuracies.append(summary["val_accuracy"])
+            client.log_metric(parent_id, "fold_val_accuracy", summary["val_accuracy"], step=fold)
+        mean = statistics.mean(accuracies)
+        std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+        client.log_metric(parent_id, "cv_val_accuracy_mean", mean)
+        client.log_metric(parent_id, "cv_val_accuracy_std", std)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent_id, status)
+    summary = {"run_id": parent_id, "tracking_uri": mlflow.get_tracking_uri(),
+               "experiment": cfg.tracking.experiment, "cv_val_accuracy_mean": mean,
+               "cv_val_accuracy_std": std, "fold_val_accuracy": accuracies}
+    ckpt.write_json(paths.done_marker, summary)
+    log.info("cross-validation %s: validation accuracy %.4f +- %.4f over %d folds; MLflow run %s",
+             paths.name, mean, std, k_folds, parent_id)
+    return {**summary, "skipped": False}
+
+
+def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: int, eval_prefix: str) -> dict:
+    """Train one model in its own MLflow run, resuming from ``context.paths.checkpoint``
+    (and its MLflow run) when it exists and ``checkpoint.resume`` is on, and write its
+    ``.DONE`` marker. The data come from ``load()`` inside the run, so a data set that
+    cannot be loaded marks the run FAILED.
+
+    Args:
+        load: gives the :class:`DataSplits`; its test tensors are evaluated after every
+            epoch, as ``{eval_prefix}_accuracy`` and ``{eval_prefix}_loss``.
+        epochs: the model's number of epochs.
+    Returns:
+        ``run_id``, ``tracking_uri``, ``experiment``, ``checkpoint``, the last
+        epoch's metrics and ``skipped`` (False).
+    Raises:
+        g2g.run.checkpoint.CheckpointError: an unusable checkpoint (left in place).
+        g2g.run.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM (run KILLED).
+        g2g.data.datasets.DatasetUnavailableError: the data cannot be loaded (run FAILED).
+    """
+    cfg, paths, device = context.cfg, context.paths, context.device
+    config_hash = ckpt.config_hash(cfg)
+    resume = None
+    if paths.checkpoint.exists() and cfg.checkpoint.resume:
+        resume = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
+    tags = {TAG_RUN_LABEL: paths.name, TAG_CONFIG_HASH: config_hash,
+            TAG_CHECKPOINT: str(paths.checkpoint.resolve()), TAG_DEVICE: str(device),
+            TAG_NUM_THREADS: str(torch.get_num_threads()), **context.tags}
+    run_id = start_run(resume["mlflow_run_id"] if resume else None, context.experiment_id, context.run_name,
+                       tags=tags, **_config_record(cfg))
+    logger = RunLogger(run_id, mlflow.get_tracking_uri(),
+                       output_dir(paths.checkpoint.parent) / f"{paths.name}.mlflow_fallback.jsonl")
+    writer = ckpt.CheckpointWriter(paths.checkpoint, config_hash, ckpt.result_config(cfg), run_id)
+    status = "FAILED"
+    try:
+        seed_everything(cfg.seed)
+        data = load()
+        history = train_epochs(build(cfg, data, device), data, logger, writer,
+                               epochs=epochs, eval_prefix=eval_prefix, resume=resume)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        log.warning("interrupted; the same command resumes from %s", paths.checkpoint)
+        raise
+    finally:
+        logger.end(status)
+    summary = {
+        "run_id": run_id, "tracking_uri": mlflow.get_tracking_uri(),
+        "experiment": cfg.tracking.experiment, "checkpoint": str(paths.checkpoint.resolve()),
+        **history[-1],
+    }
+    ckpt.write_json(paths.done_marker, summary)
+    log.info("finished %s: %s_accuracy %.4f; MLflow run %s in %s", paths.name, eval_prefix,
+             history[-1][f"{eval_prefix}_accuracy"], run_id, summary["tracking_uri"])
+    return {**summary, "skipped": False}

@@ -1,0 +1,110 @@
+"""The loop over epochs of one training run: train, evaluate, log, checkpoint, and
+stop (resumably) on SIGINT/SIGTERM; then the run's plots and final weights."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from g2g.data.datasets import DataSplits
+from g2g.reporting.training_plots import dst_history_figure, learning_curves_figure, mask_structure_figure
+from g2g.run import checkpoint as ckpt
+from g2g.run.build import RunObjects
+from g2g.run.hardware import rng_state, set_rng_state
+from g2g.run.signals import TrainingInterrupted, stop_on_signals
+from g2g.tracking.store import RunLogger
+from g2g.training.trainer import EpochInterrupted
+
+log = logging.getLogger(__name__)
+
+
+def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, writer: ckpt.CheckpointWriter, *,
+                 epochs: int, eval_prefix: str, resume: dict | None = None) -> list[dict]:
+    """Train epochs ``1..epochs`` (or, resuming, those after the checkpoint's, also
+    from the middle of an epoch) on ``data.train_*``, evaluating ``data.test_*``
+    after each, with a checkpoint after every epoch and on SIGINT/SIGTERM; then log
+    the plots and the final weights.
+
+    Args:
+        logger: the run's MLflow logger (per-epoch metrics at step = epoch, DST
+            updates at step = global step, the model sizes at step 0 of a new run).
+        writer: writes ``paths.checkpoint``.
+        epochs: the run's total number of epochs.
+        eval_prefix: ``test`` or ``val``: the evaluation metrics' prefix.
+        resume: a checkpoint :func:`g2g.run.checkpoint.load_checkpoint` loaded, to continue.
+    Returns:
+        The per-epoch history (one metrics row per epoch, all epochs so far).
+    Raises:
+        g2g.run.signals.TrainingInterrupted: stopped on a signal after saving.
+        g2g.training.trainer.NonFiniteLossError: the loss became NaN or infinite.
+    """
+    model, trainer, sparsity, regularizer = objects.model, objects.trainer, objects.sparsity, objects.regularizer
+    if regularizer is not None:
+        regularizer.warn_if_never_active(epochs)
+    history: list[dict] = []
+    completed_epochs, epoch_progress = 0, None
+    if resume is not None:
+        trainer.load_state_dict(ckpt.trainer_state(resume))
+        set_rng_state(resume["rng"])
+        history, completed_epochs = resume["history"], resume["epoch"]
+        epoch_progress = resume.get("epoch_progress")
+        log.info("resuming %s after epoch %d%s from %s", writer.path.stem, completed_epochs,
+                 f" and step {epoch_progress['next_batch']} of epoch {completed_epochs + 1}"
+                 if epoch_progress else "", writer.path)
+    else:  # sizes measured from the masks; DST keeps them (it grows as many as it prunes)
+        logger.metrics(model.parameter_counts(), step=0)
+    logged_updates = len(sparsity.records) if sparsity is not None else 0
+
+    def save(epoch: int, progress: dict | None = None) -> None:
+        writer.save(trainer.state_dict(), rng_state(), epoch=epoch, epoch_progress=progress, history=history)
+
+    with stop_on_signals(trainer) as received:
+        for epoch in range(completed_epochs + 1, epochs + 1):
+            row = {"epoch": epoch}
+            if regularizer is not None:
+                row.update(regularizer.start_epoch(epoch, epochs))
+            try:
+                row.update(trainer.train_epoch(data.train_x, data.train_y,
+                                               f"epoch {epoch}/{epochs}", resume=epoch_progress))
+            except EpochInterrupted as stop:
+                save(epoch - 1, stop.progress)
+                raise TrainingInterrupted(
+                    f"stopped in epoch {epoch} after global step {trainer.global_step}; checkpoint "
+                    f"{writer.path}; run the same command to resume", received[0]) from None
+            epoch_progress = None
+            row.update(trainer.evaluate(data.test_x, data.test_y, prefix=eval_prefix))
+            row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
+            history.append(row)
+            logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if sparsity is not None:
+                for record in sparsity.records[logged_updates:]:
+                    logger.metrics(record.metrics(), step=record.step)
+                logged_updates = len(sparsity.records)
+            log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f %s_accuracy %.4f (%.0f s)",
+                     epoch, epochs, row["train_loss"], row["train_accuracy"], eval_prefix,
+                     row[f"{eval_prefix}_accuracy"], row["epoch_time_s"])
+            save(epoch)
+            if trainer.stop_requested and epoch < epochs:
+                raise TrainingInterrupted(
+                    f"stopped after epoch {epoch}; checkpoint {writer.path}; run the same "
+                    "command to resume", received[0])
+        # a signal from here on changes nothing: the run is complete
+        _log_final_artifacts(objects, history, logger)
+    return history
+
+
+def _log_final_artifacts(objects: RunObjects, history: list[dict], logger: RunLogger) -> None:
+    """Learning curves, mask structure (sparse models), DST history (when it rewired)
+    and the final state dict (weights and masks) as ``model/model_state_dict.pt``."""
+    logger.figure(learning_curves_figure(history), "plots/learning_curves.png")
+    if objects.model.name != "dense":
+        logger.figure(mask_structure_figure(objects.model.masked_layers()), "plots/mask_structure.png")
+    if objects.sparsity is not None and objects.sparsity.records:
+        logger.figure(dst_history_figure([vars(r) for r in objects.sparsity.records]), "plots/dst_history.png")
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder) / "model_state_dict.pt"
+        torch.save(objects.model.state_dict(), weights)
+        logger.artifact(weights, "model")
