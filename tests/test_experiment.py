@@ -1,6 +1,8 @@
 """End to end through g2g.run.job.run_job on tiny data in the real on-disk formats,
 with a real MLflow SQLite store in a temp dir."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,11 @@ def test_smoke_run_on_a_slice_of_real_fashion_mnist(tmp_path):
                           "train.batch_size=64", "train.lr=0.002", "train.epochs=2"], tmp_path)
     summary = run_job(cfg)
     assert summary["test_accuracy"] > 0.6, summary
+
+
+def test_mlflow_runs_module_imports_neither_torch_nor_hydra():
+    code = "import sys, g2g.tracking.runs; print(sorted({'torch', 'hydra'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -216,6 +216,7 @@ def _subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int):
 def load_dataset(
     name: str,
     root: str | os.PathLike,
+    *,
     download: bool = True,
     train_subset: int | None = None,
     test_subset: int | None = None,

@@ -215,7 +215,7 @@ def prepare_features(data, dataset: str, name: str = "raw", weights: str = "hub"
 
 
 def train_resnet32(
-    dataset: str, root: str, out: Path, epochs: int = 30, batch_size: int = 128, lr: float = 0.1,
+    dataset: str, root: str, out: Path, *, epochs: int = 30, batch_size: int = 128, lr: float = 0.1,
     seed: int = 0, device: str = "cpu", train_subset: int | None = None,
 ) -> dict:
     """Train a CIFAR ResNet-32 (SGD, momentum 0.9, weight decay 5e-4, cosine
@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--train-subset", type=int, default=None, help="train on N images (quick tries)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = train_resnet32(args.dataset, args.root, args.out, args.epochs, args.batch_size, args.lr,
-                            device=args.device, train_subset=args.train_subset)
+    result = train_resnet32(args.dataset, args.root, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, device=args.device, train_subset=args.train_subset)
     print(f"saved {args.out} (test accuracy {result['test_accuracy']:.4f}); use features.weights={args.out.resolve()}")
     return 0
 
