@@ -195,7 +195,7 @@ def seed_architecture_sizes_table(p_inters: list[float]) -> str:
     rows = []
     for name, values in (("dense", [None]), ("index", p_inters), ("random", p_inters), ("mixer", p_inters)):
         for p_inter in values:
-            network = SpikingNetwork(name=name, p_inter=p_inter if p_inter is not None else 0.0, **SEED_ARCHITECTURE)
+            network = SpikingNetwork(connectivity=name, p_inter=p_inter if p_inter is not None else 0.0, **SEED_ARCHITECTURE)
             counts = network.parameter_counts()
             densities = [network.masked_layers()[layer].density() for layer in LAYERS]
             rows.append([name, "" if p_inter is None else f"{p_inter:g}"] + [f"{d:.4f}" for d in densities]

@@ -443,7 +443,7 @@ def _train(cfg, device, encoder, paths, config_hash, state, run_id, logger: RunL
                     "command to resume", received[0])
         # a signal from here on changes nothing: the run is complete
         logger.figure(learning_curves_figure(history), "plots/learning_curves.png")
-        if model.name != "dense":
+        if model.connectivity != "dense":
             logger.figure(mask_structure_figure(model.masked_layers()), "plots/mask_structure.png")
         if sparsity is not None and sparsity.records:
             logger.figure(dst_history_figure([vars(r) for r in sparsity.records]), "plots/dst_history.png")
