@@ -64,22 +64,19 @@ class LIF(nn.Module):
             self.register_buffer("threshold", threshold_tensor)
         self.surrogate_slope = surrogate_slope
 
-    def forward(
-        self, current: torch.Tensor, return_membrane: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
         """Integrate a current sequence.
 
         Args:
             current: synaptic input current I, shape ``[T, B, N]`` (may be a
                 broadcast view, e.g. the same current at every step).
-            return_membrane: also return the membrane potential.
         Returns:
-            Spikes S of 0/1, shape ``[T, B, N]``; with ``return_membrane`` also the
-            membrane U after the reset, shape ``[T, B, N]``.
+            Spikes S of 0/1, shape ``[T, B, N]`` (the membrane U after the reset is
+            the second output of :class:`g2g.snn.kernels.LIFScan`).
         """
-        spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold,
-                                         self.surrogate, self.surrogate_slope)
-        return (spikes, membrane) if return_membrane else spikes
+        spikes, _ = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
+                                  self.surrogate_slope)
+        return spikes
 
     def extra_repr(self) -> str:
         return f"surrogate={self.surrogate_name}(alpha={self.surrogate_slope})"
