@@ -11,6 +11,7 @@ below is the one shown in docs/architecture.md.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib
 import subprocess
 import sys
@@ -163,6 +164,17 @@ def test_every_g2g_subpackage_has_a_row_in_the_layer_table():
     assert subpackages == set(LAYERS), (
         f"add {sorted(subpackages - set(LAYERS))} to LAYERS (and to docs/architecture.md); "
         f"remove {sorted(set(LAYERS) - subpackages)}")
+
+
+def test_the_package_build_includes_every_g2g_package():
+    """pyproject's package patterns (matched as setuptools does, with fnmatch) cover
+    every folder of g2g/ with an __init__.py, so an installed g2g is complete."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [name for name, path in SOURCES.items() if path.name == "__init__.py"]
+    missing = [name for name in packages if not any(fnmatch.fnmatchcase(name, pattern) for pattern in include)]
+    assert not missing, f"add {missing} to [tool.setuptools.packages.find] include in pyproject.toml"
 
 
 def test_docs_show_the_layer_table_the_tests_check():
