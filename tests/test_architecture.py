@@ -23,16 +23,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ANY = None  # "may import any g2g package"
-CONFIG_AND_TRACKING = ("hydra", "omegaconf", "mlflow", "matplotlib")
+CONFIG_TRACKING_PLOTTING = ("hydra", "omegaconf", "mlflow", "matplotlib")
 TORCH = ("torch", "torchvision", "snntorch")
 
 # package: (g2g packages it may import besides itself, libraries it never imports)
 LAYERS: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
-    "snn": (frozenset(), CONFIG_AND_TRACKING),
-    "sparse": (frozenset({"snn"}), CONFIG_AND_TRACKING),
-    "models": (frozenset({"snn", "sparse"}), CONFIG_AND_TRACKING),
-    "data": (frozenset(), CONFIG_AND_TRACKING),
-    "training": (frozenset({"snn", "sparse", "models", "data"}), CONFIG_AND_TRACKING),
+    "snn": (frozenset(), CONFIG_TRACKING_PLOTTING),
+    "sparse": (frozenset({"snn"}), CONFIG_TRACKING_PLOTTING),
+    "models": (frozenset({"snn", "sparse"}), CONFIG_TRACKING_PLOTTING),
+    "data": (frozenset(), CONFIG_TRACKING_PLOTTING),
+    "training": (frozenset({"snn", "sparse", "models", "data"}), CONFIG_TRACKING_PLOTTING),
     "run": (ANY, ()),
     "tracking": (ANY, TORCH),
     "reporting": (frozenset({"snn", "sparse", "models", "data", "tracking"}), ()),
@@ -57,7 +57,7 @@ def layer_table() -> str:
 class Import:
     importer: str  # module that imports
     line: int
-    target: str  # imported module (a g2g module, or a library's top-level name)
+    target: str  # the imported module's dotted name (a g2g module or a library module)
 
     def __str__(self) -> str:
         return f"{self.importer} (line {self.line}) imports {self.target}"
@@ -271,7 +271,7 @@ def _loaded_after_import(modules: list[str], libraries: tuple[str, ...]) -> list
 
 def test_importing_a_package_imports_no_heavy_library():
     packages = [f"g2g.{p}" for p in LAYERS]
-    assert _loaded_after_import(packages, TORCH + CONFIG_AND_TRACKING) == []
+    assert _loaded_after_import(packages, TORCH + CONFIG_TRACKING_PLOTTING) == []
 
 
 def test_importing_the_tracking_modules_does_not_import_torch():
@@ -280,7 +280,7 @@ def test_importing_the_tracking_modules_does_not_import_torch():
 
 def test_importing_the_model_code_does_not_import_hydra_mlflow_or_matplotlib():
     modules = [m for p in ("snn", "sparse", "models", "data", "training") for m in _modules_of(p)]
-    assert _loaded_after_import(_importable(modules), CONFIG_AND_TRACKING) == []
+    assert _loaded_after_import(_importable(modules), CONFIG_TRACKING_PLOTTING) == []
 
 
 @pytest.mark.parametrize("package", sorted(LAYERS))
