@@ -46,7 +46,7 @@ class MlflowSweepCallback(Callback):
         log.info("sweep: MLflow parent run %s in %s", self.parent_run_id, config.tracking.experiment)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib and torch only when needed)
+        from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib, torch: at the end)
 
         if self.parent_run_id is None:
             return
