@@ -34,9 +34,9 @@ from g2g.run.hardware import (
 from g2g.run.lock import ExperimentLock, ExperimentLockedError
 from g2g.reporting.training_plots import dst_history_figure, learning_curves_figure, mask_structure_figure
 from g2g.tracking.names import PARENT_RUN_ENV
-from g2g.tracking.store import (
-    RunLogger, TrackingUnavailableError, flatten, log_batch_chunked, setup_experiment,
-)
+from g2g.tracking.params import flatten
+from g2g.tracking.run_logger import RunLogger
+from g2g.tracking.store import TrackingUnavailableError, log_batch_chunked, setup_experiment
 from g2g.training.trainer import EpochInterrupted, NonFiniteLossError, Trainer
 from g2g.run.validation import ConfigError, validate
 
