@@ -52,7 +52,7 @@ def main() -> None:
     encoder = CurrentEncoder(args.num_steps)
     variants = {}
     for name in ("static", "dynamic hebb/hebb"):
-        net = SpikingNetwork(784, args.hidden, 10, name=args.model, mask_seed=0)
+        net = SpikingNetwork(784, args.hidden, 10, connectivity=args.model, mask_seed=0)
         optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
         dst = DynamicSparsity(net, optimizer, prune="hebb", grow="hebb") if name != "static" else None
         variants[name] = (net, optimizer, dst)

@@ -16,6 +16,7 @@ machine's measured dense matmul rate.
     python benchmarks/train_step.py --preset small
     python benchmarks/train_step.py --preset seed --repeats 3        # hidden 2048, T 50, batch 256
     python benchmarks/train_step.py --preset seed --sparsity dynamic --models mixer
+    python benchmarks/train_step.py --preset small --spike-matmul dense  # no sparse spike products
 """
 
 from __future__ import annotations
@@ -111,10 +112,10 @@ def _train_step(module, optimizer, inputs, labels):
 
 
 def run_case(model: str, sparsity: str, encoding: str, hidden: int, num_steps: int, batch: int,
-             repeats: int) -> dict:
+             repeats: int, spike_matmul: str = "auto") -> dict:
     torch.manual_seed(0)
-    net = SpikingNetwork(784, hidden, 10, name=model, mask_seed=0)
-    reference_net = SpikingNetwork(784, hidden, 10, name=model, mask_seed=0)
+    net = SpikingNetwork(784, hidden, 10, connectivity=model, mask_seed=0, spike_matmul=spike_matmul)
+    reference_net = SpikingNetwork(784, hidden, 10, connectivity=model, mask_seed=0)
     reference_net.load_state_dict(net.state_dict())
     reference = PerStepReference(reference_net)
     encoder = CurrentEncoder(num_steps) if encoding == "current" else RateEncoder(num_steps)
@@ -183,12 +184,15 @@ def main() -> None:
     parser.add_argument("--encoding", default="current", choices=["current", "rate"])
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--spike-matmul", default="auto", choices=["auto", "dense", "sparse"],
+                        help="g2g's spike products (model.spike_matmul)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     size = PRESETS[args.preset]
     rate = matmul_rate(size["batch"] * size["num_steps"], size["hidden"], size["hidden"])
-    print(f"preset={args.preset} {size} encoding={args.encoding} threads={torch.get_num_threads()} "
+    print(f"preset={args.preset} {size} encoding={args.encoding} spike_matmul={args.spike_matmul} "
+          f"threads={torch.get_num_threads()} "
           f"repeats={args.repeats}; dense fp32 matmul rate here: {rate:.1f} GFLOP/s")
     print(f"{'model':<7} {'sparsity':<8} {'ref s/step':>10} {'g2g s/step':>10} {'ref samp/s':>10} "
           f"{'g2g samp/s':>10} {'speedup':>8} {'ref act MiB':>11} {'g2g act MiB':>11} {'g2g GFLOP/s':>11} "
@@ -198,7 +202,7 @@ def main() -> None:
             if model == "dense" and sparsity == "dynamic":
                 continue
             r = run_case(model, sparsity, args.encoding, size["hidden"], size["num_steps"], size["batch"],
-                         args.repeats)
+                         args.repeats, args.spike_matmul)
             print(f"{model:<7} {sparsity:<8} {r['step_s']['reference']:>10.3f} {r['step_s']['g2g']:>10.3f} "
                   f"{r['samples_per_s']['reference']:>10.1f} {r['samples_per_s']['g2g']:>10.1f} "
                   f"{r['speedup']:>7.2f}x {r['activation_mib']['reference']:>11.0f} {r['activation_mib']['g2g']:>11.0f} "

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from g2g.reporting.markdown import generated_block, replace_generated_block
-from g2g.tracking.store import flatten
+from g2g.tracking.params import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from g2g.sparse.connectivity import expected_density, g2g_mask, group_labels, layer_connectivity
+from g2g.sparse.connectivity import g2g_mask, group_labels, layer_connectivity
 from g2g.models.network import SpikingNetwork
 
 
@@ -16,9 +16,9 @@ def test_mask_density_matches_formula_within_three_sigma(num_groups, p_intra, p_
     generator = torch.Generator().manual_seed(1)
     mask = g2g_mask(group_labels(n_in, num_groups, "index"), group_labels(n_out, num_groups, "index"),
                     p_intra, p_inter, generator)
-    expected = expected_density(num_groups, p_intra, p_inter)
+    intra_fraction = 1.0 / num_groups  # equal groups: a fraction 1/G of the pairs is in one group
+    expected = intra_fraction * p_intra + (1 - intra_fraction) * p_inter
     # variance of a sum of independent Bernoullis, one per connection
-    intra_fraction = 1.0 / num_groups
     variance = n_in * n_out * (intra_fraction * p_intra * (1 - p_intra)
                                + (1 - intra_fraction) * p_inter * (1 - p_inter))
     sigma = math.sqrt(variance) / (n_in * n_out)
@@ -74,16 +74,16 @@ def test_random_groupings_are_permutations_that_differ_between_layers():
 
 @pytest.mark.parametrize("model", ["index", "random", "mixer"])
 def test_masks_are_reproducible_from_the_seed(model):
-    first = SpikingNetwork(30, 24, 10, name=model, mask_seed=7)
-    again = SpikingNetwork(30, 24, 10, name=model, mask_seed=7)
-    other = SpikingNetwork(30, 24, 10, name=model, mask_seed=8)
+    first = SpikingNetwork(30, 24, 10, connectivity=model, mask_seed=7)
+    again = SpikingNetwork(30, 24, 10, connectivity=model, mask_seed=7)
+    other = SpikingNetwork(30, 24, 10, connectivity=model, mask_seed=8)
     for name in ("fc1", "fc2", "fc3"):
         assert torch.equal(getattr(first, name).mask, getattr(again, name).mask)
     assert any(not torch.equal(getattr(first, n).mask, getattr(other, n).mask) for n in ("fc1", "fc2", "fc3"))
 
 
 def test_masked_weights_are_zero_and_get_no_gradient():
-    net = SpikingNetwork(30, 24, 10, name="index", p_inter=0.1, mask_seed=0)
+    net = SpikingNetwork(30, 24, 10, connectivity="index", p_inter=0.1, mask_seed=0)
     for layer in net.masked_layers().values():
         assert torch.all(layer.weight[layer.mask == 0] == 0)
     out = net(torch.rand(5, 3, 30) * 3)
@@ -100,7 +100,7 @@ def test_bad_probability_is_refused():
 def test_synops_count_spikes_times_active_fanout_and_energy():
     from g2g.training.synops import ENERGY_PER_AC_PJ, ENERGY_PER_MAC_PJ, SynOpsCounter
 
-    net = SpikingNetwork(4, 8, 2, name="index", num_groups=2, p_intra=1.0, p_inter=0.0, mask_seed=0)
+    net = SpikingNetwork(4, 8, 2, connectivity="index", num_groups=2, p_intra=1.0, p_inter=0.0, mask_seed=0)
     counter = SynOpsCounter(net.masked_layers(), analog_input=True)
     inputs = torch.rand(3, 5, 4)  # analog: fc1 counts T x active connections as MACs
     spikes1 = torch.zeros(3, 5, 8)

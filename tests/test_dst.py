@@ -21,7 +21,7 @@ PAIRS = [(prune, grow) for prune in ("set", "random", "hebb") for grow in ("hebb
 def _trained_steps(model_name, prune, grow, steps=12, interval=3, seed=0):
     """Train a small network with DST; check the invariants after every step."""
     torch.manual_seed(seed)
-    net = SpikingNetwork(40, 32, 10, name=model_name, p_inter=0.2, mask_seed=seed)
+    net = SpikingNetwork(40, 32, 10, connectivity=model_name, p_inter=0.2, mask_seed=seed)
     with torch.no_grad():
         for layer in net.masked_layers().values():
             layer.weight.mul_(3.0)  # make every layer fire so Hebbian scores are informative
@@ -67,7 +67,7 @@ def test_dst_keeps_every_invariant(model_name, prune, grow):
 
 
 def test_no_update_at_step_zero_and_only_on_the_interval():
-    net = SpikingNetwork(10, 16, 4, name="index", mask_seed=0)
+    net = SpikingNetwork(10, 16, 4, connectivity="index", mask_seed=0)
     dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="random", grow="random",
                           update_interval=5)
     output = net(CurrentEncoder(3)(torch.rand(2, 10)))
@@ -79,7 +79,7 @@ def test_no_update_at_step_zero_and_only_on_the_interval():
 
 
 def test_set_prunes_exactly_k_with_tied_magnitudes():
-    net = SpikingNetwork(16, 16, 16, name="index", p_inter=0.5, mask_seed=1)
+    net = SpikingNetwork(16, 16, 16, connectivity="index", p_inter=0.5, mask_seed=1)
     optimizer = torch.optim.Adam(net.parameters())
     with torch.no_grad():
         for layer in net.masked_layers().values():
@@ -93,7 +93,7 @@ def test_set_prunes_exactly_k_with_tied_magnitudes():
 
 
 def test_set_prunes_the_smallest_magnitudes():
-    net = SpikingNetwork(4, 8, 8, name="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
+    net = SpikingNetwork(4, 8, 8, connectivity="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
     layer = net.fc2  # one group, fully connected 8x8
     with torch.no_grad():
         layer.weight.copy_(torch.arange(64.0).view(8, 8) - 10.0)  # |w| smallest at values near 0
@@ -111,7 +111,7 @@ def test_set_prunes_the_smallest_magnitudes():
 
 def _hand_made_layer():
     """fc2 of a 1-group network: 4 inputs x 4 outputs, half of the pairs active."""
-    net = SpikingNetwork(4, 4, 4, name="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
+    net = SpikingNetwork(4, 4, 4, connectivity="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1.0]])
     net.fc2.mask.copy_(mask)
     with torch.no_grad():
@@ -125,11 +125,11 @@ def test_hebbian_growth_picks_the_most_correlated_inactive_pairs():
                           prune_fraction=0.25)
     # input neuron 2 fires exactly when output neuron 0 fires, input 3 with output 1:
     # the inactive pairs (0, 2) and (1, 3) have cosine score 1, every other inactive pair 0.
-    pre = torch.zeros(1, 6, 4)
-    post = torch.zeros(1, 6, 4)
-    pre[0, 0:3, 2] = post[0, 0:3, 0] = 1
-    pre[0, 3:6, 3] = post[0, 3:6, 1] = 1
-    dst.traces["fc2"].accumulate(pre, post)
+    pre = torch.zeros(6, 4)
+    post = torch.zeros(6, 4)
+    pre[0:3, 2] = post[0:3, 0] = 1
+    pre[3:6, 3] = post[3:6, 1] = 1
+    dst.traces["fc2"].accumulate_counts(pre, post)
     before = net.fc2.mask.clone()
     dst.update_layer("fc2", net.fc2, 1)  # k = floor(0.25 * 8) = 2
     grown = ((net.fc2.mask == 1) & (before == 0)).nonzero().tolist()
@@ -141,13 +141,13 @@ def test_hebbian_pruning_drops_the_least_correlated_active_pairs():
     dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="hebb", grow="random",
                           prune_fraction=0.25)
     # every active pair fires together except (2, 3) and (3, 2), which are anti-correlated
-    pre = torch.zeros(1, 4, 4)
-    post = torch.zeros(1, 4, 4)
-    pre[0, 0, 0] = pre[0, 0, 1] = post[0, 0, 0] = post[0, 0, 1] = 1
-    pre[0, 1, 2] = post[0, 1, 2] = 1
-    pre[0, 2, 3] = post[0, 2, 3] = 1
-    pre[0, 3, 2] = pre[0, 3, 3] = post[0, 3, 2] = post[0, 3, 3] = 0.0
-    dst.traces["fc2"].accumulate(pre, post)
+    pre = torch.zeros(4, 4)
+    post = torch.zeros(4, 4)
+    pre[0, 0] = pre[0, 1] = post[0, 0] = post[0, 1] = 1
+    pre[1, 2] = post[1, 2] = 1
+    pre[2, 3] = post[2, 3] = 1
+    pre[3, 2] = pre[3, 3] = post[3, 2] = post[3, 3] = 0.0
+    dst.traces["fc2"].accumulate_counts(pre, post)
     score = dst.traces["fc2"].score()
     assert score[2, 3] == 0 and score[3, 2] == 0 and score[2, 2] > 0
     before = net.fc2.mask.clone()
@@ -160,8 +160,8 @@ def test_hebbian_trace_is_cosine_of_spike_counts_and_accumulates_over_steps():
     trace = HebbianTrace(3, 2)
     pre_a, post_a = torch.rand(5, 4, 2).round(), torch.rand(5, 4, 3).round()
     pre_b, post_b = torch.rand(5, 4, 2).round(), torch.rand(5, 4, 3).round()
-    trace.accumulate(pre_a, post_a)
-    trace.accumulate(pre_b, post_b)
+    trace.accumulate_counts(pre_a.sum(0), post_a.sum(0))
+    trace.accumulate_counts(pre_b.sum(0), post_b.sum(0))
     pre = torch.cat([pre_a.sum(0), pre_b.sum(0)])  # [8, 2] counts of both batches
     post = torch.cat([post_a.sum(0), post_b.sum(0)])
     expected = torch.nn.functional.cosine_similarity(post.T[:, None, :], pre.T[None, :, :], dim=-1)
@@ -169,7 +169,7 @@ def test_hebbian_trace_is_cosine_of_spike_counts_and_accumulates_over_steps():
 
 
 def test_dense_model_with_dynamic_sparsity_is_refused():
-    net = SpikingNetwork(4, 8, 2, name="dense")
+    net = SpikingNetwork(4, 8, 2, connectivity="dense")
     with pytest.raises(ValueError, match="nothing to rewire"):
         make_sparsity("dynamic", net, torch.optim.Adam(net.parameters()))
     with pytest.raises(ConfigError, match="model='dense'.*nothing to rewire"):

@@ -71,7 +71,7 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
     assert cells[3] == f"{100 * (statistics.mean(mixer) - statistics.mean(dense)):+.2f}"
     assert cells[4] == "2"
     # parameters measured from the masks: what the model of each seed has, averaged
-    counts = [SpikingNetwork(784, 16, 10, name="mixer", p_inter=0.1, mask_seed=s).parameter_counts() for s in SEEDS]
+    counts = [SpikingNetwork(784, 16, 10, connectivity="mixer", p_inter=0.1, mask_seed=s).parameter_counts() for s in SEEDS]
     assert cells[6] == f"{statistics.mean(c['parameters_total'] for c in counts):,.0f}"
     assert _row(text, "| dense |  |", "p_inter study")[5] == "100.0%"
 
@@ -117,7 +117,7 @@ def test_results_page_refuses_mixed_settings_and_unknown_experiments(store, tmp_
 
 
 def test_parameter_counts_are_measured_from_the_masks():
-    network = SpikingNetwork(20, 16, 4, name="index", p_inter=0.0, num_groups=4, mask_seed=0)
+    network = SpikingNetwork(20, 16, 4, connectivity="index", p_inter=0.0, num_groups=4, mask_seed=0)
     counts = network.parameter_counts()
     # p_inter 0: only the 4 diagonal blocks; fc1 20 -> 16 with groups of 5 and 4: 4 * 5 * 4
     assert counts["connections_fc1"] == int(network.fc1.mask.sum()) == 80

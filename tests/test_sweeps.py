@@ -153,7 +153,8 @@ def test_runs_log_to_a_real_mlflow_server(workdir):
 
 
 def test_report_figures_and_tables_from_rows(tmp_path):
-    from g2g.reporting.sweep_report import accuracy_vs_p_inter_figure, dst_rules_figure, write_tables
+    from g2g.reporting.figures import accuracy_vs_p_inter_figure, dst_rules_figure
+    from g2g.reporting.sweep_report import write_tables
 
     rows = []
     for model in ("index", "mixer"):
@@ -172,7 +173,8 @@ def test_report_figures_and_tables_from_rows(tmp_path):
 
 
 def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
-    from g2g.reporting.sweep_report import accuracy_vs_cost_figure, group_by_configuration
+    from g2g.reporting.figures import accuracy_vs_cost_figure
+    from g2g.reporting.queries import group_by_configuration
 
     rows = []
     for seed, accuracy in ((1, 0.80), (2, 0.84)):
@@ -195,7 +197,8 @@ def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
 
 
 def test_configurations_in_the_seed_readme_order_with_one_colour_per_model():
-    from g2g.reporting.sweep_report import accuracy_vs_p_inter_figure, group_by_configuration, model_colour
+    from g2g.reporting.figures import accuracy_vs_p_inter_figure, model_colour
+    from g2g.reporting.queries import group_by_configuration
 
     rows = [{"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": sparsity, "prune": prune,
              "grow": grow, "test_accuracy": 0.8}

@@ -18,6 +18,7 @@ from g2g.snn.neurons import LIF
 from g2g.sparse.connectivity import SPARSE_MODELS, layer_connectivity
 from g2g.sparse.layers import MaskedLinear
 
+#: the connectivities a network can have: fully connected, or a G2G sparse model
 MODELS = ("dense",) + SPARSE_MODELS
 LAYER_NAMES = ("fc1", "fc2", "fc3")
 
@@ -40,14 +41,19 @@ class SpikingNetwork(nn.Module):
         input_dim: D, size of the encoded input.
         hidden_dim: H, neurons per hidden layer.
         num_classes: C, output neurons.
-        name: model, one of ``dense``, ``index``, ``random``, ``mixer``.
+        connectivity: ``dense`` (fully connected) or a G2G sparse model, ``index``,
+            ``random`` or ``mixer`` (:data:`MODELS`).
         num_groups: G, groups per layer (sparse models).
         p_intra, p_inter: connection probabilities inside / between groups.
-        beta, threshold, learn_beta, learn_threshold, surrogate_slope: see
+        beta, threshold, learn_beta, learn_threshold, surrogate, surrogate_slope: see
             :class:`g2g.snn.neurons.LIF`; every LIF layer has its own learnable scalars.
         mask_seed: seed of the masks (a pure function of it).
+        spike_matmul: ``auto``, ``dense`` or ``sparse``: how fc2 and fc3 multiply their
+            spike inputs (:data:`g2g.sparse.layers.SPIKE_MATMUL_MODES`).
+        name: a label for the network, e.g. the name of the model config option;
+            defaults to ``connectivity``.
     Raises:
-        ValueError: unknown model.
+        ValueError: an unknown connectivity, surrogate or spike_matmul.
     """
 
     def __init__(
@@ -55,7 +61,7 @@ class SpikingNetwork(nn.Module):
         input_dim: int,
         hidden_dim: int,
         num_classes: int,
-        name: str = "dense",
+        connectivity: str = "dense",
         num_groups: int = 8,
         p_intra: float = 1.0,
         p_inter: float = 0.15,
@@ -63,24 +69,32 @@ class SpikingNetwork(nn.Module):
         threshold: float = 1.0,
         learn_beta: bool = True,
         learn_threshold: bool = True,
+        surrogate: str = "atan",
         surrogate_slope: float = 2.0,
         mask_seed: int = 0,
+        spike_matmul: str = "auto",
+        name: str | None = None,
     ) -> None:
         super().__init__()
-        if name not in MODELS:
-            raise ValueError(f"model.name={name!r} is unknown; allowed: {', '.join(MODELS)}")
-        self.name = name
+        if connectivity not in MODELS:
+            raise ValueError(
+                f"model.connectivity={connectivity!r} is unknown; allowed: {', '.join(MODELS)}"
+            )
+        self.connectivity = connectivity
+        self.name = connectivity if name is None else name
         sizes = [input_dim, hidden_dim, hidden_dim, num_classes]
-        if name == "dense":
+        if connectivity == "dense":
             wiring = [None] * 3
         else:
-            wiring = layer_connectivity(sizes, name, num_groups, p_intra, p_inter, mask_seed)
+            wiring = layer_connectivity(sizes, connectivity, num_groups, p_intra, p_inter, mask_seed)
         self.fc1, self.fc2, self.fc3 = (
-            MaskedLinear(fan_in, fan_out, connectivity)
-            for fan_in, fan_out, connectivity in zip(sizes[:-1], sizes[1:], wiring)
+            MaskedLinear(fan_in, fan_out, layer_wiring, spike_matmul)
+            for fan_in, fan_out, layer_wiring in zip(sizes[:-1], sizes[1:], wiring)
         )
         self.lif1, self.lif2, self.lif3 = (
-            LIF(beta, threshold, learn_beta, learn_threshold, surrogate_slope) for _ in range(3)
+            LIF(beta, threshold, learn_beta, learn_threshold, surrogate=surrogate,
+                surrogate_slope=surrogate_slope)
+            for _ in range(3)
         )
 
     def masked_layers(self) -> dict[str, MaskedLinear]:

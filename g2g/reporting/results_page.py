@@ -23,17 +23,25 @@ replaced, so hand-written discussion around it survives a regeneration.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-
-import matplotlib.pyplot as plt
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
-from g2g.reporting.sweep_report import (
-    accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, configuration, configuration_label, dst_rules_figure, group_by_configuration, mean_std, missing_experiment_message, run_row,
+from g2g.reporting.figures import accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, dst_rules_figure, save
+from g2g.reporting.queries import (
+    ResultsError, configuration_label, experiment_rows, group_by_configuration,
 )
+from g2g.reporting.statistics import mean_std
+from g2g.tracking.names import (
+    METRIC_CONNECTIONS_TOTAL, METRIC_DENSITY_PREFIX, METRIC_ENERGY, METRIC_ENERGY_DENSE_EQUIVALENT,
+    METRIC_MACS_TOTAL, METRIC_PARAMETERS_DENSE, METRIC_PARAMETERS_TOTAL, METRIC_SYNOPS_TOTAL,
+    METRIC_TEST_ACCURACY,
+)
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+    from mlflow.tracking import MlflowClient
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 #: keys every run of the page must share, with their table headers
@@ -41,38 +49,6 @@ SETTING = (("dataset", "dataset"), ("hidden_dim", "hidden neurons"), ("num_steps
            ("encoder", "encoder"), ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "learning rate"))
 #: the seed README's architecture on Fashion-MNIST, for the mask-measured size table
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
-LAYERS = ("fc1", "fc2", "fc3")
-
-
-class ResultsError(ValueError):
-    """The experiment cannot make a results page (no runs, mixed settings)."""
-
-
-def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
-    """Every finished training run of the experiment as a :func:`g2g.reporting.sweep_report.run_row`,
-    plus ``train_time_s`` (sum of the per-epoch training times). One run per
-    configuration and seed (the latest).
-
-    Raises:
-        ResultsError: no such experiment, or no finished run in it.
-    """
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise ResultsError(missing_experiment_message(client, experiment_name,
-                                                      f"no MLflow experiment named {experiment_name!r}"))
-    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time ASC"], max_results=50000)
-    latest = {}
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("g2g.sweep") == "true" or "g2g.reused_run_id" in tags or "test_accuracy" not in run.data.metrics:
-            continue
-        row = run_row(run)
-        row["train_time_s"] = sum(m.value for m in client.get_metric_history(run.info.run_id, "epoch_time_s"))
-        latest[(configuration(row), row["seed"])] = row
-    if not latest:
-        raise ResultsError(f"experiment {experiment_name!r} has no finished training run with a test accuracy")
-    return list(latest.values())
 
 
 def shared_setting(rows: list[dict]) -> dict:
@@ -93,7 +69,7 @@ def shared_setting(rows: list[dict]) -> dict:
 
 def _accuracy(group: list[dict]) -> str:
     """Mean ± std of the group's test accuracy in percent (the mean alone for one run)."""
-    mean, std = mean_std([r["test_accuracy"] for r in group])
+    mean, std = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(group) > 1 else f"{100 * mean:.2f}"
 
 
@@ -111,8 +87,8 @@ def _ratio(part: float | None, whole: float | None) -> str:
 
 
 def _cost_cells(group: list[dict]) -> list[str]:
-    energy, dense_energy = _mean(group, "energy_nj"), _mean(group, "energy_dense_equivalent_nj")
-    return [_number(_mean(group, "synops_total")), _number(_mean(group, "macs_total")),
+    energy, dense_energy = _mean(group, METRIC_ENERGY), _mean(group, METRIC_ENERGY_DENSE_EQUIVALENT)
+    return [_number(_mean(group, METRIC_SYNOPS_TOTAL)), _number(_mean(group, METRIC_MACS_TOTAL)),
             _number(energy, 1), _ratio(energy, dense_energy), _number(_mean(group, "train_time_s"))]
 
 
@@ -120,16 +96,16 @@ def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
     """Static models by p_inter with the dense baseline (None without static sparse runs)."""
     static = {key: group for key, group in groups.items() if key[2] == "static"}
     dense = static.get(("dense", None, "static", None, None))
-    dense_accuracy = mean_std([r["test_accuracy"] for r in dense])[0] if dense else None
+    dense_accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in dense])[0] if dense else None
     if not any(key[0] != "dense" for key in static):
         return None
     rows = []
     for key, group in static.items():  # in the order of group_by_configuration
-        accuracy = mean_std([r["test_accuracy"] for r in group])
+        accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
         difference = "" if dense_accuracy is None or key[0] == "dense" else f"{100 * (accuracy[0] - dense_accuracy):+.2f}"
         rows.append([key[0], "" if key[1] is None else f"{key[1]:g}", _accuracy(group), difference, len(group),
-                     _ratio(_mean(group, "connections_total"), _dense_connections(group[0])),
-                     _number(_mean(group, "parameters_total")), *_cost_cells(group)])
+                     _ratio(_mean(group, METRIC_CONNECTIONS_TOTAL), _dense_connections(group[0])),
+                     _number(_mean(group, METRIC_PARAMETERS_TOTAL)), *_cost_cells(group)])
     return markdown.table(
         ["model", "p_inter", "test accuracy % (mean ± std)", "vs dense (points)", "seeds", "density",
          "parameters", "SynOps / inference", "MACs / inference", "energy / inference (nJ)",
@@ -139,9 +115,9 @@ def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
 def _dense_connections(row: dict) -> float | None:
     """Connections of the fully connected network of the row's shape: its dense
     parameter count less what is not a weight (biases, LIF scalars)."""
-    if None in (row.get("parameters_dense"), row.get("parameters_total"), row.get("connections_total")):
-        return None
-    return row["parameters_dense"] - (row["parameters_total"] - row["connections_total"])
+    dense, total, connections = (row.get(METRIC_PARAMETERS_DENSE), row.get(METRIC_PARAMETERS_TOTAL),
+                                 row.get(METRIC_CONNECTIONS_TOTAL))
+    return None if None in (dense, total, connections) else dense - (total - connections)
 
 
 def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
@@ -153,14 +129,14 @@ def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
     rows = []
     for base in dict.fromkeys(key[:2] for key in dynamic):  # in order, without repeats
         static = groups.get((*base, "static", None, None))
-        static_accuracy = mean_std([r["test_accuracy"] for r in static]) if static else None
+        static_accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in static]) if static else None
         if static:
             rows.append([configuration_label((*base, "static", None, None)), "static", "", _accuracy(static),
                          "", len(static), *_cost_cells(static)])
         for key, group in dynamic.items():
             if key[:2] != base:
                 continue
-            accuracy = mean_std([r["test_accuracy"] for r in group])
+            accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
             difference = "" if not static else f"{100 * (accuracy[0] - static_accuracy[0]):+.2f}"
             rows.append([configuration_label(base + ("static", None, None)), key[3], key[4], _accuracy(group),
                          difference, len(group), *_cost_cells(group)])
@@ -171,38 +147,42 @@ def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
 
 
 def measured_sizes_table(groups: dict[tuple, list[dict]]) -> str:
-    """Per static configuration: density of each layer and in all, active connections
-    and parameters, as logged by each run from its masks (mean over seeds)."""
+    """Per static configuration: density of each layer
+    (:data:`g2g.models.network.LAYER_NAMES`) and in all, active connections and
+    parameters, as logged by each run from its masks (mean over seeds)."""
+    from g2g.models.network import LAYER_NAMES  # noqa: PLC0415 (torch only when the page is made)
+
     rows = []
     for key, group in groups.items():
         if key[2] != "static":
             continue
-        rows.append([configuration_label(key)]
-                    + [f"{_mean(group, f'density_{layer}'):.4f}" if _mean(group, f"density_{layer}") is not None
-                       else "" for layer in LAYERS]
-                    + [_ratio(_mean(group, "connections_total"), _dense_connections(group[0])),
-                       _number(_mean(group, "connections_total")), _number(_mean(group, "parameters_total")),
-                       _ratio(_mean(group, "parameters_total"), _mean(group, "parameters_dense"))])
-    return markdown.table(["model", "density fc1", "density fc2", "density fc3", "density (all)", "connections",
-                           "parameters", "of dense"], rows)
+        densities = [_mean(group, METRIC_DENSITY_PREFIX + layer) for layer in LAYER_NAMES]
+        connections, parameters = _mean(group, METRIC_CONNECTIONS_TOTAL), _mean(group, METRIC_PARAMETERS_TOTAL)
+        rows.append([configuration_label(key)] + ["" if value is None else f"{value:.4f}" for value in densities]
+                    + [_ratio(connections, _dense_connections(group[0])), _number(connections),
+                       _number(parameters), _ratio(parameters, _mean(group, METRIC_PARAMETERS_DENSE))])
+    return markdown.table(["model"] + [f"density {layer}" for layer in LAYER_NAMES]
+                          + ["density (all)", "connections", "parameters", "of dense"], rows)
 
 
 def seed_architecture_sizes_table(p_inters: list[float]) -> str:
     """Sizes of the seed README's network (784 -> 2048 -> 2048 -> 10) measured from
-    masks built now (seed 42), for each model and p_inter."""
-    from g2g.models.network import SpikingNetwork
+    masks built now (seed 42), for each model of :data:`g2g.models.network.MODELS`
+    (the sparse ones at each p_inter)."""
+    from g2g.models.network import LAYER_NAMES, MODELS, SpikingNetwork  # noqa: PLC0415 (torch)
 
     rows = []
-    for name, values in (("dense", [None]), ("index", p_inters), ("random", p_inters), ("mixer", p_inters)):
-        for p_inter in values:
-            network = SpikingNetwork(name=name, p_inter=p_inter if p_inter is not None else 0.0, **SEED_ARCHITECTURE)
+    for name in MODELS:
+        for p_inter in [None] if name == "dense" else p_inters:
+            network = SpikingNetwork(connectivity=name, p_inter=0.0 if p_inter is None else p_inter,
+                                     **SEED_ARCHITECTURE)
             counts = network.parameter_counts()
-            densities = [network.masked_layers()[layer].density() for layer in LAYERS]
+            densities = [network.masked_layers()[layer].density() for layer in LAYER_NAMES]
             rows.append([name, "" if p_inter is None else f"{p_inter:g}"] + [f"{d:.4f}" for d in densities]
-                        + [_number(counts["parameters_total"]),
-                           _ratio(counts["parameters_total"], counts["parameters_dense"])])
-    return markdown.table(["model", "p_inter", "density fc1", "density fc2", "density fc3", "parameters",
-                           "of dense"], rows)
+                        + [_number(counts[METRIC_PARAMETERS_TOTAL]),
+                           _ratio(counts[METRIC_PARAMETERS_TOTAL], counts[METRIC_PARAMETERS_DENSE])])
+    return markdown.table(["model", "p_inter"] + [f"density {layer}" for layer in LAYER_NAMES]
+                          + ["parameters", "of dense"], rows)
 
 
 def _rewiring_sentence(rows: list[dict]) -> str:
@@ -216,12 +196,11 @@ def _rewiring_sentence(rows: list[dict]) -> str:
             f"start at `{values('grow_init')}`. The static row is the same model without rewiring.\n\n")
 
 
-def _figure(figure: plt.Figure | None, path: Path, page: Path, title: str) -> str:
+def _figure(figure: matplotlib.figure.Figure | None, path: Path, page: Path, title: str) -> str:
     if figure is None:
         return ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path, dpi=110)
     return f"![{title}]({path.relative_to(page.parent).as_posix()})\n\n"
 
 

@@ -1,2 +1,14 @@
 """One run from a composed config: validation, objects built from config, the
 holdout and cross-validation protocols, checkpoints, resume, signals and locks."""
+
+from g2g._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "job": ["run_job"],
+    "errors": ["USER_ERRORS", "exit_code"],
+    "signals": ["TrainingInterrupted"],
+    "validation": ["validate", "ConfigError"],
+    "hardware": ["select_device", "seed_everything", "DeviceUnavailableError"],
+    "checkpoint": ["checkpoint_paths", "config_hash", "CheckpointError"],
+    "lock": ["ExperimentLock", "ExperimentLockedError"],
+})

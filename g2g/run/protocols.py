@@ -26,7 +26,8 @@ from g2g.tracking.names import (
     TAG_RUN_LABEL,
 )
 from g2g.tracking.runs import resume_or_create_parent_run, start_run
-from g2g.tracking.store import RunLogger, flatten
+from g2g.tracking.params import flatten
+from g2g.tracking.run_logger import RunLogger
 
 log = logging.getLogger(__name__)
 

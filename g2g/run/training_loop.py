@@ -15,7 +15,7 @@ from g2g.run import checkpoint as ckpt
 from g2g.run.build import RunObjects
 from g2g.run.hardware import rng_state, set_rng_state
 from g2g.run.signals import TrainingInterrupted, stop_on_signals
-from g2g.tracking.store import RunLogger
+from g2g.tracking.run_logger import RunLogger
 from g2g.training.trainer import EpochInterrupted
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _log_final_artifacts(objects: RunObjects, history: list[dict], logger: RunLo
     """Learning curves, mask structure (sparse models), DST history (when it rewired)
     and the final state dict (weights and masks) as ``model/model_state_dict.pt``."""
     logger.figure(learning_curves_figure(history), "plots/learning_curves.png")
-    if objects.model.name != "dense":
+    if objects.model.connectivity != "dense":
         logger.figure(mask_structure_figure(objects.model.masked_layers()), "plots/mask_structure.png")
     if objects.sparsity is not None and objects.sparsity.records:
         logger.figure(dst_history_figure([vars(r) for r in objects.sparsity.records]), "plots/dst_history.png")

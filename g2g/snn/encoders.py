@@ -18,7 +18,6 @@ class CurrentEncoder:
         bias: offset added to the scaled input.
     """
 
-    is_constant_over_time = True
     produces_spikes = False
 
     def __init__(self, num_steps: int, scale: float = 1.0, bias: float = 0.0) -> None:
@@ -43,7 +42,6 @@ class RateEncoder:
         bias: offset (snntorch ``offset``).
     """
 
-    is_constant_over_time = False
     produces_spikes = True
 
     def __init__(self, num_steps: int, scale: float = 1.0, bias: float = 0.0) -> None:
@@ -56,6 +54,7 @@ class RateEncoder:
         return spikegen.rate(x, num_steps=self.num_steps, gain=self.scale, offset=self.bias)
 
 
+#: encoder name -> class; the ``encoder`` config group's options
 ENCODERS = {"current": CurrentEncoder, "rate": RateEncoder}
 
 

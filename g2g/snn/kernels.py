@@ -1,8 +1,9 @@
 """Hand-written autograd kernels of the spiking layers.
 
-- :class:`LIFScan`: the LIF recursion over all T steps of a layer with a fused backward.
-- :class:`SpikeLinear`: ``S @ W^T + b`` for binary spike inputs, with sparse products on
-  the CPU when few inputs spike.
+- :class:`LIFScan`: the LIF recursion over all T steps of a layer with a fused
+  backward; the surrogate gradient is an argument (:mod:`g2g.snn.surrogate`).
+- :func:`spike_linear` (:class:`SpikeLinear`): ``S @ W^T + b`` for binary spike
+  inputs, with sparse products when few inputs spike.
 
 Both equal the straightforward autograd computation up to float summation order
 (``tests/test_neurons.py``).
@@ -10,62 +11,74 @@ Both equal the straightforward autograd computation up to float summation order
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 
+from g2g.snn.surrogate import Surrogate, heaviside
+
+
 class LIFScan(torch.autograd.Function):
     """The LIF recursion over all T steps with a hand-written backward.
 
-    Forward keeps the membrane ``U`` and spikes ``S`` ``[T, B, N]`` (the next layer
-    keeps the same spike tensor for its weight gradient, so this costs no extra
-    memory); backward runs one fused update per step for the membrane
+    ``LIFScan.apply(current, decay, threshold, surrogate, slope)`` with ``current``
+    ``[T, B, N]``, ``decay`` and ``threshold`` 0-d tensors, ``surrogate`` a
+    :class:`g2g.snn.surrogate.Surrogate` and ``slope`` its sharpness; returns spikes
+    and membrane, both ``[T, B, N]``.
+
+    The recursion only needs the reset ``R[t] = H(U[t-1] - U_thr)`` (0/1, detached, as
+    in snntorch), which the forward computes step by step. The spike output is
+    ``S = surrogate.spike(U - U_thr)``: for :func:`g2g.snn.surrogate.heaviside` that is
+    the reset of the next step, so no extra work; a smooth spike function (used by
+    ``tests/test_neurons.py`` to check this backward with ``torch.autograd.gradcheck``)
+    is applied to the whole membrane after the recursion.
+
+    Forward keeps the membrane ``U`` and the resets ``[T, B, N]`` (for the Heaviside
+    spike the next layer keeps the same tensor for its weight gradient, so this costs
+    no extra memory); backward runs one fused update per step for the membrane
     gradient and does everything else (surrogate, threshold and decay gradients) as
     whole-tensor operations. Same results as stepping snntorch's ``Leaky`` with
     autograd (pinned by ``tests/test_neurons.py``), with far fewer elementwise passes.
 
-    Backward equations (``g`` = dLoss/d.., ``s'`` = surrogate derivative at ``U[t] - U_thr``):
+    Backward equations (``g`` = dLoss/d.., ``s'`` = surrogate derivative at ``U[t] - U_thr``,
+    ``H[t] = H(U[t] - U_thr)``, the reset of step t+1):
 
         gU[t] = gS[t] * s'[t] + gM[t] + decay * gU[t+1]     (reset term is detached)
         gI[t] = gU[t]
-        g_thr = -sum(gS * s') - sum_t S[t-1] * gU[t]
+        g_thr = -sum(gS * s') - sum_t H[t-1] * gU[t]
         g_decay = sum_t U[t-1] * gU[t]
     """
 
     @staticmethod
-    def forward(ctx, current, decay, threshold, slope):
+    def forward(ctx, current, decay, threshold, surrogate: Surrogate, slope: float):
         decay_value, threshold_value = float(decay), float(threshold)
         membrane = torch.empty(current.shape, dtype=current.dtype, device=current.device)
-        spikes = torch.empty_like(membrane)
-        previous = None
+        fired = torch.empty_like(membrane)  # H(U[t] - U_thr): the reset of step t+1
         for step, current_t in enumerate(current.unbind(0)):
             u = membrane[step]
-            if previous is None:
+            if step == 0:
                 u.copy_(current_t)  # U[-1] = 0: decay * 0 + I[0]
             else:
                 torch.mul(membrane[step - 1], decay_value, out=u)
                 u.add_(current_t)
-                u.sub_(spikes[step - 1], alpha=threshold_value)  # S in {0, 1}: exact
-            torch.gt(u, threshold_value, out=spikes[step])
-            previous = u
-        ctx.save_for_backward(membrane, spikes, decay, threshold)
-        ctx.slope = slope
+                u.sub_(fired[step - 1], alpha=threshold_value)  # H in {0, 1}: exact
+            torch.gt(u, threshold_value, out=fired[step])
+        if surrogate.spike is heaviside:
+            spikes = fired
+        else:
+            spikes = surrogate.spike(membrane - threshold_value, slope)
+        ctx.save_for_backward(membrane, fired, decay, threshold)
+        ctx.surrogate, ctx.slope = surrogate, slope
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
         return spikes, membrane
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
-        membrane, spikes, decay, threshold = ctx.saved_tensors
+        membrane, fired, decay, threshold = ctx.saved_tensors
         decay_value, threshold_value = float(decay), float(threshold)
-        alpha = ctx.slope
-        # surrogate derivative, as snntorch's ATan: (alpha/2) / (1 + (pi/2 * alpha * x)^2),
-        # times the incoming spike gradient, in four passes over [T, B, N]
         direct = membrane - threshold_value
-        torch.addcmul(torch.ones((), dtype=direct.dtype, device=direct.device), direct, direct,
-                      value=(math.pi / 2 * alpha) ** 2, out=direct)
-        if grad_spikes is not None:
-            torch.div(grad_spikes, direct, out=direct).mul_(alpha / 2)
+        if grad_spikes is not None:  # gS * s', the spikes' direct share of gU
+            direct = ctx.surrogate.input_gradient(grad_spikes, direct, ctx.slope)
         else:
             direct.zero_()
         threshold_grad = -direct.sum()
@@ -75,50 +88,47 @@ class LIFScan(torch.autograd.Function):
         for step in range(grad_u.shape[0] - 2, -1, -1):
             grad_u[step].add_(grad_u[step + 1], alpha=decay_value)
         later = grad_u[1:].reshape(-1)
-        threshold_grad = threshold_grad - torch.dot(spikes[:-1].reshape(-1), later)
+        threshold_grad = threshold_grad - torch.dot(fired[:-1].reshape(-1), later)
         decay_grad = torch.dot(membrane[:-1].reshape(-1), later)
-        return grad_u, decay_grad.reshape(decay.shape), threshold_grad.reshape(threshold.shape), None
+        return grad_u, decay_grad.reshape(decay.shape), threshold_grad.reshape(threshold.shape), None, None
 
 
-# torch marks its CSR layout "beta"; the products used here are tested against dense ones
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-
-#: use sparse products for binary spike inputs on the CPU when they are sparse enough
-#: (measured in benchmarks/README.md; set False to always use dense matmuls)
-SPARSE_SPIKE_MATMUL = True
-#: spike density below which the forward product uses a CSR sparse x dense matmul
+#: spike density below which :func:`spike_linear`'s forward is a CSR sparse x dense
+#: product by default (measured on the CPU: benchmarks/README.md)
 SPARSE_FORWARD_BELOW = 0.15
-#: spike density below which the weight gradient uses a COO sparse x dense matmul
+#: spike density below which :func:`spike_linear`'s weight gradient is a COO sparse x
+#: dense product by default (measured on the CPU: benchmarks/README.md)
 SPARSE_WEIGHT_GRAD_BELOW = 0.12
 
 
-class SpikeLinear(torch.autograd.Function):
-    """``S @ W^T + b`` for binary spikes ``S`` ``[M, K]``, using that most entries are 0.
+def _to_sparse_csr(dense: torch.Tensor) -> torch.Tensor:
+    """``dense.to_sparse_csr()`` without torch's "Sparse CSR tensor support is in beta
+    state" warning (the products used here are tested against dense ones)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return dense.to_sparse_csr()
 
-    On the CPU, when the spike density is below :data:`SPARSE_FORWARD_BELOW` the forward
-    product is a CSR sparse x dense matmul, and below :data:`SPARSE_WEIGHT_GRAD_BELOW`
-    the weight gradient ``G^T S`` is computed as ``(S^T G)^T`` with S in COO form; the
-    input gradient ``G W`` is always dense. The results equal the dense products up to
-    float32 summation order.
-    """
+
+class SpikeLinear(torch.autograd.Function):
+    """The autograd function behind :func:`spike_linear`; ``SpikeLinear.apply(spikes,
+    weight, bias, forward_below, weight_grad_below)`` (all five arguments)."""
 
     @staticmethod
-    def forward(ctx, spikes, weight, bias):
+    def forward(ctx, spikes, weight, bias, forward_below: float, weight_grad_below: float):
         density = float(spikes.sum()) / max(spikes.numel(), 1)
         ctx.spikes_csr = None
-        if density < SPARSE_FORWARD_BELOW:
-            spikes_csr = spikes.to_sparse_csr()
+        if density < forward_below:
+            spikes_csr = _to_sparse_csr(spikes)
             output = torch.sparse.mm(spikes_csr, weight.t())
             if bias is not None:
                 output += bias
-            if density < SPARSE_WEIGHT_GRAD_BELOW:
+            if density < weight_grad_below:
                 ctx.spikes_csr = spikes_csr  # reused by the weight gradient
         elif bias is not None:
             output = torch.addmm(bias, spikes, weight.t())
         else:
             output = spikes @ weight.t()
         ctx.save_for_backward(spikes, weight)
-        ctx.density = density
         ctx.has_bias = bias is not None
         return output
 
@@ -136,6 +146,33 @@ class SpikeLinear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_output.sum(0)
         ctx.spikes_csr = None
-        return grad_spikes, grad_weight, grad_bias
+        return grad_spikes, grad_weight, grad_bias, None, None
 
 
+def spike_linear(
+    spikes: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    forward_below: float = SPARSE_FORWARD_BELOW,
+    weight_grad_below: float = SPARSE_WEIGHT_GRAD_BELOW,
+) -> torch.Tensor:
+    """``S @ W^T + b`` for binary spikes, using that most entries are 0.
+
+    When the spike density (fraction of ones in ``spikes``) is below ``forward_below``
+    the forward product is a CSR sparse x dense matmul, and when it is also below
+    ``weight_grad_below`` the weight gradient ``G^T S`` is computed as ``(S^T G)^T``
+    with S in COO form (reusing the forward's conversion); otherwise the products are
+    dense. The input gradient ``G W`` is always dense. Pass ``math.inf`` for both to
+    always use the sparse products. The results equal the dense products up to float
+    summation order. The defaults were measured on the CPU in float32; on CUDA, torch
+    runs the sparse products with cuSPARSE.
+
+    Args:
+        spikes: S, 0/1 values, ``[M, K]``.
+        weight: W, ``[N, K]``.
+        bias: b, ``[N]``, or None.
+        forward_below, weight_grad_below: density thresholds (fractions; see above).
+    Returns:
+        ``[M, N]``.
+    """
+    return SpikeLinear.apply(spikes, weight, bias, forward_below, weight_grad_below)

@@ -6,7 +6,7 @@ at once so that the layer's synaptic currents can be computed in one matmul:
 
     R[t] = H(U[t-1] - U_thr)                       (detached, as in snntorch)
     U[t] = clamp(beta, 0, 1) * U[t-1] + I[t] - R[t] * U_thr
-    S[t] = H(U[t] - U_thr)                         (surrogate: arctan, slope alpha)
+    S[t] = H(U[t] - U_thr)                         (surrogate gradient: arctan by default)
 
 with ``U[-1] = 0``. ``tests/test_neurons.py`` pins this to ``snntorch.Leaky`` for
 spikes, membrane and gradients.
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from g2g.snn.kernels import LIFScan
+from g2g.snn.surrogate import get_surrogate
 
 
 class LIF(nn.Module):
@@ -31,8 +32,12 @@ class LIF(nn.Module):
         threshold: firing threshold U_thr (membrane units), > 0.
         learn_beta: make beta a trainable scalar (snntorch ``learn_beta``).
         learn_threshold: make the threshold a trainable scalar.
-        surrogate_slope: alpha of snntorch's arctan surrogate,
+        surrogate: name of the surrogate gradient in
+            :data:`g2g.snn.surrogate.SURROGATES`; ``atan`` is snntorch's arctan,
             dS/dU = (alpha/2) / (1 + (pi/2 * alpha * (U - U_thr))^2).
+        surrogate_slope: the surrogate's sharpness alpha.
+    Raises:
+        ValueError: an unknown surrogate name.
     """
 
     def __init__(
@@ -41,9 +46,12 @@ class LIF(nn.Module):
         threshold: float = 1.0,
         learn_beta: bool = True,
         learn_threshold: bool = True,
+        surrogate: str = "atan",
         surrogate_slope: float = 2.0,
     ) -> None:
         super().__init__()
+        self.surrogate_name = surrogate
+        self.surrogate = get_surrogate(surrogate)
         beta_tensor = torch.tensor(float(beta))
         threshold_tensor = torch.tensor(float(threshold))
         if learn_beta:
@@ -56,22 +64,19 @@ class LIF(nn.Module):
             self.register_buffer("threshold", threshold_tensor)
         self.surrogate_slope = surrogate_slope
 
-    def forward(
-        self, current: torch.Tensor, return_membrane: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
         """Integrate a current sequence.
 
         Args:
             current: synaptic input current I, shape ``[T, B, N]`` (may be a
                 broadcast view, e.g. the same current at every step).
-            return_membrane: also return the membrane potential.
         Returns:
-            Spikes S of 0/1, shape ``[T, B, N]``; with ``return_membrane`` also the
-            membrane U after the reset, shape ``[T, B, N]``.
+            Spikes S of 0/1, shape ``[T, B, N]`` (the membrane U after the reset is
+            the second output of :class:`g2g.snn.kernels.LIFScan`).
         """
-        spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold,
-                                         self.surrogate_slope)
-        return (spikes, membrane) if return_membrane else spikes
+        spikes, _ = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
+                                  self.surrogate_slope)
+        return spikes
 
     def extra_repr(self) -> str:
-        return f"surrogate=atan(alpha={self.surrogate_slope})"
+        return f"surrogate={self.surrogate_name}(alpha={self.surrogate_slope})"

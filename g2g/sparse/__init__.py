@@ -1,2 +1,10 @@
 """Sparse connectivity: G2G group labels and masks, masked linear layers, and dynamic
 sparse training (prune and grow rules) that rewires the masks during training."""
+
+from g2g._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "connectivity": ["LayerConnectivity", "layer_connectivity", "group_labels", "g2g_mask", "expected_density"],
+    "layers": ["MaskedLinear"],
+    "dst": ["DynamicSparsity", "HebbianTrace", "make_sparsity"],
+})

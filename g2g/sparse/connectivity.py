@@ -10,29 +10,54 @@ cortex).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
-GROUPINGS = ("index", "interleaved", "random")
-SPARSE_MODELS = ("index", "random", "mixer")
+
+def _index_labels(num_neurons: int, num_groups: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Contiguous blocks: label ``floor(i*G/n)``, near-equal blocks when G does not divide n."""
+    return torch.arange(num_neurons) * num_groups // num_neurons
+
+
+def _interleaved_labels(num_neurons: int, num_groups: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Label ``i mod G``."""
+    return torch.arange(num_neurons) % num_groups
+
+
+def _random_labels(num_neurons: int, num_groups: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A random permutation of the index labels, drawn from ``generator``."""
+    return _index_labels(num_neurons, num_groups, generator)[torch.randperm(num_neurons, generator=generator)]
+
+
+#: grouping name -> labels function ``(num_neurons, num_groups, generator) -> [n] int64``
+GROUPING_LABELS: dict[str, Callable[[int, int, torch.Generator | None], torch.Tensor]] = {
+    "index": _index_labels, "interleaved": _interleaved_labels, "random": _random_labels}
+GROUPINGS = tuple(GROUPING_LABELS)
+
+#: sparse connectivity model -> grouping of weight layer ``layer`` (0 for fc1): ``index``
+#: and ``random`` use their grouping everywhere; ``mixer`` alternates index /
+#: interleaved / index, so fc2 sees the hidden neurons grouped across fc1's blocks
+LAYER_GROUPINGS: dict[str, Callable[[int], str]] = {
+    "index": lambda layer: "index",
+    "random": lambda layer: "random",
+    "mixer": lambda layer: "index" if layer % 2 == 0 else "interleaved",
+}
+SPARSE_MODELS = tuple(LAYER_GROUPINGS)
 
 
 def layer_grouping(model_name: str, layer: int) -> str:
-    """Grouping of weight layer ``layer`` (0 for fc1) of a sparse model: ``index`` and
-    ``random`` use their grouping everywhere; ``mixer`` alternates index /
-    interleaved / index, so fc2 sees the hidden neurons grouped across fc1's blocks.
+    """Grouping of weight layer ``layer`` (0 for fc1) of a sparse model (see
+    :data:`LAYER_GROUPINGS`).
 
     Raises:
         ValueError: a model name that is not one of ``SPARSE_MODELS``.
     """
-    if model_name not in SPARSE_MODELS:
+    if model_name not in LAYER_GROUPINGS:
         raise ValueError(
             f"model={model_name!r} has no G2G grouping; allowed: {', '.join(SPARSE_MODELS)}"
         )
-    if model_name == "mixer":
-        return "index" if layer % 2 == 0 else "interleaved"
-    return model_name
+    return LAYER_GROUPINGS[model_name](layer)
 
 
 def group_labels(
@@ -49,7 +74,7 @@ def group_labels(
         grouping: ``"index"`` (contiguous blocks, label ``floor(i*G/n)``; near-equal
             blocks when G does not divide n), ``"interleaved"`` (label ``i mod G``) or
             ``"random"`` (a random permutation of the index labels, drawn from
-            ``generator``).
+            ``generator``); see :data:`GROUPING_LABELS`.
         generator: random source for ``"random"``; ignored otherwise.
     Returns:
         Labels in ``[0, G)``, shape ``[n]``, int64.
@@ -60,15 +85,9 @@ def group_labels(
         raise ValueError(
             f"num_neurons={num_neurons} and num_groups={num_groups} must both be >= 1"
         )
-    positions = torch.arange(num_neurons)
-    if grouping == "index":
-        return positions * num_groups // num_neurons
-    if grouping == "interleaved":
-        return positions % num_groups
-    if grouping == "random":
-        index_labels = positions * num_groups // num_neurons
-        return index_labels[torch.randperm(num_neurons, generator=generator)]
-    raise ValueError(f"grouping={grouping!r} is unknown; allowed: {', '.join(GROUPINGS)}")
+    if grouping not in GROUPING_LABELS:
+        raise ValueError(f"grouping={grouping!r} is unknown; allowed: {', '.join(GROUPINGS)}")
+    return GROUPING_LABELS[grouping](num_neurons, num_groups, generator)
 
 
 def g2g_mask(
@@ -100,12 +119,6 @@ def g2g_mask(
         same_group, torch.tensor(float(p_intra)), torch.tensor(float(p_inter))
     )
     return torch.bernoulli(probability, generator=generator)
-
-
-def expected_density(num_groups: int, p_intra: float, p_inter: float) -> float:
-    """Expected fraction of active connections when groups are equal in size:
-    ``p_intra/G + p_inter*(1 - 1/G)``."""
-    return p_intra / num_groups + p_inter * (1.0 - 1.0 / num_groups)
 
 
 class LayerConnectivity(NamedTuple):

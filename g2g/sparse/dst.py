@@ -30,15 +30,56 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from g2g.sparse.layers import MaskedLinear
 from g2g.models.network import NetworkOutput, SpikingNetwork
 
-PRUNE_RULES = ("set", "random", "hebb")
-GROW_RULES = ("hebb", "random")
-GROW_INITS = ("zero", "uniform")
+#: ``(dst, layer_name, layer) -> [N_out, N_in]`` scores of a prune or grow rule
+Scores = Callable[["DynamicSparsity", str, MaskedLinear], torch.Tensor]
+
+
+def _magnitude_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
+    """``|w|`` (SET, Mocanu et al. 2018)."""
+    return layer.weight.abs()
+
+
+def _random_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
+    """Uniform random scores from the DST generator."""
+    return torch.rand(layer.mask.shape, generator=dst.generator).to(layer.mask.device)
+
+
+def _hebbian_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
+    """The cosine-normalised Hebbian trace of the layer (module docstring)."""
+    return dst.traces[layer_name].score()
+
+
+def _zero_weights(dst: DynamicSparsity, layer: MaskedLinear, count: int) -> torch.Tensor:
+    return torch.zeros(count, device=layer.weight.device)
+
+
+def _uniform_weights(dst: DynamicSparsity, layer: MaskedLinear, count: int) -> torch.Tensor:
+    """nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    bound = 1.0 / math.sqrt(layer.in_features)
+    values = (torch.rand(count, generator=dst.generator) * 2 - 1) * bound
+    return values.to(layer.weight.device)
+
+
+#: prune rule -> scores; the ``k`` lowest active connections are pruned
+PRUNE_SCORES: dict[str, Scores] = {"set": _magnitude_scores, "random": _random_scores, "hebb": _hebbian_scores}
+#: grow rule -> scores; the ``k`` highest inactive connections are grown
+GROW_SCORES: dict[str, Scores] = {"hebb": _hebbian_scores, "random": _random_scores}
+#: grow_init -> ``(dst, layer, count) -> [count]`` initial weights of grown connections
+GROW_INITIALIZERS: dict[str, Callable[[DynamicSparsity, MaskedLinear, int], torch.Tensor]] = {
+    "zero": _zero_weights, "uniform": _uniform_weights}
+#: the names, in the order validation, docs and reports list them
+PRUNE_RULES = tuple(PRUNE_SCORES)
+GROW_RULES = tuple(GROW_SCORES)
+GROW_INITS = tuple(GROW_INITIALIZERS)
+#: the rule that needs a Hebbian trace
+HEBBIAN_RULE = "hebb"
 
 
 def spike_counts(activity: torch.Tensor) -> torch.Tensor:
@@ -60,12 +101,6 @@ class HebbianTrace:
         self.correlation = torch.zeros(out_features, in_features, device=device)
         self.pre_square = torch.zeros(in_features, device=device)
         self.post_square = torch.zeros(out_features, device=device)
-
-    @torch.no_grad()
-    def accumulate(self, pre: torch.Tensor, post: torch.Tensor) -> None:
-        """Add one step's activity. ``pre`` ``[T, B, N_in]`` (may be a broadcast view),
-        ``post`` ``[T, B, N_out]``."""
-        self.accumulate_counts(spike_counts(pre), spike_counts(post))
 
     @torch.no_grad()
     def accumulate_counts(self, pre_counts: torch.Tensor, post_counts: torch.Tensor) -> None:
@@ -166,7 +201,7 @@ class DynamicSparsity:
         grow_init: str = "zero",
         seed: int = 0,
     ) -> None:
-        if model.name == "dense":
+        if model.connectivity == "dense":
             raise ValueError(
                 "sparsity=dynamic needs a sparse model: model=dense is fully connected and has "
                 "nothing to rewire; use model=index|random|mixer, or sparsity=static"
@@ -185,7 +220,7 @@ class DynamicSparsity:
         self.grow_init = grow_init
         self.generator = torch.Generator().manual_seed(seed)
         self.layers = model.masked_layers()
-        self.uses_hebbian = "hebb" in (prune, grow)
+        self.uses_hebbian = HEBBIAN_RULE in (prune, grow)
         self.traces = {
             name: HebbianTrace(layer.out_features, layer.in_features, layer.weight.device)
             for name, layer in self.layers.items()
@@ -202,9 +237,6 @@ class DynamicSparsity:
                 trace.accumulate_counts(pre, post)
         if global_step > 0 and global_step % self.update_interval == 0:
             self.update(global_step)
-
-    def _random_scores(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.rand(like.shape, generator=self.generator).to(like.device)
 
     @torch.no_grad()
     def update(self, global_step: int) -> list[UpdateRecord]:
@@ -226,35 +258,22 @@ class DynamicSparsity:
         active = mask.bool()
         inactive = ~active
         k = min(int(self.prune_fraction * int(active.sum())), int(inactive.sum()))
-        hebbian = self.traces[name].score() if name in self.traces else None
         if k > 0:
-            if self.prune == "set":
-                prune_scores = layer.weight.abs()
-            elif self.prune == "random":
-                prune_scores = self._random_scores(mask)
-            else:
-                prune_scores = hebbian
-            grow_scores = hebbian if self.grow == "hebb" else self._random_scores(mask)
+            prune_scores = PRUNE_SCORES[self.prune](self, name, layer)
+            grow_scores = GROW_SCORES[self.grow](self, name, layer)
             pruned = _lowest(prune_scores, active, k)
             grown = _highest(grow_scores, inactive, k)  # inactive *before* this update
             flat_mask, flat_weight = mask.view(-1), layer.weight.view(-1)
             flat_mask[pruned] = 0.0
             flat_mask[grown] = 1.0
             flat_weight[pruned] = 0.0
-            flat_weight[grown] = self._initial_weights(layer, k)
+            flat_weight[grown] = GROW_INITIALIZERS[self.grow_init](self, layer, k)
             self._reset_optimizer_state(layer.weight, torch.cat([pruned, grown]))
             grown_inter = (~layer.same_group().view(-1)[grown]).float().mean().item()
         else:
             grown_inter = 0.0
         intra, inter = group_densities(layer)
         return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter)
-
-    def _initial_weights(self, layer: MaskedLinear, count: int) -> torch.Tensor:
-        if self.grow_init == "zero":
-            return torch.zeros(count, device=layer.weight.device)
-        bound = 1.0 / math.sqrt(layer.in_features)
-        values = (torch.rand(count, generator=self.generator) * 2 - 1) * bound
-        return values.to(layer.weight.device)
 
     def _reset_optimizer_state(self, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
         """Zero every per-element optimizer state tensor (Adam's ``exp_avg``,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from g2g.snn import kernels
-from g2g.snn.kernels import SpikeLinear
+from g2g.snn.kernels import spike_linear
 from g2g.sparse.connectivity import LayerConnectivity
+
+#: how binary spike inputs are multiplied (the ``model.spike_matmul`` config key):
+#: ``auto`` sparse products on the CPU in float32 when few inputs spike (density
+#: thresholds: :func:`g2g.snn.kernels.spike_linear`'s defaults), dense otherwise;
+#: ``dense`` always ``F.linear``; ``sparse`` always the sparse products, at any
+#: density, on any device (on CUDA, torch's cuSPARSE products) and floating dtype
+SPIKE_MATMUL_MODES = ("auto", "dense", "sparse")
 
 
 class MaskedLinear(nn.Linear):
@@ -23,14 +31,25 @@ class MaskedLinear(nn.Linear):
         connectivity: the G2G mask ``[out_features, in_features]`` and group labels
             (:class:`g2g.sparse.connectivity.LayerConnectivity`), or ``None`` for a dense
             layer. Mask and labels are buffers, so they are part of the state dict.
+        spike_matmul: ``auto``, ``dense`` or ``sparse``: how binary spike inputs are
+            multiplied (see :data:`SPIKE_MATMUL_MODES`); the results agree up to float
+            summation order.
     Raises:
-        ValueError: a mask of the wrong shape.
+        ValueError: a mask of the wrong shape, or an unknown ``spike_matmul``.
     """
 
     def __init__(
-        self, in_features: int, out_features: int, connectivity: LayerConnectivity | None = None
+        self,
+        in_features: int,
+        out_features: int,
+        connectivity: LayerConnectivity | None = None,
+        spike_matmul: str = "auto",
     ):
+        if spike_matmul not in SPIKE_MATMUL_MODES:
+            raise ValueError(f"model.spike_matmul={spike_matmul!r} is unknown; "
+                             f"allowed: {', '.join(SPIKE_MATMUL_MODES)}")
         super().__init__(in_features, out_features)
+        self.spike_matmul = spike_matmul
         mask, in_groups, out_groups = connectivity if connectivity is not None else (None,) * 3
         if mask is not None and tuple(mask.shape) != (out_features, in_features):
             raise ValueError(
@@ -51,14 +70,20 @@ class MaskedLinear(nn.Linear):
         """``[..., in_features]`` -> ``[..., out_features]``.
 
         Args:
-            binary: ``x`` holds only 0 and 1 (spikes); on the CPU this allows the
-                sparse products of :class:`SpikeLinear`.
+            binary: ``x`` holds only 0 and 1 (spikes), which allows the sparse
+                products of :func:`g2g.snn.kernels.spike_linear` (see ``spike_matmul``).
         """
-        if binary and kernels.SPARSE_SPIKE_MATMUL and x.device.type == "cpu" and x.dtype == torch.float32:
-            flat = x.reshape(-1, self.in_features)
-            out = SpikeLinear.apply(flat, self.masked_weight(), self.bias)
-            return out.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.masked_weight(), self.bias)
+        mode = self.spike_matmul if binary else "dense"
+        if mode == "auto" and not (x.device.type == "cpu" and x.dtype == torch.float32):
+            mode = "dense"
+        if mode == "dense":
+            return F.linear(x, self.masked_weight(), self.bias)
+        thresholds = (math.inf, math.inf) if mode == "sparse" else ()  # auto: the measured defaults
+        out = spike_linear(x.reshape(-1, self.in_features), self.masked_weight(), self.bias, *thresholds)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, spike_matmul={self.spike_matmul}"
 
     def density(self) -> float:
         """Fraction of active connections (1.0 for a dense layer)."""

@@ -1,8 +1,8 @@
 """Names g2g writes into MLflow and the environment, in one place.
 
-Tags (``TAG_*``) mark what a run is; reports and the sweep callback read them back, so
-every module uses these constants instead of string literals. Importing this module
-imports nothing else.
+Tags (``TAG_*``) mark what a run is and metrics (``METRIC_*``) what it measured; reports
+and the sweep callback read them back, so every module uses these constants instead of
+string literals. Importing this module imports nothing else.
 """
 
 #: environment variable through which a sweep's jobs learn their MLflow parent run
@@ -33,3 +33,33 @@ TAG_PROTOCOL = "g2g.protocol"
 TAG_FOLD = "g2g.fold"
 #: MLflow's own tag linking a child run to its parent
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+
+# Metrics the reports read back (``*_PREFIX`` + a layer name: one metric per layer).
+#: test-set accuracy after the last epoch (fraction in [0, 1])
+METRIC_TEST_ACCURACY = "test_accuracy"
+#: training-set accuracy and mean cross-entropy loss of the last epoch
+METRIC_TRAIN_ACCURACY = "train_accuracy"
+METRIC_TRAIN_LOSS = "train_loss"
+#: seconds one training epoch took (logged per epoch)
+METRIC_EPOCH_TIME = "epoch_time_s"
+#: cross-validation: mean and sample standard deviation of the folds' validation accuracy
+METRIC_CV_VAL_ACCURACY_MEAN = "cv_val_accuracy_mean"
+METRIC_CV_VAL_ACCURACY_STD = "cv_val_accuracy_std"
+#: mean firing rate of a LIF layer (``firing_rate_lif1``, ...)
+METRIC_FIRING_RATE_PREFIX = "firing_rate_"
+#: fraction of a masked layer's weights that are active (``density_fc1``, ...)
+METRIC_DENSITY_PREFIX = "density_"
+#: active connections of a masked layer (``connections_fc1``, ...) and of all of them
+METRIC_CONNECTIONS_PREFIX = "connections_"
+METRIC_CONNECTIONS_TOTAL = "connections_total"
+#: learnable parameters measured from the masks, and of the same network fully connected
+METRIC_PARAMETERS_TOTAL = "parameters_total"
+METRIC_PARAMETERS_DENSE = "parameters_dense"
+#: per inference: accumulates of spike-driven layers, multiply-accumulates of the first
+#: layer, and the operations of the same network computed densely
+METRIC_SYNOPS_TOTAL = "synops_total"
+METRIC_MACS_TOTAL = "macs_total"
+METRIC_OPS_DENSE_EQUIVALENT = "ops_dense_equivalent"
+#: energy of one inference in nJ, and of the same network computed densely
+METRIC_ENERGY = "energy_nj"
+METRIC_ENERGY_DENSE_EQUIVALENT = "energy_dense_equivalent_nj"

@@ -4,7 +4,7 @@
 In the launching process, before any worker starts, it creates the MLflow store and
 experiment once (parallel workers creating a brand-new SQLite store race on its
 schema) and a parent run for the sweep; jobs find the parent through the
-environment variable :data:`g2g.run.job.PARENT_RUN_ENV` and log as nested child
+environment variable :data:`g2g.tracking.names.PARENT_RUN_ENV` and log as nested child
 runs. When the sweep ends the parent gets the comparison report
 (:mod:`g2g.reporting.sweep_report`) and is marked FINISHED, or FAILED when a job failed, and the
 command exits non-zero in that case.
@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from g2g.tracking.names import PARENT_RUN_ENV
+from g2g.tracking.names import PARENT_RUN_ENV, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES
 from g2g.tracking.store import setup_experiment
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,14 @@ class MlflowSweepCallback(Callback):
         parent = MlflowClient().create_run(
             experiment_id,
             run_name=f"sweep {overrides}".strip(),
-            tags={"g2g.sweep": "true", "g2g.sweep_dir": sweep_dir, "g2g.sweep_overrides": overrides},
+            tags={TAG_SWEEP: "true", TAG_SWEEP_DIR: sweep_dir, TAG_SWEEP_OVERRIDES: overrides},
         )
         self.parent_run_id = parent.info.run_id
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         log.info("sweep: MLflow parent run %s in %s", self.parent_run_id, config.tracking.experiment)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib only when needed)
+        from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib, torch: at the end)
 
         if self.parent_run_id is None:
             return
