@@ -169,8 +169,8 @@ def test_smoke_run_on_a_slice_of_real_fashion_mnist(tmp_path):
     assert summary["test_accuracy"] > 0.6, summary
 
 
-def test_mlflow_runs_module_imports_neither_torch_nor_hydra():
-    code = "import sys, g2g.tracking.runs; print(sorted({'torch', 'hydra'} & set(sys.modules)))"
+def test_mlflow_runs_module_imports_neither_torch_nor_hydra_nor_matplotlib():
+    code = "import sys, g2g.tracking.runs; print(sorted({'torch', 'hydra', 'matplotlib'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
