@@ -74,3 +74,4 @@ class MaskedLinear(nn.Linear):
         return self.out_groups[:, None] == self.in_groups[None, :]
 
 
+SPIKE_MATMUL_MODES = ("auto", "dense", "sparse")  # placeholder until the snn-sparse branch merges
