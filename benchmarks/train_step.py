@@ -111,7 +111,7 @@ def _train_step(module, optimizer, inputs, labels):
     return loss, output
 
 
-def run_case(model: str, sparsity: str, encoding: str, hidden: int, num_steps: int, batch: int,
+def run_case(model: str, sparsity: str, encoding: str, *, hidden: int, num_steps: int, batch: int,
              repeats: int, spike_matmul: str = "auto") -> dict:
     torch.manual_seed(0)
     net = SpikingNetwork(784, hidden, 10, connectivity=model, mask_seed=0, spike_matmul=spike_matmul)
@@ -201,8 +201,8 @@ def main() -> None:
         for sparsity in args.sparsity.split(","):
             if model == "dense" and sparsity == "dynamic":
                 continue
-            r = run_case(model, sparsity, args.encoding, size["hidden"], size["num_steps"], size["batch"],
-                         args.repeats, args.spike_matmul)
+            r = run_case(model, sparsity, args.encoding, hidden=size["hidden"], num_steps=size["num_steps"],
+                         batch=size["batch"], repeats=args.repeats, spike_matmul=args.spike_matmul)
             print(f"{model:<7} {sparsity:<8} {r['step_s']['reference']:>10.3f} {r['step_s']['g2g']:>10.3f} "
                   f"{r['samples_per_s']['reference']:>10.1f} {r['samples_per_s']['g2g']:>10.1f} "
                   f"{r['speedup']:>7.2f}x {r['activation_mib']['reference']:>11.0f} {r['activation_mib']['g2g']:>11.0f} "

@@ -65,7 +65,7 @@ def _option(group: str, option: str) -> tuple[dict, dict]:
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     values, comments = {}, {}
     for parent in raw.get("defaults", []):
-        if isinstance(parent, str) and parent != "_self_":
+        if isinstance(parent, str) and parent != "_self_" and not parent.startswith("/schema/"):
             parent_values, parent_comments = _option(group, parent)
             values.update(parent_values)
             comments.update(parent_comments)

@@ -40,8 +40,9 @@ LAYERS: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
 # the only modules that may import Hydra or OmegaConf (a name covers its submodules)
 CONFIG_LIBRARIES = ("hydra", "omegaconf")
 CONFIG_USERS = ("g2g.run", "g2g.tracking.sweep_callback", "g2g.config_docs", "run")
-# imported by every package's __init__ (the lazy re-export helper), allowed everywhere
-SHARED_HELPERS = ("g2g._lazy",)
+# top-level helpers every package may import: the lazy re-export helper of the
+# __init__s and the atomic file writes of everything that saves state
+SHARED_HELPERS = ("g2g._lazy", "g2g.files")
 
 
 def layer_table() -> str:
@@ -210,9 +211,6 @@ def test_find_cycle_reports_the_cycle_path():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "current tree: g2g.reporting.results_page (line 34) imports g2g.reporting.sweep_report, which imports "
-    "g2g.reporting.results_page inside main() (line 378); remove this mark when fixed"))
 def test_no_import_cycle_between_g2g_modules():
     graph = {name: {i.target for i in IMPORTS[name] if i.target in SOURCES and i.target != name}
              for name in SOURCES}
@@ -220,15 +218,7 @@ def test_no_import_cycle_between_g2g_modules():
     assert cycle is None, "import cycle (counting imports inside functions): " + " -> ".join(cycle)
 
 
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"current tree: {reason}; remove this mark when fixed")
-
-
-@pytest.mark.parametrize("package", [
-    pytest.param(p, marks=_xfail("g2g.sparse.dst (line 37) imports g2g.models.network")) if p == "sparse"
-    else pytest.param(p, marks=_xfail("g2g.data.features (line 191) imports g2g.run.checkpoint")) if p == "data"
-    else p
-    for p, (allowed, _) in LAYERS.items() if allowed is not ANY])
+@pytest.mark.parametrize("package", [p for p, (allowed, _) in LAYERS.items() if allowed is not ANY])
 def test_package_imports_only_the_g2g_packages_below_it(package):
     allowed = LAYERS[package][0] | {package}
     wrong = [i for m in _modules_of(package) for i in IMPORTS[m]

@@ -1,14 +1,17 @@
 """Every config option composes and instantiates; bad values are refused with the
 key, the value and what is allowed, before any work."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, REPO_ROOT, compose_config
+from g2g.run.build import instantiate_option
 from g2g.run.job import run_job
 from g2g.run.validation import ConfigError, validate
 
@@ -28,7 +31,7 @@ def test_groups_are_the_documented_ones():
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_option_composes_validates_and_instantiates(group, option):
+def test_every_option_composes_validates_and_builds(group, option):
     # dynamic sparsity needs a sparse model (the default model is dense); ResNet features need CIFAR
     needs = {"sparsity": ["model=mixer"], "features": ["dataset=cifar10"]}
     cfg = compose_config([f"{group}={option}"] + needs.get(group, []))
@@ -36,18 +39,24 @@ def test_every_option_composes_validates_and_instantiates(group, option):
         assert cfg.hardware.device == option
         cfg.hardware.device = "cpu"  # the device itself may be absent here; its selection is tested elsewhere
     validate(cfg)
-    encoder = instantiate(cfg.encoder)
+    if group != "experiment":  # presets are overlays of the other groups (@package _global_)
+        assert dataclasses.is_dataclass(OmegaConf.get_type(cfg[group])), "every option has a structured schema"
+    encoder = instantiate_option(cfg.encoder)
     sequence = encoder(torch.rand(3, 12))
     assert sequence.shape == (cfg.encoder.num_steps, 3, 12)
-    model = instantiate(cfg.model, input_dim=12, num_classes=10, mask_seed=cfg.seed)
-    assert model.name == cfg.model.name
+    model = instantiate_option(cfg.model, input_dim=12, num_classes=10, mask_seed=cfg.seed)
+    assert (model.name, model.connectivity) == (cfg.model.name, cfg.model.connectivity)
     assert model(sequence).counts.shape == (3, 10)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     assert optimizer.defaults["lr"] == cfg.train.lr
-    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
+    sparsity = instantiate_option(cfg.sparsity)
     assert (sparsity is None) == (cfg.sparsity.name == "static")
-    regularizer = instantiate(cfg.regularizer)
+    if sparsity is not None:
+        assert sparsity(model=model, optimizer=optimizer, seed=cfg.seed).prune == cfg.sparsity.prune
+    regularizer = instantiate_option(cfg.regularizer)
     assert (regularizer is None) == (cfg.regularizer.name == "none")
+    assert (instantiate_option(cfg.features) is None) == (cfg.features.name == "raw")
+    assert instantiate_option(cfg.hardware).device == cfg.hardware.device
 
 
 def test_defaults_follow_the_seed():
@@ -64,7 +73,6 @@ BAD_OVERRIDES = [
     ("model=mixer model.p_inter=1.5", "model.p_inter=1.5", "probability in [0, 1]"),
     ("model=index model.p_inter=-0.1", "model.p_inter=-0.1", "probability in [0, 1]"),
     ("model=random model.p_intra=2", "model.p_intra=2", "probability in [0, 1]"),
-    ("model=mixer model.p_inter=abc", "model.p_inter='abc'", "probability"),
     ("model=mixer model.hidden_dim=4", "model.hidden_dim=4", ">= model.num_groups"),
     ("model.hidden_dim=0", "model.hidden_dim=0", "positive integer"),
     ("model=index model.num_groups=0", "model.num_groups=0", "positive integer"),
@@ -84,8 +92,6 @@ BAD_OVERRIDES = [
     ("seed=-1", "seed=-1", "integer >= 0"),
     ("train.eval_batch_size=0", "train.eval_batch_size=0", "positive integer"),
     ("train.lr=-0.001", "train.lr=-0.001", "> 0"),
-    ("hardware.deterministic=maybe", "hardware.deterministic='maybe'", "true or false"),
-    ("encoder.num_steps=2.5", "encoder.num_steps=2.5", "positive integer"),
     ("sparsity=dynamic", "sparsity=dynamic with model='dense'", "nothing to rewire"),
     ("features=resnet32", "features=resnet32 with dataset='fashionmnist'", "CIFAR images"),
     ("dataset=cifar10 features=resnet32 features.weights=/nonexistent.pt",
@@ -96,6 +102,19 @@ BAD_OVERRIDES = [
 ]
 
 
+UNUSED_OR_MISSING_KEYS = [
+    ("+sparsity.prune=hebb", "sparsity.prune='hebb': sparsity=static does not use this key",
+     "belongs to sparsity=dynamic"),
+    ("+sparsity.update_interval=5", "sparsity.update_interval=5: sparsity=static does not use this key",
+     "belongs to sparsity=dynamic"),
+    ("+model.p_inter=0.1", "model.p_inter=0.1: model=dense does not use this key",
+     "model=index / model=mixer / model=random"),
+    ("+train.momentum=0.9", "train.momentum=0.9: 'train' does not use this key", "its keys are: epochs"),
+    ("model=index model.p_inter=???", "model.p_inter: required", "no value"),
+]
+BAD_OVERRIDES += UNUSED_OR_MISSING_KEYS
+
+
 @pytest.mark.parametrize("overrides, key_and_value, allowed", BAD_OVERRIDES)
 def test_bad_value_is_refused_naming_key_value_and_allowed(overrides, key_and_value, allowed, tmp_path):
     cfg = compose_config(overrides.split(), tmp_path)
@@ -104,6 +123,24 @@ def test_bad_value_is_refused_naming_key_value_and_allowed(overrides, key_and_va
     assert key_and_value in str(error.value) and allowed in str(error.value)
     assert not (tmp_path / "mlflow.db").exists(), "nothing may start before validation"
     assert not (tmp_path / "checkpoints").exists()
+
+
+WRONG_TYPES = [
+    ("model=mixer model.p_inter=abc", "model.p_inter=abc"),
+    ("hardware.deterministic=maybe", "hardware.deterministic=maybe"),
+    ("encoder.num_steps=2.5", "encoder.num_steps=2.5"),
+    ("model.p_inter=0.1", "model.p_inter"),
+    ("sparsity.prune=hebb", "sparsity.prune"),
+]
+
+
+@pytest.mark.parametrize("overrides, named", WRONG_TYPES)
+def test_wrong_type_or_unknown_key_is_refused_while_composing(overrides, named):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(overrides.split())
+    assert named in str(error.value)
 
 
 def test_command_line_stops_at_once_on_bad_value(tmp_path):

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
 from g2g.run import checkpoint as ckpt
-from g2g.sparse.dst import DynamicSparsity, HebbianTrace, make_sparsity
+from g2g.sparse.dst import DynamicSparsity, HebbianTrace
 from g2g.snn.encoders import CurrentEncoder, RateEncoder
 from g2g.run.job import run_job
 from g2g.models.network import SpikingNetwork
@@ -171,7 +171,7 @@ def test_hebbian_trace_is_cosine_of_spike_counts_and_accumulates_over_steps():
 def test_dense_model_with_dynamic_sparsity_is_refused():
     net = SpikingNetwork(4, 8, 2, connectivity="dense")
     with pytest.raises(ValueError, match="nothing to rewire"):
-        make_sparsity("dynamic", net, torch.optim.Adam(net.parameters()))
+        DynamicSparsity(net, torch.optim.Adam(net.parameters()))
     with pytest.raises(ConfigError, match="model='dense'.*nothing to rewire"):
         run_job(compose_config(["sparsity=dynamic"]))
 

@@ -5,6 +5,6 @@ from g2g._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "datasets": ["load_dataset", "DataSplits", "DATASETS", "DatasetUnavailableError"],
-    "features": ["prepare_features", "FeaturesUnavailableError"],
+    "features": ["resnet32_features", "FeaturesUnavailableError"],
     "folds": ["stratified_folds"],
 })

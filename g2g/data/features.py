@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from g2g.files import atomic_torch_save
+
 log = logging.getLogger(__name__)
 
 #: public checkpoints of chenyaofo/pytorch-cifar-models, loaded with torch.hub
@@ -188,24 +190,27 @@ def extract(
     features = torch.cat([extractor(pixels[start:start + batch_size])
                           for start in range(0, len(pixels), batch_size)])
     if cache is not None:
-        from g2g.run.checkpoint import save_checkpoint  # noqa: PLC0415 (atomic torch.save)
-
-        save_checkpoint(features.cpu(), cache)
+        atomic_torch_save(features.cpu(), cache)
     return features
 
 
-def prepare_features(data, dataset: str, name: str = "raw", weights: str = "hub", batch_size: int = 500,
-                     cache_dir: str | None = None):
-    """Apply the ``features`` config group to a :class:`g2g.data.datasets.DataSplits` in place:
-    ``raw`` leaves the pixels, ``resnet32`` replaces every split by its ResNet-32
-    features ``[N, 512]`` (computed once, cached in ``cache_dir`` when given).
+def resnet32_features(data, dataset: str, weights: str = "hub", batch_size: int = 500,
+                      cache_dir: str | None = None):
+    """The ``features=resnet32`` option (built ``_partial_`` from config, then called
+    with the data): replace every split of a :class:`g2g.data.datasets.DataSplits` by
+    its frozen ResNet-32 features ``[N, 512]`` (computed once, cached in ``cache_dir``
+    when given). ``features=raw`` builds nothing and leaves the pixels.
 
+    Args:
+        data: the splits, pixels ``[N, 3072]`` in [0, 1]; changed in place and returned.
+        dataset: ``cifar10`` or ``cifar100`` (chooses the public weights).
+        weights: ``hub`` or the path of a state dict.
+        batch_size: images per extraction batch (does not change results).
+        cache_dir: folder of the on-disk feature cache, or None.
     Raises:
-        ValueError: ``resnet32`` on a data set that is not CIFAR.
+        ValueError: a data set that is not CIFAR.
         FeaturesUnavailableError: the weights cannot be loaded.
     """
-    if name == "raw":
-        return data
     if dataset not in HUB_WEIGHTS:
         raise ValueError(f"features=resnet32 needs CIFAR images; dataset={dataset!r} is not cifar10/cifar100")
     extractor, weights_hash = build_extractor(weights, dataset, data.num_classes)

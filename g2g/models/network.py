@@ -61,6 +61,7 @@ class SpikingNetwork(nn.Module):
         input_dim: int,
         hidden_dim: int,
         num_classes: int,
+        *,
         connectivity: str = "dense",
         num_groups: int = 8,
         p_intra: float = 1.0,

@@ -5,10 +5,13 @@ from g2g._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "job": ["run_job"],
+    "build": ["build", "load_data", "instantiate_option", "RunObjects"],
+    "protocols": ["holdout", "crossval", "RunContext"],
+    "schema": ["register"],
     "errors": ["USER_ERRORS", "exit_code"],
     "signals": ["TrainingInterrupted"],
     "validation": ["validate", "ConfigError"],
-    "hardware": ["select_device", "seed_everything", "DeviceUnavailableError"],
+    "hardware": ["Hardware", "select_device", "seed_everything", "DeviceUnavailableError"],
     "checkpoint": ["checkpoint_paths", "config_hash", "CheckpointError"],
     "lock": ["ExperimentLock", "ExperimentLockedError"],
 })

@@ -1,5 +1,12 @@
 """Objects from config: the only place that instantiates the config groups.
 
+Every config group option names its class (or function) with ``_target_``, checked
+against its structured schema (:mod:`g2g.run.schema`); ``_partial_`` options are
+completed here with what only the run knows (the model's input size, the optimizer's
+parameters). An option that builds nothing (``sparsity=static``,
+``regularizer=none``, ``features=raw``) has no ``_target_``. An option's ``name`` is
+its label (checkpoint names, reports) and never a constructor argument.
+
 ``load_data`` gives the data set (``dataset`` and ``features`` groups); :func:`build`
 gives everything a training run trains with (``model``, ``train.optimizer``,
 ``sparsity``, ``regularizer``, ``encoder`` and the :class:`Trainer` around them).
@@ -13,10 +20,9 @@ from dataclasses import dataclass
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from g2g.data.datasets import DataSplits
-from g2g.data.features import prepare_features
 from g2g.models.network import SpikingNetwork
 from g2g.sparse.dst import DynamicSparsity
 from g2g.training.regularizer import FiringRateRegularizer
@@ -34,6 +40,21 @@ def instantiate(node: DictConfig, **kwargs):
         raise
 
 
+def instantiate_option(node: DictConfig, **kwargs):
+    """Build the object a config group option describes, or None when the option has
+    no ``_target_`` (it builds nothing). The option's ``name`` is not passed on.
+
+    Args:
+        node: the group's node, e.g. ``cfg.sparsity``.
+        kwargs: runtime arguments (e.g. ``input_dim`` of the model).
+    """
+    if "_target_" not in node:
+        return None
+    arguments = OmegaConf.to_container(node, resolve=True)  # interpolations resolve against the whole config
+    arguments.pop("name", None)
+    return instantiate(OmegaConf.create(arguments), **kwargs)
+
+
 def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
     """The data set on ``device``, through the ``features`` group (e.g. ResNet-32).
 
@@ -41,8 +62,9 @@ def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
         g2g.data.datasets.DatasetUnavailableError: files missing and not fetchable.
         g2g.data.features.FeaturesUnavailableError: ResNet-32 weights cannot be loaded.
     """
-    data = instantiate(cfg.dataset, seed=cfg.seed, device=device)
-    return prepare_features(data, cfg.dataset.name, **cfg.features)
+    data = instantiate_option(cfg.dataset, seed=cfg.seed, device=device)
+    features = instantiate_option(cfg.features)
+    return data if features is None else features(data, cfg.dataset.name)
 
 
 @dataclass
@@ -68,13 +90,15 @@ def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects
     """Build the run's objects for ``data`` (its input size and class count) on
     ``device``. The masks and DST draw from ``cfg.seed``; the weights from torch's
     global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`)."""
-    model = instantiate(
+    model = instantiate_option(
         cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
     ).to(device)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
-    sparsity = instantiate(cfg.sparsity)(model=model, optimizer=optimizer, seed=cfg.seed)
-    regularizer = instantiate(cfg.regularizer)
-    encoder = instantiate(cfg.encoder)
+    dynamic_sparsity = instantiate_option(cfg.sparsity)
+    sparsity = None if dynamic_sparsity is None else dynamic_sparsity(model=model, optimizer=optimizer,
+                                                                       seed=cfg.seed)
+    regularizer = instantiate_option(cfg.regularizer)
+    encoder = instantiate_option(cfg.encoder)
     trainer = Trainer(
         model, optimizer, encoder, cfg.train.batch_size, eval_batch_size=cfg.train.eval_batch_size,
         shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from g2g.files import atomic_torch_save, atomic_write
 
 #: config paths that do not change results (where things go, how fast, how shown)
 NON_RESULT_KEYS = (
@@ -83,7 +84,7 @@ def config_hash(cfg: DictConfig, length: int = 8) -> str:
 def run_label(cfg: DictConfig) -> str:
     """Readable run label in the seed's convention, e.g. ``fashionmnist_mixer_p0_15_T50_current``."""
     parts = [cfg.dataset.name, cfg.model.name]
-    if cfg.model.name != "dense":
+    if "p_inter" in cfg.model:
         parts.append("p" + f"{float(cfg.model.p_inter):g}".replace(".", "_"))
     parts += [f"T{cfg.encoder.num_steps}", cfg.encoder.name]
     if cfg.sparsity.name == "dynamic":
@@ -99,30 +100,9 @@ def checkpoint_paths(cfg: DictConfig, directory: str | os.PathLike) -> Checkpoin
     return CheckpointPaths(directory / f"{stem}.pth", directory / f"{stem}.DONE", directory / f"{stem}.lock")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over
-    ``path``: a crash at any moment leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def save_checkpoint(state: dict, path: Path) -> None:
     """Atomically save ``state`` (tensors, dicts, lists, numbers, strings) with torch.save."""
-    _atomic_write(path, lambda file: torch.save(state, file))
+    atomic_torch_save(state, path)
 
 
 @dataclass(frozen=True)
@@ -224,7 +204,7 @@ def load_checkpoint(
 def write_json(path: Path, content: dict) -> None:
     """Atomically write ``content`` as JSON: the ``.DONE`` marker's summary (run id,
     metrics) or the cross-validation state."""
-    _atomic_write(path, lambda file: file.write(json.dumps(content, indent=2).encode()))
+    atomic_write(path, lambda file: file.write(json.dumps(content, indent=2).encode()))
 
 
 def read_json(path: Path) -> dict:

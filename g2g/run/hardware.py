@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,6 +73,36 @@ def configure(num_threads: int | None, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class Hardware:
+    """The ``hardware`` config group: the device a run computes on and how.
+
+    Args:
+        device: ``auto`` (DirectML, then CUDA, then CPU), ``cpu``, ``cuda`` or ``directml``.
+        num_threads: torch CPU threads; None keeps torch's default (all cores).
+        deterministic: deterministic algorithms and cuDNN (the seed README's setting).
+    """
+
+    device: str = "auto"
+    num_threads: int | None = None
+    deterministic: bool = True
+
+    def apply(self, num_threads: int | None = None) -> torch.device:
+        """Select the device and set threads and determinism for this process.
+
+        Args:
+            num_threads: threads to use instead of :attr:`num_threads` (e.g. a sweep
+                job's share of the cores); None keeps :attr:`num_threads`.
+        Returns:
+            The torch device.
+        Raises:
+            DeviceUnavailableError: ``cuda`` or ``directml`` requested but missing.
+        """
+        device = select_device(self.device)
+        configure(num_threads if num_threads is not None else self.num_threads, self.deterministic)
+        return device
 
 
 def seed_everything(seed: int) -> None:

@@ -14,7 +14,7 @@ import logging
 from omegaconf import DictConfig
 
 from g2g.run import checkpoint as ckpt
-from g2g.run.hardware import configure, select_device
+from g2g.run.build import instantiate_option
 from g2g.run.hydra_runtime import sweep_context, threads_per_job
 from g2g.run.lock import ExperimentLock
 from g2g.run.protocols import RunContext, run_protocol
@@ -51,8 +51,8 @@ def run_job(cfg: DictConfig) -> dict:
         (:data:`g2g.run.errors.USER_ERRORS` lists the errors ``run.py`` reports without a traceback.)
     """
     validate(cfg)
-    device = select_device(cfg.hardware.device)
-    configure(threads_per_job(cfg.hardware.num_threads), cfg.hardware.deterministic)
+    hardware = instantiate_option(cfg.hardware)
+    device = hardware.apply(num_threads=threads_per_job(hardware.num_threads))
     paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
     parent_run_id, overrides = sweep_context()
     if paths.done_marker.exists():

@@ -5,7 +5,6 @@ split) and stratified k-fold cross-validation; each trains its models with
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -16,8 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g.data.datasets import DataSplits
 from g2g.data.folds import fold_split, stratified_folds
+from g2g.reporting.statistics import mean_std
 from g2g.run import checkpoint as ckpt
-from g2g.run.build import build, load_data
+from g2g.run.build import build, instantiate_option, load_data
 from g2g.run.hardware import seed_everything
 from g2g.run.hydra_runtime import output_dir
 from g2g.run.training_loop import train_epochs
@@ -57,10 +57,9 @@ def _config_record(cfg: DictConfig) -> dict:
 
 
 def run_protocol(context: RunContext) -> dict:
-    """Run ``cfg.protocol`` (holdout or crossval) and return its summary."""
-    if context.cfg.protocol.name == "crossval":
-        return crossval(context)
-    return holdout(context)
+    """Run the ``protocol`` config group's option (:func:`holdout` or :func:`crossval`,
+    named by its ``_target_``) and return its summary."""
+    return instantiate_option(context.cfg.protocol)(context)
 
 
 def holdout(context: RunContext) -> dict:
@@ -70,7 +69,7 @@ def holdout(context: RunContext) -> dict:
                        epochs=context.cfg.train.epochs, eval_prefix="test")
 
 
-def crossval(context: RunContext) -> dict:
+def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
     """k-fold cross-validation: one MLflow parent run for the whole protocol (params,
     fold accuracies as ``fold_val_accuracy`` at step = fold, and the summary
     ``cv_val_accuracy_mean`` / ``cv_val_accuracy_std``) with one child run per fold.
@@ -78,13 +77,16 @@ def crossval(context: RunContext) -> dict:
     cross-validation continues with the first unfinished fold; the parent run's id is
     kept in ``LABEL_HASH.crossval.json`` beside the checkpoint.
 
+    Args:
+        k_folds: number of stratified folds (``protocol.k_folds``), >= 2.
+        epochs: epochs per fold (``protocol.epochs``; ``train.epochs`` is not used).
+
     Returns:
         ``run_id`` (the parent's), ``tracking_uri``, ``experiment``,
         ``cv_val_accuracy_mean``, ``cv_val_accuracy_std``, ``fold_val_accuracy``
         (one per fold) and ``skipped`` (False).
     """
     cfg, paths = context.cfg, context.paths
-    k_folds = cfg.protocol.k_folds
     state_file = paths.checkpoint.with_name(paths.checkpoint.stem + ".crossval.json")
     parent_id, is_new = resume_or_create_parent_run(
         ckpt.read_json(state_file).get("run_id") if state_file.exists() else None,
@@ -107,12 +109,11 @@ def crossval(context: RunContext) -> dict:
                      fold, k_folds, len(split.train_y), len(split.test_y))
             fold_context = replace(context, paths=fold_paths, run_name=f"fold {fold}/{k_folds}",
                                    tags={TAG_PARENT_RUN_ID: parent_id, TAG_FOLD: str(fold)})
-            summary = train_model(fold_context, lambda split=split: split, epochs=cfg.protocol.epochs,
+            summary = train_model(fold_context, lambda split=split: split, epochs=epochs,
                                   eval_prefix="val")
             accuracies.append(summary["val_accuracy"])
             client.log_metric(parent_id, "fold_val_accuracy", summary["val_accuracy"], step=fold)
-        mean = statistics.mean(accuracies)
-        std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+        mean, std = mean_std(accuracies)
         client.log_metric(parent_id, "cv_val_accuracy_mean", mean)
         client.log_metric(parent_id, "cv_val_accuracy_std", std)
         status = "FINISHED"

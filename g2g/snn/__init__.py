@@ -6,7 +6,8 @@ connectivity, training, Hydra or MLflow."""
 from g2g._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "kernels": ["LIFScan", "SpikeLinear"],
+    "surrogate": ["Surrogate", "SURROGATES", "get_surrogate"],
+    "kernels": ["LIFScan", "SpikeLinear", "spike_linear"],
     "neurons": ["LIF"],
-    "encoders": ["CurrentEncoder", "RateEncoder", "make_encoder"],
+    "encoders": ["CurrentEncoder", "RateEncoder"],
 })

@@ -57,14 +57,3 @@ class RateEncoder:
 #: encoder name -> class; the ``encoder`` config group's options
 ENCODERS = {"current": CurrentEncoder, "rate": RateEncoder}
 
-
-def make_encoder(name: str, num_steps: int, scale: float = 1.0, bias: float = 0.0):
-    """Build the encoder ``name`` (``current`` or ``rate``); the ``encoder`` config
-    group's ``_target_``.
-
-    Raises:
-        ValueError: unknown name.
-    """
-    if name not in ENCODERS:
-        raise ValueError(f"encoder.name={name!r} is unknown; allowed: {', '.join(ENCODERS)}")
-    return ENCODERS[name](num_steps, scale, bias)

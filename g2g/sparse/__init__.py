@@ -4,7 +4,7 @@ sparse training (prune and grow rules) that rewires the masks during training.""
 from g2g._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "connectivity": ["LayerConnectivity", "layer_connectivity", "group_labels", "g2g_mask", "expected_density"],
-    "layers": ["MaskedLinear"],
-    "dst": ["DynamicSparsity", "HebbianTrace", "make_sparsity"],
+    "connectivity": ["LayerConnectivity", "layer_connectivity", "group_labels", "g2g_mask"],
+    "layers": ["MaskedLinear", "SPIKE_MATMUL_MODES"],
+    "dst": ["DynamicSparsity", "HebbianTrace", "PRUNE_RULES", "GROW_RULES", "GROW_INITS"],
 })

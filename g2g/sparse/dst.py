@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from g2g.sparse.layers import MaskedLinear
-from g2g.models.network import NetworkOutput, SpikingNetwork
 
 #: ``(dst, layer_name, layer) -> [N_out, N_in]`` scores of a prune or grow rule
 Scores = Callable[["DynamicSparsity", str, MaskedLinear], torch.Tensor]
@@ -178,7 +177,8 @@ class DynamicSparsity:
     every ``optimizer.step()``.
 
     Args:
-        model: a sparse :class:`SpikingNetwork` (``index``, ``random`` or ``mixer``).
+        model: a sparse network (:class:`g2g.models.network.SpikingNetwork` with connectivity
+            ``index``, ``random`` or ``mixer``): its ``masked_layers()`` are rewired.
         optimizer: the model's optimizer; moments of changed entries are reset.
         prune: ``set``, ``random`` or ``hebb``.
         grow: ``hebb`` or ``random``.
@@ -192,8 +192,9 @@ class DynamicSparsity:
 
     def __init__(
         self,
-        model: SpikingNetwork,
+        model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
+        *,
         prune: str = "set",
         grow: str = "hebb",
         update_interval: int = 1000,
@@ -228,7 +229,7 @@ class DynamicSparsity:
         self.update_count = 0
         self.records: list[UpdateRecord] = []
 
-    def __call__(self, global_step: int, output: NetworkOutput, inputs: torch.Tensor) -> None:
+    def __call__(self, global_step: int, output: NamedTuple, inputs: torch.Tensor) -> None:
         """Accumulate Hebbian activity and, on update steps, rewire every layer."""
         if self.uses_hebbian:
             # each layer's spikes are the post of one layer and the pre of the next: count once
@@ -299,23 +300,3 @@ class DynamicSparsity:
             self.traces[name].load_state_dict(trace_state)
         self.records = [UpdateRecord(**record) for record in state["records"]]
 
-
-def make_sparsity(
-    name: str,
-    model: SpikingNetwork,
-    optimizer: torch.optim.Optimizer,
-    seed: int = 0,
-    **rules,
-) -> DynamicSparsity | None:
-    """Build the ``sparsity`` config group's choice: ``static`` gives ``None`` (the
-    masks never change), ``dynamic`` a :class:`DynamicSparsity` with ``rules``
-    (``prune``, ``grow``, ``update_interval``, ``prune_fraction``, ``grow_init``).
-
-    Raises:
-        ValueError: an unknown name, or ``dynamic`` on a dense model.
-    """
-    if name == "static":
-        return None
-    if name == "dynamic":
-        return DynamicSparsity(model, optimizer, seed=seed, **rules)
-    raise ValueError(f"sparsity.name={name!r} is unknown; allowed: static, dynamic")

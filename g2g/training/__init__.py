@@ -5,6 +5,6 @@ from g2g._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "trainer": ["Trainer", "EpochInterrupted", "NonFiniteLossError"],
-    "regularizer": ["FiringRateRegularizer", "make_regularizer"],
+    "regularizer": ["FiringRateRegularizer"],
     "synops": ["SynOpsCounter"],
 })

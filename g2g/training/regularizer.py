@@ -63,16 +63,3 @@ class FiringRateRegularizer:
         penalty = sum(((spikes.mean(dim=(0, 1)) - self.target) ** 2).sum() for spikes in hidden_spikes)
         return self.weight * penalty
 
-
-def make_regularizer(name: str, **schedule) -> FiringRateRegularizer | None:
-    """The ``regularizer`` config group: ``none`` gives None, ``firing_rate`` a
-    :class:`FiringRateRegularizer`.
-
-    Raises:
-        ValueError: unknown name.
-    """
-    if name == "none":
-        return None
-    if name == "firing_rate":
-        return FiringRateRegularizer(**schedule)
-    raise ValueError(f"regularizer.name={name!r} is unknown; allowed: none, firing_rate")
