@@ -279,3 +279,21 @@ def test_every_exported_name_resolves(package):
     assert module.__all__ and set(module.__all__) <= set(dir(module))
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert not missing, f"g2g.{package}.__all__ lists names its modules do not define: {missing}"
+
+
+MAX_POSITIONAL_ARGUMENTS = 6
+
+
+def test_no_function_takes_more_than_six_positional_arguments():
+    """Long positional argument lists hide which value is which; the rest are keyword-only
+    (``self``/``cls``/``ctx`` not counted)."""
+    offenders = []
+    for name, path in SOURCES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = [a.arg for a in node.args.posonlyargs + node.args.args]
+                if positional and positional[0] in ("self", "cls", "ctx"):
+                    positional = positional[1:]
+                if len(positional) > MAX_POSITIONAL_ARGUMENTS:
+                    offenders.append(f"{name}.{node.name} (line {node.lineno}): {len(positional)}")
+    assert not offenders, "more than 6 positional arguments (make the rest keyword-only): " + "; ".join(offenders)

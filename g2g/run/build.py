@@ -5,7 +5,8 @@ against its structured schema (:mod:`g2g.run.schema`); ``_partial_`` options are
 completed here with what only the run knows (the model's input size, the optimizer's
 parameters). An option that builds nothing (``sparsity=static``,
 ``regularizer=none``, ``features=raw``) has no ``_target_``. An option's ``name`` is
-its label (checkpoint names, reports) and never a constructor argument.
+its label (checkpoint names, reports); it is passed on only to a target that takes a
+``name`` argument (the data set loader, the network's label).
 
 ``load_data`` gives the data set (``dataset`` and ``features`` groups); :func:`build`
 gives everything a training run trains with (``model``, ``train.optimizer``,
@@ -14,11 +15,13 @@ gives everything a training run trains with (``model``, ``train.optimizer``,
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,7 +45,8 @@ def instantiate(node: DictConfig, **kwargs):
 
 def instantiate_option(node: DictConfig, **kwargs):
     """Build the object a config group option describes, or None when the option has
-    no ``_target_`` (it builds nothing). The option's ``name`` is not passed on.
+    no ``_target_`` (it builds nothing). The option's ``name`` is passed on only when
+    the target has a ``name`` parameter.
 
     Args:
         node: the group's node, e.g. ``cfg.sparsity``.
@@ -51,7 +55,8 @@ def instantiate_option(node: DictConfig, **kwargs):
     if "_target_" not in node:
         return None
     arguments = OmegaConf.to_container(node, resolve=True)  # interpolations resolve against the whole config
-    arguments.pop("name", None)
+    if "name" not in inspect.signature(get_object(arguments["_target_"])).parameters:
+        arguments.pop("name", None)
     return instantiate(OmegaConf.create(arguments), **kwargs)
 
 

@@ -53,7 +53,7 @@ class SynOpsCounter:
             counts = pre.sum(dim=(0, 1))
             self.spike_sums[name] = counts if self.spike_sums[name] is None else self.spike_sums[name] + counts
 
-    def metrics(self, prefix: str = "") -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         """Per inference: ``synops_{layer}`` (ACs) or ``macs_fc1`` (analog input),
         ``synops_total``, ``macs_total``, ``ops_dense_equivalent``, ``energy_nj`` and
         ``energy_dense_equivalent_nj`` (nanojoules)."""
