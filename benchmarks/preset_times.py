@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from g2g.data.datasets import DataSplits, load_dataset  # noqa: E402
-from g2g.run.build import build  # noqa: E402
-from g2g.run.hardware import configure, select_device, seed_everything  # noqa: E402
+from g2g.run.build import build, instantiate_option  # noqa: E402
+from g2g.run.hardware import seed_everything  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
 
@@ -68,8 +68,7 @@ def time_preset(preset: str, model: str, sparsity: str, *, hardware: str, steps:
         if sparsity == "dynamic" and model != "dense":
             overrides += ["sparsity=dynamic"]
         cfg = compose(config_name="config", overrides=overrides)
-    device = select_device(cfg.hardware.device)
-    configure(cfg.hardware.num_threads, cfg.hardware.deterministic)
+    device = instantiate_option(cfg.hardware).apply()
     seed_everything(cfg.seed)
     train_x, train_y, test_x, test_y = (t.to(device) for t in (data.train_x, data.train_y, data.test_x, data.test_y))
     trainer = build(cfg, data, device).trainer

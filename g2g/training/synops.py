@@ -66,16 +66,16 @@ class SynOpsCounter:
                 fanout = layer.mask.sum(0)
             if name == "fc1" and self.analog_input:
                 value = self.num_steps * float(fanout.sum())
-                metrics[f"{prefix}macs_{name}"] = value
+                metrics[f"macs_{name}"] = value
                 macs += value
             else:
                 value = float(self.spike_sums[name] @ fanout) / max(self.examples, 1)
-                metrics[f"{prefix}synops_{name}"] = value
+                metrics[f"synops_{name}"] = value
                 acs += value
         metrics.update({
-            f"{prefix}synops_total": acs, f"{prefix}macs_total": macs,
-            f"{prefix}ops_dense_equivalent": dense,
-            f"{prefix}energy_nj": (acs * ENERGY_PER_AC_PJ + macs * ENERGY_PER_MAC_PJ) / 1000,
-            f"{prefix}energy_dense_equivalent_nj": dense * ENERGY_PER_MAC_PJ / 1000,
+            "synops_total": acs, "macs_total": macs,
+            "ops_dense_equivalent": dense,
+            "energy_nj": (acs * ENERGY_PER_AC_PJ + macs * ENERGY_PER_MAC_PJ) / 1000,
+            "energy_dense_equivalent_nj": dense * ENERGY_PER_MAC_PJ / 1000,
         })
         return metrics
