@@ -131,9 +131,15 @@ def record_job_outcome(client: MlflowClient, parent_run_id: str, overrides: list
     return child.info.run_id
 
 
-def link_to_sweep(client: MlflowClient, run_id: str, parent_run_id: str) -> None:
-    """Make the run ``run_id`` a child of the sweep ``parent_run_id`` (a job resumed from a
-    checkpoint continues the run an earlier sweep started: the current sweep lists it)."""
+def record_job_finished(client: MlflowClient, run_id: str, parent_run_id: str) -> None:
+    """A sweep job's run ``run_id`` finished: make it a child of the sweep ``parent_run_id``
+    (a job resumed from a checkpoint continues the run an earlier sweep started: the
+    current sweep lists it) and drop the reason an earlier stop left in
+    :data:`~g2g.tracking.names.TAG_ERROR`."""
     run = find_run(run_id)
-    if run is not None and run.data.tags.get(TAG_PARENT_RUN_ID) != parent_run_id:
+    if run is None:
+        return
+    if run.data.tags.get(TAG_PARENT_RUN_ID) != parent_run_id:
         client.set_tag(run_id, TAG_PARENT_RUN_ID, parent_run_id)
+    if TAG_ERROR in run.data.tags:
+        client.delete_tag(run_id, TAG_ERROR)
