@@ -84,12 +84,9 @@ def run_row(run) -> dict:
 
 def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[dict]:
     """One row per child run of the sweep, in run-name order (see :func:`columns`)."""
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{names.TAG_PARENT_RUN_ID}` = '{parent_run_id}'",
-        max_results=10000,
-    )
-    rows = [run_row(child) for child in children]
+    from g2g.tracking.runs import sweep_children  # noqa: PLC0415 (MLflow only once a store is read)
+
+    rows = [run_row(child) for child in sweep_children(client, parent_run_id)]
     return sorted(rows, key=lambda row: row["run_name"] or "")
 
 
