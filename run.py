@@ -5,7 +5,6 @@
     python run.py -m model=index,random,mixer model.p_inter=0.05,0.1,0.15
 """
 
-import logging
 import sys
 
 import hydra
@@ -16,11 +15,17 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # a job of a sweep never raises: its failure or stop is recorded under the sweep's
+        # parent run, and the sweep callback sets the parent's status and the exit status
+        from g2g.run.sweep_job import run_sweep_job
+
+        return run_sweep_job(cfg)
+
     from g2g.run.errors import USER_ERRORS, exit_code
     from g2g.run.job import run_job
     from g2g.run.signals import TrainingInterrupted
 
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         summary = run_job(cfg)
         return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
@@ -28,11 +33,6 @@ def main(cfg: DictConfig) -> float | None:
         print(f"interrupted: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signal_number)
     except Exception as error:
-        if in_sweep:
-            # one failed job (its MLflow run is FAILED) must not stop the others; the
-            # sweep's callback reports it and the command exits non-zero at the end
-            logging.getLogger("g2g").exception("job failed: %s", " ".join(HydraConfig.get().overrides.task))
-            return None
         if isinstance(error, USER_ERRORS):  # a message that says what to do; no traceback
             print(f"error: {error}", file=sys.stderr)
             sys.exit(exit_code(error))

@@ -98,7 +98,9 @@ def test_failed_job_is_marked_failed_and_the_others_finish(workdir):
     (parent,), children = _runs(client)
     status = {c.data.params["dataset.name"]: c.info.status for c in children}
     assert status == {"fashionmnist": "FINISHED", "cifar10": "FAILED"}
-    assert parent.info.status == "FAILED"
+    (failed,) = [c for c in children if c.info.status == "FAILED"]
+    assert failed.data.tags["g2g.error"].startswith("DatasetUnavailableError: cifar10 could not be loaded")
+    assert parent.info.status == "FAILED" and parent.data.metrics["sweep_failed_jobs"] == 1
     assert client.list_artifacts(parent.info.run_id, "report")
 
 

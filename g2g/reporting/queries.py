@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 _SETTINGS = [
     ("run_name", ("info", "run_name")),
     ("status", ("info", "status")),
+    ("error", ("tag", names.TAG_ERROR)),
     ("dataset", ("param", "dataset.name")),
     ("model", ("param", "model.name")),
     ("p_inter", ("param", "model.p_inter")),
@@ -83,12 +84,9 @@ def run_row(run) -> dict:
 
 def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[dict]:
     """One row per child run of the sweep, in run-name order (see :func:`columns`)."""
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{names.TAG_PARENT_RUN_ID}` = '{parent_run_id}'",
-        max_results=10000,
-    )
-    rows = [run_row(child) for child in children]
+    from g2g.tracking.runs import sweep_children  # noqa: PLC0415 (MLflow only once a store is read)
+
+    rows = [run_row(child) for child in sweep_children(client, parent_run_id)]
     return sorted(rows, key=lambda row: row["run_name"] or "")
 
 
@@ -207,15 +205,19 @@ def missing_experiment_message(client: MlflowClient, name: str, what: str) -> st
             f"{', '.join(experiments) if experiments else 'none'} (another store: --tracking-uri)")
 
 
-def resolve_sweep(client: MlflowClient, target: str) -> str:
-    """A run id of a sweep parent, or an experiment name whose latest sweep is meant.
+def resolve_sweep(client: MlflowClient, target: str) -> tuple[str, list[str]]:
+    """A run id of a sweep parent, or an experiment name whose latest sweep with jobs is
+    meant: newer sweeps without a job (Hydra refused the batch, interrupted before any job)
+    are skipped, and said so.
 
+    Returns:
+        (the sweep parent's run id, one line per newer sweep that was skipped and why).
     Raises:
-        ValueError: neither a run nor an experiment with a sweep.
+        ValueError: neither a run nor an experiment with a sweep that has jobs.
     """
     try:
         run = client.get_run(target)
-        return run.info.run_id
+        return run.info.run_id, []
     except Exception:  # not a run id: try an experiment name
         pass
     experiment = client.get_experiment_by_name(target)
@@ -223,7 +225,14 @@ def resolve_sweep(client: MlflowClient, target: str) -> str:
         raise ValueError(missing_experiment_message(client, target,
                                                     f"{target!r} is neither a run id nor an experiment name"))
     sweeps = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{names.TAG_SWEEP}` = 'true'",
-                                order_by=["attributes.start_time DESC"], max_results=1)
+                                order_by=["attributes.start_time DESC"], max_results=1000)
     if not sweeps:
         raise ValueError(f"experiment {target!r} has no sweep runs")
-    return sweeps[0].info.run_id
+    skipped = []
+    for sweep in sweeps:
+        if sweep_jobs(client, sweep.info.run_id):
+            return sweep.info.run_id, skipped
+        reason = sweep.data.tags.get(names.TAG_ERROR)
+        skipped.append(f"skipped newer sweep {sweep.info.run_id} ({sweep.info.run_name}): {sweep.info.status}, "
+                       f"no jobs{': ' + reason if reason else ''}")
+    raise ValueError(f"experiment {target!r} has no sweep with jobs:\n" + "\n".join(skipped))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
 from g2g.reporting.queries import columns, open_store, resolve_sweep, sweep_jobs
+from g2g.tracking.names import TAG_ERROR
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -38,7 +39,7 @@ def _format(value) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"
-    return str(value)
+    return " ".join(str(value).split())  # one table row: an error message's lines joined
 
 
 def _add_job_labels(rows: list[dict]) -> None:
@@ -116,14 +117,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {page} and its figures in {page.parent / 'figures'}")
         return 0
     try:
-        parent = resolve_sweep(client, args.target)
+        parent, skipped = resolve_sweep(client, args.target)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for line in skipped:
+        print(line, file=sys.stderr)
     rows = report_sweep(client, parent, Path(args.out))
     print((Path(args.out) / "jobs.md").read_text(), end="")
-    print(f"{len(rows)} jobs; files in {Path(args.out).resolve()} and in MLflow run {parent} (report/)")
+    print(sweep_summary(client, parent, rows))
+    print(f"files in {Path(args.out).resolve()} and in MLflow run {parent} (report/)")
     return 0
+
+
+def sweep_summary(client: MlflowClient, parent_run_id: str, rows: list[dict]) -> str:
+    """One line: the sweep's status, its number of jobs and of jobs that did not finish,
+    and the reason it did not finish (tag :data:`g2g.tracking.names.TAG_ERROR`)."""
+    parent = client.get_run(parent_run_id)
+    failed = sum(row["status"] != "FINISHED" for row in rows)
+    reason = parent.data.tags.get(TAG_ERROR)
+    return (f"sweep {parent.info.status}: {len(rows)} jobs, {failed} did not finish"
+            + (f" ({reason})" if reason else ""))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ TAG_SWEEP_DIR = "g2g.sweep_dir"
 TAG_SWEEP_OVERRIDES = "g2g.sweep_overrides"
 #: one job's overrides (child run of a sweep)
 TAG_OVERRIDES = "g2g.overrides"
+#: why a run did not finish: a sweep job's error or stop (child run), or what ended the
+#: sweep early (parent run)
+TAG_ERROR = "g2g.error"
+#: file in a sweep's output folder whose presence means "the sweep was interrupted":
+#: running jobs stop and save, jobs not yet started do not start
+SWEEP_STOP_FILE = ".g2g_sweep_stop"
 #: a child run that only links an earlier finished run (the job was not trained again)
 TAG_REUSED_RUN_ID = "g2g.reused_run_id"
 #: the readable run label of the checkpoint (seed naming convention)
@@ -33,6 +39,11 @@ TAG_PROTOCOL = "g2g.protocol"
 TAG_FOLD = "g2g.fold"
 #: MLflow's own tag linking a child run to its parent
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+
+#: sweep parent run: how many jobs the sweep had, and how many of them did not finish
+#: (failed, stopped, or never started)
+METRIC_SWEEP_JOBS = "sweep_jobs"
+METRIC_SWEEP_FAILED_JOBS = "sweep_failed_jobs"
 
 # Metrics the reports read back (``*_PREFIX`` + a layer name: one metric per layer).
 #: test-set accuracy after the last epoch (fraction in [0, 1])

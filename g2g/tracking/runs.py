@@ -13,13 +13,15 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
+from g2g.tracking.names import TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
 from g2g.tracking.store import log_batch_chunked
 
 log = logging.getLogger(__name__)
 
 #: prefix of the tags g2g sets (see :mod:`g2g.tracking.names`)
 G2G_TAG_PREFIX = "g2g."
+#: longest error text kept in a :data:`~g2g.tracking.names.TAG_ERROR` tag (MLflow allows 8000)
+ERROR_TAG_LENGTH = 2000
 
 
 def find_run(run_id: str | None) -> Run | None:
@@ -89,3 +91,55 @@ def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str, overri
     log_batch_chunked(client, child.info.run_id, params=original.data.params,
                       metrics=original.data.metrics, step=summary.get("epoch", 0))
     client.set_terminated(child.info.run_id, "FINISHED")
+
+
+def sweep_children(client: MlflowClient, parent_run_id: str) -> list[Run]:
+    """The runs tagged as children of the sweep's parent run ``parent_run_id``."""
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`{TAG_PARENT_RUN_ID}` = '{parent_run_id}'", max_results=50000)
+
+
+def record_job_outcome(client: MlflowClient, parent_run_id: str, overrides: list[str], *, status: str,
+                       reason: str) -> str:
+    """Record why a sweep job did not finish, so the sweep's report and the MLflow UI show it.
+
+    The job's run (a child of ``parent_run_id`` tagged with these ``overrides``) gets the tag
+    :data:`~g2g.tracking.names.TAG_ERROR` and, when it is still RUNNING, ends with ``status``;
+    a job that has no run (refused before it started one, or never started) gets a child
+    run named by its overrides, with ``status`` and that tag.
+
+    Args:
+        status: ``FAILED`` or ``KILLED``.
+        reason: what went wrong (the error's message); cut to :data:`ERROR_TAG_LENGTH`.
+    Returns:
+        The run id that carries the outcome.
+    """
+    joined = " ".join(overrides)
+    reason = reason[:ERROR_TAG_LENGTH]
+    runs = [run for run in sweep_children(client, parent_run_id) if run.data.tags.get(TAG_OVERRIDES) == joined]
+    if runs:
+        run = max(runs, key=lambda run: run.info.start_time)
+        client.set_tag(run.info.run_id, TAG_ERROR, reason)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    child = client.create_run(experiment_id, run_name=joined or "job",
+                              tags={TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: joined, TAG_ERROR: reason})
+    client.set_terminated(child.info.run_id, status)
+    return child.info.run_id
+
+
+def record_job_finished(client: MlflowClient, run_id: str, parent_run_id: str) -> None:
+    """A sweep job's run ``run_id`` finished: make it a child of the sweep ``parent_run_id``
+    (a job resumed from a checkpoint continues the run an earlier sweep started: the
+    current sweep lists it) and drop the reason an earlier stop left in
+    :data:`~g2g.tracking.names.TAG_ERROR`."""
+    run = find_run(run_id)
+    if run is None:
+        return
+    if run.data.tags.get(TAG_PARENT_RUN_ID) != parent_run_id:
+        client.set_tag(run_id, TAG_PARENT_RUN_ID, parent_run_id)
+    if TAG_ERROR in run.data.tags:
+        client.delete_tag(run_id, TAG_ERROR)
