@@ -55,6 +55,8 @@ class RunLogger:
         self.fallback_path = Path(fallback_path)
         #: the last store call failed after every try (the store is out)
         self.offline = False
+        #: an outage was reported (the warning is given once per run)
+        self.warned = False
 
     def _record(self, entry: dict) -> None:
         self.fallback_path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ class RunLogger:
         return False
 
     def _failed(self, error: Exception) -> None:
-        if not self.offline:
+        if not self.warned:
             log.warning(
                 "MLflow store %s failed (%s: %s) after %d tries; training goes on and what cannot be "
                 "logged is kept in %s, to be logged at the end of the run if the store answers again "
@@ -96,7 +98,10 @@ class RunLogger:
                 self.tracking_uri, type(error).__name__, error, len(RETRY_DELAYS_S) + 1,
                 self.fallback_path, self.fallback_path,
             )
-        self.offline = True
+        elif not self.offline:
+            log.info("MLflow store failed again (%s: %s); kept in %s", type(error).__name__, error,
+                     self.fallback_path)
+        self.offline = self.warned = True
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         """Log metrics at ``step`` (or keep them in the fallback file)."""
