@@ -151,7 +151,7 @@ def _store_fails(monkeypatch, failing_calls) -> None:
         return real_log_batch(self, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
-    monkeypatch.setattr("g2g.tracking.run_logger.RETRY_DELAYS_S", (0.01, 0.01))
+    monkeypatch.setattr("g2g.tracking.run_logger.RETRY_DELAYS_S", (0.01, 0.01), raising=False)
 
 
 @pytest.mark.parametrize("failures", [2, 4])
