@@ -290,7 +290,7 @@ def remove_stale_temporary_files(paths: CheckpointPaths) -> list[Path]:
     return stale
 
 
-def finished_summary(paths: CheckpointPaths, epochs: int) -> dict | None:
+def finished_summary(paths: CheckpointPaths, epochs: int, announce: bool = True) -> dict | None:
     """The ``.DONE`` summary of the finished run ``paths`` names, when it has ``epochs``
     epochs; None when there is none, or when it has fewer epochs (the run is then
     extended: it continues from its checkpoint into the same MLflow run).
@@ -298,6 +298,7 @@ def finished_summary(paths: CheckpointPaths, epochs: int) -> dict | None:
     Args:
         epochs: the epochs asked for now (``train.epochs``, or ``protocol.epochs`` per
             cross-validation fold).
+        announce: log that a finished run is extended.
     Raises:
         CheckpointError: the finished run has more epochs than asked for (its numbers
             are not those of a run of ``epochs`` epochs).
@@ -309,16 +310,16 @@ def finished_summary(paths: CheckpointPaths, epochs: int) -> dict | None:
     if finished is None or finished == epochs:
         return summary
     if finished < epochs:
-        log.info("experiment %s finished after %d epochs; %d asked for: continuing it from %s into "
-                 "MLflow run %s", paths.name, finished, epochs, paths.checkpoint, summary.get("run_id"))
+        if announce:
+            log.info("experiment %s finished after %d epochs; %d asked for: continuing it from %s into "
+                     "MLflow run %s", paths.name, finished, epochs, paths.checkpoint, summary.get("run_id"))
         return None
     raise CheckpointError(
         f"experiment {paths.name} already finished with {finished} epochs (MLflow run "
-        f"{summary.get('run_id')}, {paths.done_marker}); this run asks for {epochs}, and a shorter "
-        f"run is not the first epochs of a longer one as stored (its final weights are those of epoch "
-        f"{finished}). Either ask for {finished} epochs to reuse it (its metrics after epoch {epochs} "
-        f"are in that run's history at step {epochs}), or set checkpoint.dir to another folder to "
-        f"train {epochs} epochs separately."
+        f"{summary.get('run_id')}, marker {paths.done_marker}), and this run asks for {epochs}: its "
+        f"checkpoint and final weights are those after epoch {finished}, not {epochs}.\nEither ask for "
+        f"{finished} epochs to reuse it (its metrics after epoch {epochs} are in that run's history at "
+        f"step {epochs}), or set checkpoint.dir to another folder to train {epochs} epochs on their own."
     )
 
 

@@ -69,7 +69,7 @@ def run_job(cfg: DictConfig) -> dict:
         return {**summary, "skipped": True}
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     with ExperimentLock(paths.lock):
-        summary = ckpt.finished_summary(paths, protocol_epochs(cfg))
+        summary = ckpt.finished_summary(paths, protocol_epochs(cfg), announce=False)
         if summary is not None:  # finished by another process while we waited
             return {**summary, "skipped": True}
         tags = {TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides)} if parent_run_id else {}

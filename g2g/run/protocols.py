@@ -116,6 +116,8 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
             finished = ckpt.finished_summary(fold_paths, epochs)
             if finished is not None:
                 accuracies.append(finished["val_accuracy"])
+                if is_new:  # the earlier parent run is gone: this one gets the whole record
+                    client.log_metric(parent_id, "fold_val_accuracy", finished["val_accuracy"], step=fold)
                 continue
             split = fold_split(data, held_out)
             log.info("cross-validation fold %d/%d: %d training, %d validation examples",
@@ -172,6 +174,10 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
     resume = None
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
         resume = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
+    elif ckpt.epochs_in_hash(cfg):
+        log.info("regularizer=%s spreads its schedule over the total epochs, so the epoch count is part "
+                 "of the checkpoint name: a run with another epoch count starts over rather than "
+                 "continuing one", cfg.regularizer.name)
     resume_id = resume["mlflow_run_id"] if resume else None
     recorded_id = ckpt.read_json(paths.run_record).get("run_id") if paths.run_record.exists() else None
     for earlier_id in {resume_id, recorded_id} - {None}:  # a process killed hard left it RUNNING
