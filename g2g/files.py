@@ -5,19 +5,32 @@ new one, never a torn file."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new file ``.NAME.RANDOM.tmp`` beside ``path``, opened for writing, with the
+    mode any new file gets (0o666 less the umask; ``tempfile.mkstemp`` would force 0600)."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` through a temporary file in the same folder (``.NAME.*.tmp``):
     ``write(file)`` fills it, it is fsynced and renamed over ``path``, and the folder
-    is fsynced. On any error the temporary file is removed and the old ``path`` kept."""
+    is fsynced. On any error the temporary file is removed and the old ``path`` kept.
+    The file's permissions follow the umask, like any file the process creates."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = _create_temporary(path)
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)

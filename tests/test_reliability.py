@@ -138,25 +138,51 @@ def test_unreachable_tracking_server_is_reported_before_training(tmp_path, tiny_
     assert not (tmp_path / "checkpoints").exists()
 
 
+def _store_fails(monkeypatch, failing_calls) -> None:
+    """Make the store's batch writes (every metric, and the config's params) raise
+    "database is locked" on the calls (1-based) that ``failing_calls(n)`` selects."""
+    real_log_batch = MlflowClient.log_batch
+    calls = {"n": 0}
+
+    def log_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if failing_calls(calls["n"]):
+            raise mlflow.exceptions.MlflowException("database is locked (injected)")
+        return real_log_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    monkeypatch.setattr("g2g.tracking.run_logger.RETRY_DELAYS_S", (0.01, 0.01), raising=False)
+
+
+@pytest.mark.parametrize("failures", [2, 4])
+def test_a_transient_store_failure_is_retried_and_nothing_is_lost(tmp_path, tiny_data_root, monkeypatch, caplog,
+                                                                   failures):
+    # call 1: the config's params, 2: model sizes (step 0), 3: epoch 1; then `failures` calls fail:
+    # 2 are absorbed by the retries, 4 outlast them (epoch 2 goes to the fallback file, epoch 3
+    # is logged again) and the fallback is logged when the run ends
+    cfg = compose_config(["model=index", "train.epochs=3"], tmp_path)
+    _store_fails(monkeypatch, lambda n: 4 <= n < 4 + failures)
+    caplog.set_level("INFO", logger="g2g")
+    summary = run_job(cfg)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(summary["run_id"], "test_accuracy")] == [1, 2, 3]
+    assert client.get_run(summary["run_id"]).info.status == "FINISHED"
+    assert not list(tmp_path.rglob("*.mlflow_fallback.jsonl"))
+    assert caplog.text.count("after 3 tries") == (failures > 2)
+    assert ("answers again" in caplog.text) == (failures > 2)
+
+
 def test_tracking_failure_mid_run_keeps_training_and_metrics_can_be_relogged(
     tmp_path, tiny_data_root, monkeypatch, caplog
 ):
     cfg = compose_config(["model=index", "train.epochs=3"], tmp_path)
-    real_log_metrics = mlflow.log_metrics
-    calls = {"n": 0}
-
-    def store_down_after_first_epoch(*args, **kwargs):  # call 1: model sizes (step 0), 2: epoch 1
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise mlflow.exceptions.MlflowException("database is locked (injected)")
-        return real_log_metrics(*args, **kwargs)
-
-    monkeypatch.setattr(mlflow, "log_metrics", store_down_after_first_epoch)
+    _store_fails(monkeypatch, lambda n: n > 3)  # down for good after epoch 1
     caplog.set_level("WARNING", logger="g2g")
     summary = run_job(cfg)
     monkeypatch.undo()
     assert summary["epoch"] == 3 and Path(summary["checkpoint"]).with_suffix(".DONE").exists()
-    assert caplog.text.count("MLflow store") == 1, "the failure is reported once"
+    assert caplog.text.count("after 3 tries") == 1, "the failure is reported once"
+    assert "the MLflow store still fails: log" in caplog.text
     (fallback,) = (tmp_path / "checkpoints").glob("*.mlflow_fallback.jsonl")
     entries = [json.loads(line) for line in fallback.read_text().splitlines()]
     assert [e["step"] for e in entries if e["kind"] == "metrics"] == [2, 3]
@@ -168,6 +194,19 @@ def test_tracking_failure_mid_run_keeps_training_and_metrics_can_be_relogged(
     assert result.returncode == 0, result.stderr
     assert [m.step for m in client.get_metric_history(summary["run_id"], "test_accuracy")] == [1, 2, 3]
     assert not fallback.exists() and fallback.with_suffix(".jsonl.relogged").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoints_and_markers_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        ckpt.save_checkpoint({"epoch": 1}, tmp_path / "x.pth")
+        ckpt.write_json(tmp_path / "x.DONE", {"run_id": "r"})
+    finally:
+        os.umask(previous)
+    for name in ("x.pth", "x.DONE"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_lock_refuses_a_second_holder_and_is_released_when_the_owner_dies(tmp_path):
@@ -289,7 +328,25 @@ def test_checkpoint_file_keeps_its_keys_and_gives_the_trainer_state_back(tmp_pat
     writer.save(state, {"torch": torch.get_rng_state()}, epoch=1, epoch_progress=None, history=[{"epoch": 1}])
     written = ckpt.load_checkpoint(tmp_path / "x.pth", "abc12345")
     assert list(written) == ["config_hash", "config", "epoch", "epoch_progress", "global_step", "model",
-                             "optimizer", "rng", "shuffle_rng", "history", "mlflow_run_id", "sparsity"]
+                             "optimizer", "rng", "shuffle_rng", "history", "mlflow_run_id", "sparsity",
+                             "logged_updates"]
     assert written["global_step"] == 6 and written["epoch"] == 1 and written["mlflow_run_id"] == "run-id"
     _assert_same_state(state["step_callbacks"][0], written["sparsity"])
     _assert_same_state(state, ckpt.trainer_state(written))
+
+
+def test_a_checkpoint_loaded_for_another_device_restores_the_random_generator_states(tmp_path):
+    from g2g.run.hardware import rng_state, set_rng_state
+
+    trainer, data = _trainer(seed=1)
+    trainer.train_epoch(data.train_x, data.train_y)
+    writer = ckpt.CheckpointWriter(tmp_path / "x.pth", "abc12345", {"seed": 1}, "run-id")
+    writer.save(trainer.state_dict(), rng_state(), epoch=1, epoch_progress=None, history=[])
+    expected = torch.rand(3)
+
+    state = ckpt.load_checkpoint(tmp_path / "x.pth", "abc12345", device="meta")  # stands in for a GPU
+    assert next(iter(state["model"].values())).device.type == "meta"
+    set_rng_state(state["rng"])
+    assert torch.equal(torch.rand(3), expected)
+    for generator_state in (state["shuffle_rng"], state["sparsity"]["generator"]):
+        torch.Generator().set_state(generator_state)

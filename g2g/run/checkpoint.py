@@ -4,16 +4,27 @@ A checkpoint lives at ``CHECKPOINT_DIR/LABEL_HASH.pth`` where LABEL (the run lab
 follows the seed's convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for
 dynamic sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash
 of every result-affecting setting, so two runs that could differ never share a
-file. ``LABEL_HASH.DONE`` marks a finished run.
+file. ``LABEL_HASH.DONE`` marks a finished run; ``LABEL_HASH.mlflow_run.json`` names
+the MLflow run that trains it (so a run killed hard, before its first checkpoint, is
+found and marked KILLED on the next start).
+
+The epoch count is not part of HASH (:data:`EPOCH_KEYS`): the first E epochs of a
+longer run are the E-epoch run, so asking a finished run for more epochs continues it
+from its checkpoint. Exception: with a regulariser (``regularizer`` other than
+``none``), whose schedule spans the total epochs, the count stays in HASH and a longer
+run starts over.
 
 The file's keys (:class:`CheckpointWriter` writes them, :func:`trainer_state` reads the
-trainer's part back) are unchanged since the first release, so old checkpoints resume.
+trainer's part back) are those of the first release plus ``logged_updates`` (how many
+DST records the MLflow run has; the training loop works it out for older files), so
+old checkpoints resume.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +33,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.files import atomic_torch_save, atomic_write
+
+log = logging.getLogger(__name__)
 
 #: config paths that do not change results (where things go, how fast, how shown)
 NON_RESULT_KEYS = (
@@ -35,6 +48,14 @@ NON_RESULT_KEYS = (
     "features.batch_size",
     "features.cache_dir",
 )
+
+#: the epoch counts (holdout's, and each cross-validation fold's): not in the hash
+#: unless a regulariser's schedule depends on them (see :func:`result_config`)
+EPOCH_KEYS = ("train.epochs", "protocol.epochs")
+
+#: checkpoint entries that are random generator states: torch accepts these only as
+#: CPU tensors, so :func:`load_checkpoint` keeps them on the CPU for any device
+GENERATOR_STATE_KEYS = ("rng", "shuffle_rng", "sparsity.generator")
 
 
 class CheckpointError(RuntimeError):
@@ -54,6 +75,12 @@ class CheckpointPaths:
         """``LABEL_HASH``, the files' common stem (logged as the run-label tag)."""
         return self.checkpoint.stem
 
+    @property
+    def run_record(self) -> Path:
+        """``LABEL_HASH.mlflow_run.json``: the MLflow run id of the run training now
+        (written when its run starts, before the first checkpoint)."""
+        return self.checkpoint.with_name(f"{self.name}.mlflow_run.json")
+
     def for_fold(self, fold: int) -> "CheckpointPaths":
         """The paths of cross-validation fold ``fold`` (suffix ``_fold{fold}``)."""
         stem = f"{self.name}_fold{fold}"
@@ -61,11 +88,20 @@ class CheckpointPaths:
                                  for path in (self.checkpoint, self.done_marker, self.lock)))
 
 
+def epochs_in_hash(cfg: DictConfig) -> bool:
+    """Whether the epoch count is part of the config hash: only with a regulariser
+    (``regularizer`` other than ``none``), because its schedule (lambda and target per
+    epoch) is spread over the total epochs, so the first E epochs of a longer run differ
+    from an E-epoch run."""
+    return cfg.regularizer.name != "none"
+
+
 def result_config(cfg: DictConfig) -> dict:
-    """The resolved config without the keys in :data:`NON_RESULT_KEYS`."""
+    """The resolved config without the keys in :data:`NON_RESULT_KEYS`, nor those in
+    :data:`EPOCH_KEYS` unless :func:`epochs_in_hash`."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
-    for dotted in NON_RESULT_KEYS:
+    for dotted in NON_RESULT_KEYS + (() if epochs_in_hash(cfg) else EPOCH_KEYS):
         *parents, leaf = dotted.split(".")
         node = container
         for parent in parents:
@@ -124,7 +160,7 @@ class CheckpointWriter:
     mlflow_run_id: str
 
     def save(self, trainer: dict, rng: dict, *, epoch: int, epoch_progress: dict | None,
-             history: list[dict]) -> None:
+             history: list[dict], logged_updates: int = 0) -> None:
         """Atomically write the checkpoint.
 
         Args:
@@ -134,6 +170,8 @@ class CheckpointWriter:
             epoch: completed epochs.
             epoch_progress: the ``progress`` of an interrupted epoch ``epoch + 1``, else None.
             history: one row of metrics per completed epoch.
+            logged_updates: how many of the DST's update records the MLflow run has
+                (all, as the training loop logs them before saving).
         Raises:
             ValueError: more than one step-callback state.
         """
@@ -146,7 +184,7 @@ class CheckpointWriter:
             "model": trainer["model"], "optimizer": trainer["optimizer"],
             "rng": rng, "shuffle_rng": trainer["shuffle_rng"],
             "history": history, "mlflow_run_id": self.mlflow_run_id,
-            "sparsity": callbacks[0] if callbacks else None,
+            "sparsity": callbacks[0] if callbacks else None, "logged_updates": logged_updates,
         }, self.path)
 
 
@@ -171,12 +209,47 @@ def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return lines
 
 
+def _to_device(value, device: torch.device | str):
+    """``value`` with every tensor inside (nested dicts, lists, tuples) moved to ``device``."""
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device) for item in value)
+    return value
+
+
+def _map_except_generator_states(state: dict, device: torch.device | str) -> dict:
+    """``state`` (loaded on the CPU) with its tensors on ``device``, except the
+    entries :data:`GENERATOR_STATE_KEYS` names, which stay on the CPU."""
+    kept = {}
+    for dotted in GENERATOR_STATE_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = state
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            kept[dotted] = node[leaf]
+    moved = _to_device(state, device)
+    for dotted, value in kept.items():
+        *parents, leaf = dotted.split(".")
+        node = moved
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return moved
+
+
 def load_checkpoint(
     path: Path, expected_hash: str, device: torch.device | str = "cpu", config: dict | None = None
 ) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary pickle code).
 
     Args:
+        device: where its tensors go, except the random generator states
+            (:data:`GENERATOR_STATE_KEYS`), which stay on the CPU where
+            ``torch.set_rng_state`` and ``torch.Generator.set_state`` accept them.
         config: this run's :func:`result_config`, to list the differing keys when the
             checkpoint was written for another config.
     Raises:
@@ -184,7 +257,7 @@ def load_checkpoint(
             (the differing keys listed). The file is left where it is.
     """
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(error).__name__}: {error}).\n"
@@ -198,7 +271,56 @@ def load_checkpoint(
             + (":\n  " + "\n  ".join(differing) if differing else "")
             + "\nEither delete it to start over, or point checkpoint.dir at the folder of the matching run."
         )
-    return state
+    return _map_except_generator_states(state, device) if torch.device(device).type != "cpu" else state
+
+
+def remove_stale_temporary_files(paths: CheckpointPaths) -> list[Path]:
+    """Delete the temporary files (``.LABEL_HASH.*.tmp``, also of its folds) that an
+    atomic save killed hard (SIGKILL, power loss) left behind. Call it only while
+    holding ``paths.lock``: no save of this run can be under way then.
+
+    Returns:
+        The files removed (each logged).
+    """
+    folder = paths.checkpoint.parent
+    stale = sorted({*folder.glob(f".{paths.name}.*.tmp"), *folder.glob(f".{paths.name}_fold*.tmp")})
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.warning("removed %s, left by a save that was killed before it finished", path)
+    return stale
+
+
+def finished_summary(paths: CheckpointPaths, epochs: int, announce: bool = True) -> dict | None:
+    """The ``.DONE`` summary of the finished run ``paths`` names, when it has ``epochs``
+    epochs; None when there is none, or when it has fewer epochs (the run is then
+    extended: it continues from its checkpoint into the same MLflow run).
+
+    Args:
+        epochs: the epochs asked for now (``train.epochs``, or ``protocol.epochs`` per
+            cross-validation fold).
+        announce: log that a finished run is extended.
+    Raises:
+        CheckpointError: the finished run has more epochs than asked for (its numbers
+            are not those of a run of ``epochs`` epochs).
+    """
+    if not paths.done_marker.exists():
+        return None
+    summary = read_json(paths.done_marker)
+    finished = summary.get("epochs", summary.get("epoch"))
+    if finished is None or finished == epochs:
+        return summary
+    if finished < epochs:
+        if announce:
+            log.info("experiment %s finished after %d epochs; %d asked for: continuing it from %s into "
+                     "MLflow run %s", paths.name, finished, epochs, paths.checkpoint, summary.get("run_id"))
+        return None
+    raise CheckpointError(
+        f"experiment {paths.name} already finished with {finished} epochs (MLflow run "
+        f"{summary.get('run_id')}, marker {paths.done_marker}), and this run asks for {epochs}: its "
+        f"checkpoint and final weights are those after epoch {finished}, not {epochs}.\nEither ask for "
+        f"{finished} epochs to reuse it (its metrics after epoch {epochs} are in that run's history at "
+        f"step {epochs}), or set checkpoint.dir to another folder to train {epochs} epochs on their own."
+    )
 
 
 def write_json(path: Path, content: dict) -> None:

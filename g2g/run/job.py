@@ -17,7 +17,7 @@ from g2g.run import checkpoint as ckpt
 from g2g.run.build import instantiate_option
 from g2g.run.hydra_runtime import sweep_context, threads_per_job
 from g2g.run.lock import ExperimentLock
-from g2g.run.protocols import RunContext, run_protocol
+from g2g.run.protocols import RunContext, protocol_epochs, run_protocol
 from g2g.run.validation import validate
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import log_reused_run
@@ -55,8 +55,8 @@ def run_job(cfg: DictConfig) -> dict:
     device = hardware.apply(num_threads=threads_per_job(hardware.num_threads))
     paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
     parent_run_id, overrides = sweep_context()
-    if paths.done_marker.exists():
-        summary = ckpt.read_json(paths.done_marker)
+    summary = ckpt.finished_summary(paths, protocol_epochs(cfg))  # fewer epochs than asked: extended
+    if summary is not None:
         log.info(
             "experiment %s already finished: MLflow run %s in %s (experiment %r), checkpoint %s. "
             "Delete %s to train it again.",
@@ -69,8 +69,9 @@ def run_job(cfg: DictConfig) -> dict:
         return {**summary, "skipped": True}
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     with ExperimentLock(paths.lock):
-        if paths.done_marker.exists():  # finished by another process while we waited
-            return {**ckpt.read_json(paths.done_marker), "skipped": True}
+        summary = ckpt.finished_summary(paths, protocol_epochs(cfg), announce=False)
+        if summary is not None:  # finished by another process while we waited
+            return {**summary, "skipped": True}
         tags = {TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides)} if parent_run_id else {}
         run_name = " ".join(overrides) if overrides else paths.name
         return run_protocol(RunContext(cfg, device, experiment_id, paths, run_name, tags))

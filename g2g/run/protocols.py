@@ -22,10 +22,10 @@ from g2g.run.hardware import seed_everything
 from g2g.run.hydra_runtime import output_dir
 from g2g.run.training_loop import train_epochs
 from g2g.tracking.names import (
-    TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID, TAG_PROTOCOL,
-    TAG_RUN_LABEL,
+    TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
+    TAG_PROTOCOL, TAG_RUN_LABEL,
 )
-from g2g.tracking.runs import resume_or_create_parent_run, start_run
+from g2g.tracking.runs import mark_killed_if_running, resume_or_create_parent_run, start_run, update_tags
 from g2g.tracking.params import flatten
 from g2g.tracking.run_logger import RunLogger
 
@@ -58,8 +58,17 @@ def _config_record(cfg: DictConfig) -> dict:
 
 def run_protocol(context: RunContext) -> dict:
     """Run the ``protocol`` config group's option (:func:`holdout` or :func:`crossval`,
-    named by its ``_target_``) and return its summary."""
+    named by its ``_target_``) and return its summary. Call it holding
+    ``context.paths.lock``: it first removes the temporary files a save killed hard
+    left behind."""
+    ckpt.remove_stale_temporary_files(context.paths)
     return instantiate_option(context.cfg.protocol)(context)
+
+
+def protocol_epochs(cfg: DictConfig) -> int:
+    """The epochs of every model the protocol trains: ``protocol.epochs`` for
+    cross-validation folds, else ``train.epochs``."""
+    return int(cfg.protocol.epochs if "epochs" in cfg.protocol else cfg.train.epochs)
 
 
 def holdout(context: RunContext) -> dict:
@@ -88,12 +97,15 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
     """
     cfg, paths = context.cfg, context.paths
     state_file = paths.checkpoint.with_name(paths.checkpoint.stem + ".crossval.json")
-    parent_id, is_new = resume_or_create_parent_run(
-        ckpt.read_json(state_file).get("run_id") if state_file.exists() else None,
-        context.experiment_id, context.run_name,
-        tags={**context.tags, TAG_RUN_LABEL: paths.name, TAG_PROTOCOL: "crossval"}, **_config_record(cfg))
+    recorded_id = ckpt.read_json(state_file).get("run_id") if state_file.exists() else None
+    mark_killed_if_running(recorded_id, paths.name)
+    tags = {**context.tags, TAG_RUN_LABEL: paths.name, TAG_PROTOCOL: "crossval", TAG_EPOCHS: str(epochs)}
+    parent_id, is_new = resume_or_create_parent_run(recorded_id, context.experiment_id, context.run_name,
+                                                    tags=tags, **_config_record(cfg))
     if is_new:
         ckpt.write_json(state_file, {"run_id": parent_id})
+    else:
+        update_tags(parent_id, tags)
     client = MlflowClient()
     status = "FAILED"
     try:
@@ -101,8 +113,11 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
         accuracies = []
         for fold, held_out in enumerate(stratified_folds(data.train_y, k_folds, cfg.seed), start=1):
             fold_paths = paths.for_fold(fold)
-            if fold_paths.done_marker.exists():
-                accuracies.append(ckpt.read_json(fold_paths.done_marker)["val_accuracy"])
+            finished = ckpt.finished_summary(fold_paths, epochs)
+            if finished is not None:
+                accuracies.append(finished["val_accuracy"])
+                if is_new:  # the earlier parent run is gone: this one gets the whole record
+                    client.log_metric(parent_id, "fold_val_accuracy", finished["val_accuracy"], step=fold)
                 continue
             split = fold_split(data, held_out)
             log.info("cross-validation fold %d/%d: %d training, %d validation examples",
@@ -123,7 +138,7 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
     finally:
         client.set_terminated(parent_id, status)
     summary = {"run_id": parent_id, "tracking_uri": mlflow.get_tracking_uri(),
-               "experiment": cfg.tracking.experiment, "cv_val_accuracy_mean": mean,
+               "experiment": cfg.tracking.experiment, "epochs": epochs, "cv_val_accuracy_mean": mean,
                "cv_val_accuracy_std": std, "fold_val_accuracy": accuracies}
     ckpt.write_json(paths.done_marker, summary)
     log.info("cross-validation %s: validation accuracy %.4f +- %.4f over %d folds; MLflow run %s",
@@ -136,6 +151,11 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
     (and its MLflow run) when it exists and ``checkpoint.resume`` is on, and write its
     ``.DONE`` marker. The data come from ``load()`` inside the run, so a data set that
     cannot be loaded marks the run FAILED.
+
+    An MLflow run that the checkpoint or ``paths.run_record`` names and that is still
+    RUNNING (its process was killed hard) is marked KILLED first. A resumed run takes
+    this start's tags (inside a sweep: the current sweep's parent and overrides); a
+    checkpoint whose run was deleted resumes into a new run that gets its whole record.
 
     Args:
         load: gives the :class:`DataSplits`; its test tensors are evaluated after every
@@ -154,11 +174,21 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
     resume = None
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
         resume = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
+    elif ckpt.epochs_in_hash(cfg):
+        log.info("regularizer=%s spreads its schedule over the total epochs, so the epoch count is part "
+                 "of the checkpoint name: a run with another epoch count starts over rather than "
+                 "continuing one", cfg.regularizer.name)
+    resume_id = resume["mlflow_run_id"] if resume else None
+    recorded_id = ckpt.read_json(paths.run_record).get("run_id") if paths.run_record.exists() else None
+    for earlier_id in {resume_id, recorded_id} - {None}:  # a process killed hard left it RUNNING
+        mark_killed_if_running(earlier_id, paths.name)
     tags = {TAG_RUN_LABEL: paths.name, TAG_CONFIG_HASH: config_hash,
             TAG_CHECKPOINT: str(paths.checkpoint.resolve()), TAG_DEVICE: str(device),
-            TAG_NUM_THREADS: str(torch.get_num_threads()), **context.tags}
-    run_id = start_run(resume["mlflow_run_id"] if resume else None, context.experiment_id, context.run_name,
-                       tags=tags, **_config_record(cfg))
+            TAG_NUM_THREADS: str(torch.get_num_threads()), TAG_EPOCHS: str(epochs), **context.tags}
+    run_id = start_run(resume_id, context.experiment_id, context.run_name, tags=tags, **_config_record(cfg))
+    if run_id == resume_id:  # this start's tags: a sweep's parent lists the run it resumes
+        update_tags(run_id, tags)
+    ckpt.write_json(paths.run_record, {"run_id": run_id})
     logger = RunLogger(run_id, mlflow.get_tracking_uri(),
                        output_dir(paths.checkpoint.parent) / f"{paths.name}.mlflow_fallback.jsonl")
     writer = ckpt.CheckpointWriter(paths.checkpoint, config_hash, ckpt.result_config(cfg), run_id)

@@ -28,39 +28,66 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
     after each, with a checkpoint after every epoch and on SIGINT/SIGTERM; then log
     the plots and the final weights.
 
+    Every metric series of the MLflow run is the same, step for step, whether the run
+    was interrupted and resumed (any number of times, at any step) or not: the DST
+    updates made so far are logged before every checkpoint, which stores how many were
+    logged; and a run resumed into a new MLflow run (the checkpoint's was deleted) gets
+    the checkpoint's whole record first (model sizes, every epoch, every DST update).
+
     Args:
         logger: the run's MLflow logger (per-epoch metrics at step = epoch, DST
             updates at step = global step, the model sizes at step 0 of a new run).
-        writer: writes ``paths.checkpoint``.
-        epochs: the run's total number of epochs.
+        writer: writes ``paths.checkpoint``; its ``mlflow_run_id`` is the run logged to.
+        epochs: the run's total number of epochs (more than a finished checkpoint's
+            continues it).
         eval_prefix: ``test`` or ``val``: the evaluation metrics' prefix.
         resume: a checkpoint :func:`g2g.run.checkpoint.load_checkpoint` loaded, to continue.
     Returns:
         The per-epoch history (one metrics row per epoch, all epochs so far).
     Raises:
+        g2g.run.checkpoint.CheckpointError: the checkpoint is further than ``epochs``.
         g2g.run.signals.TrainingInterrupted: stopped on a signal after saving.
         g2g.training.trainer.NonFiniteLossError: the loss became NaN or infinite.
     """
     model, trainer, sparsity, regularizer = objects.model, objects.trainer, objects.sparsity, objects.regularizer
     if regularizer is not None:
         regularizer.warn_if_never_active(epochs)
+    sizes = model.parameter_counts()  # of the initial masks; DST keeps them (it grows as many as it prunes)
     history: list[dict] = []
-    completed_epochs, epoch_progress = 0, None
+    completed_epochs, epoch_progress, logged_updates = 0, None, 0
+    new_run = resume is None or resume["mlflow_run_id"] != writer.mlflow_run_id
     if resume is not None:
+        _refuse_checkpoint_past(resume, epochs, writer.path)
         trainer.load_state_dict(ckpt.trainer_state(resume))
         set_rng_state(resume["rng"])
         history, completed_epochs = resume["history"], resume["epoch"]
         epoch_progress = resume.get("epoch_progress")
+        logged_updates = 0 if new_run else _logged_updates(resume)
         log.info("resuming %s after epoch %d%s from %s", writer.path.stem, completed_epochs,
                  f" and step {epoch_progress['next_batch']} of epoch {completed_epochs + 1}"
                  if epoch_progress else "", writer.path)
-    else:  # sizes measured from the masks; DST keeps them (it grows as many as it prunes)
-        logger.metrics(model.parameter_counts(), step=0)
-    logged_updates = len(sparsity.records) if sparsity is not None else 0
+    if new_run:
+        logger.metrics(sizes, step=0)
+        if resume is not None:
+            log.warning("MLflow run %s of the checkpoint is gone; logging its record (%d epochs, %d DST "
+                        "updates) into the new run %s", resume["mlflow_run_id"], len(history),
+                        len(sparsity.records) if sparsity is not None else 0, writer.mlflow_run_id)
+        for row in history:
+            logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    def log_pending_updates() -> None:
+        nonlocal logged_updates
+        if sparsity is not None:
+            for record in sparsity.records[logged_updates:]:
+                logger.metrics(record.metrics(), step=record.step)
+            logged_updates = len(sparsity.records)
 
     def save(epoch: int, progress: dict | None = None) -> None:
-        writer.save(trainer.state_dict(), rng_state(), epoch=epoch, epoch_progress=progress, history=history)
+        log_pending_updates()  # a checkpoint never holds an update that was not logged
+        writer.save(trainer.state_dict(), rng_state(), epoch=epoch, epoch_progress=progress, history=history,
+                    logged_updates=logged_updates)
 
+    log_pending_updates()  # a new run's copy of the checkpoint's updates, or an old checkpoint's rest
     with stop_on_signals(trainer) as received:
         for epoch in range(completed_epochs + 1, epochs + 1):
             row = {"epoch": epoch}
@@ -79,10 +106,6 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
             row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
             history.append(row)
             logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            if sparsity is not None:
-                for record in sparsity.records[logged_updates:]:
-                    logger.metrics(record.metrics(), step=record.step)
-                logged_updates = len(sparsity.records)
             log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f %s_accuracy %.4f (%.0f s)",
                      epoch, epochs, row["train_loss"], row["train_accuracy"], eval_prefix,
                      row[f"{eval_prefix}_accuracy"], row["epoch_time_s"])
@@ -94,6 +117,33 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
         # a signal from here on changes nothing: the run is complete
         _log_final_artifacts(objects, history, logger)
     return history
+
+
+def _refuse_checkpoint_past(resume: dict, epochs: int, path: Path) -> None:
+    """Raise :class:`g2g.run.checkpoint.CheckpointError` when the checkpoint is already
+    past the end of an ``epochs``-epoch run (it belongs to a longer run that was stopped)."""
+    done, progress = resume["epoch"], resume.get("epoch_progress")
+    if done > epochs or (done == epochs and progress is not None):
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} is {'in epoch ' + str(done + 1) if progress else 'after epoch ' + str(done)} "
+            f"of a longer run; this run asks for {epochs} epochs, whose final weights it no longer holds. "
+            f"Either ask for at least {done + (progress is not None)} epochs to continue it, or set "
+            f"checkpoint.dir to another folder to train {epochs} epochs separately."
+        )
+
+
+def _logged_updates(resume: dict) -> int:
+    """How many of the checkpoint's DST update records its MLflow run has. Checkpoints
+    written before this count was stored logged the updates at epoch ends only, so
+    there it is the records made up to the last completed epoch."""
+    if "logged_updates" in resume:
+        return resume["logged_updates"]
+    records = (resume.get("sparsity") or {}).get("records", [])
+    progress = resume.get("epoch_progress")
+    if progress is None:
+        return len(records)
+    epoch_start_step = resume["global_step"] - progress["next_batch"]
+    return sum(record["step"] <= epoch_start_step for record in records)
 
 
 def _log_final_artifacts(objects: RunObjects, history: list[dict], logger: RunLogger) -> None:

@@ -33,6 +33,9 @@ TAG_CHECKPOINT = "g2g.checkpoint"
 #: torch device and CPU thread count the run trained with
 TAG_DEVICE = "g2g.device"
 TAG_NUM_THREADS = "g2g.num_threads"
+#: the epochs a run has trained for, or is training to (more than its ``train.epochs``
+#: param when a finished run was extended: MLflow params cannot change)
+TAG_EPOCHS = "g2g.epochs"
 #: "crossval" on the parent run of a cross-validation
 TAG_PROTOCOL = "g2g.protocol"
 #: the fold number of a cross-validation child run

@@ -1,5 +1,6 @@
-"""The run logger: metrics and artifacts of one MLflow run, with an offline fallback
-file when the store fails mid-run, and :func:`relog` to log that file later
+"""The run logger: metrics and artifacts of one MLflow run, retried with back-off when
+the store fails, with an offline fallback file for what still fails (logged at the end
+of the run when the store is back), and :func:`relog` to log that file later
 (``python -m g2g.tracking relog FILE``)."""
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from g2g.files import atomic_write
 from g2g.tracking.store import log_batch_chunked
 
 if TYPE_CHECKING:
@@ -23,12 +26,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: seconds to wait before each new try of a store call that failed (a SQLite store
+#: locked by another process, a server restarting); what still fails after the last
+#: goes to the fallback file
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 class RunLogger:
     """Logs metrics and artifacts to one MLflow run and survives a store that fails
-    mid-run: training goes on, the failure is reported once, and from then on what
-    could not be logged is kept under ``fallback_path`` (JSON lines, plus copies of
-    the artifacts beside it) so that ``python -m g2g.tracking relog FILE`` can log it
-    later.
+    mid-run: training goes on.
+
+    A failing call is tried again after each of :data:`RETRY_DELAYS_S`; only what
+    still fails is kept under ``fallback_path`` (JSON lines, plus copies of the
+    artifacts beside it), and the outage is reported once. While the store is out,
+    each call is tried once (no waiting); the first that succeeds ends the outage. At
+    :meth:`end`, the kept entries are logged to the run when the store answers again;
+    otherwise ``python -m g2g.tracking relog FILE`` logs them later.
 
     Args:
         run_id: the MLflow run.
@@ -40,7 +53,10 @@ class RunLogger:
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.fallback_path = Path(fallback_path)
+        #: the last store call failed after every try (the store is out)
         self.offline = False
+        #: an outage was reported (the warning is given once per run)
+        self.warned = False
 
     def _record(self, entry: dict) -> None:
         self.fallback_path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,34 +67,52 @@ class RunLogger:
                                        "tracking_uri": self.tracking_uri}) + "\n")
             file.write(json.dumps(entry) + "\n")
 
+    def _call(self, action: Callable[[], object], retry_while_offline: bool = False) -> bool:
+        """Run one store call, trying again after each of :data:`RETRY_DELAYS_S`
+        (while the store is out, once only unless ``retry_while_offline``). Returns
+        whether it succeeded."""
+        delays = () if self.offline and not retry_while_offline else RETRY_DELAYS_S
+        for delay in (*delays, None):
+            try:
+                action()
+            except Exception as error:  # any store failure: network, database, server
+                if delay is None:
+                    self._failed(error)
+                    return False
+                log.debug("MLflow store %s failed (%s: %s); trying again in %.1f s",
+                          self.tracking_uri, type(error).__name__, error, delay)
+                time.sleep(delay)
+            else:
+                if self.offline:
+                    log.info("MLflow store %s answers again; logging to it", self.tracking_uri)
+                    self.offline = False
+                return True
+        return False
+
     def _failed(self, error: Exception) -> None:
-        if not self.offline:
+        if not self.warned:
             log.warning(
-                "MLflow store %s failed (%s: %s); training goes on and what is not logged is kept "
-                "in %s. Log it later with: python -m g2g.tracking relog %s",
-                self.tracking_uri, type(error).__name__, error, self.fallback_path, self.fallback_path,
+                "MLflow store %s failed (%s: %s) after %d tries; training goes on and what cannot be "
+                "logged is kept in %s, to be logged at the end of the run if the store answers again "
+                "(else later with: python -m g2g.tracking relog %s)",
+                self.tracking_uri, type(error).__name__, error, len(RETRY_DELAYS_S) + 1,
+                self.fallback_path, self.fallback_path,
             )
-        self.offline = True
+        elif not self.offline:
+            log.info("MLflow store failed again (%s: %s); kept in %s", type(error).__name__, error,
+                     self.fallback_path)
+        self.offline = self.warned = True
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         """Log metrics at ``step`` (or keep them in the fallback file)."""
-        if not self.offline:
-            try:
-                mlflow.log_metrics(values, step=step)
-                return
-            except Exception as error:  # any store failure: network, database, server
-                self._failed(error)
-        self._record({"kind": "metrics", "step": step, "values": values,
-                      "timestamp": int(time.time() * 1000)})
+        timestamp = int(time.time() * 1000)
+        if not self._call(lambda: mlflow.log_metrics(values, step=step, timestamp=timestamp)):
+            self._record({"kind": "metrics", "step": step, "values": values, "timestamp": timestamp})
 
     def artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         """Log a file (or keep a copy beside the fallback file)."""
-        if not self.offline:
-            try:
-                mlflow.log_artifact(str(local_path), artifact_path=artifact_path)
-                return
-            except Exception as error:
-                self._failed(error)
+        if self._call(lambda: mlflow.log_artifact(str(local_path), artifact_path=artifact_path)):
+            return
         folder = self.fallback_path.with_suffix(".artifacts") / (artifact_path or "")
         folder.mkdir(parents=True, exist_ok=True)
         copy = folder / Path(local_path).name
@@ -98,13 +132,13 @@ class RunLogger:
             plt.close(figure)
 
     def end(self, status: str) -> None:
-        """End the run with ``status`` (FINISHED, FAILED, KILLED)."""
-        if not self.offline:
-            try:
-                mlflow.end_run(status)
-                return
-            except Exception as error:
-                self._failed(error)
+        """End the run with ``status`` (FINISHED, FAILED, KILLED), after logging what
+        the fallback file kept, when the store takes it."""
+        if self.fallback_path.exists() and not self._call(self._relog_kept, retry_while_offline=True):
+            log.warning("the MLflow store still fails: log %s later with: python -m g2g.tracking relog %s",
+                        self.fallback_path, self.fallback_path)
+        if self._call(lambda: mlflow.end_run(status)):
+            return
         while mlflow.active_run() is not None:  # forget the run locally even if the store is gone
             try:
                 mlflow.end_run(status)
@@ -112,20 +146,32 @@ class RunLogger:
                 break
         self._record({"kind": "end", "status": status})
 
+    def _relog_kept(self) -> None:
+        count = relog(self.fallback_path)
+        log.info("logged the %d entries kept in %s during the MLflow store's outage", count, self.fallback_path)
+
 
 def relog(path: Path) -> int:
     """Log what a :class:`RunLogger` kept in ``path`` to its run; returns the number
-    of entries logged and renames the file to ``*.relogged``."""
-    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    of entries logged and renames the file to ``*.relogged``. When the store fails
+    part-way, the file keeps only the entries not yet logged (so running it again
+    logs nothing twice) and the error is raised."""
+    path = Path(path)
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     header, entries = lines[0], lines[1:]
     client = MlflowClient(header["tracking_uri"])
-    for entry in entries:
-        if entry["kind"] == "metrics":
-            log_batch_chunked(client, header["run_id"], metrics=entry["values"], step=entry["step"],
-                              timestamp=entry["timestamp"])
-        elif entry["kind"] == "artifact":
-            client.log_artifact(header["run_id"], entry["local_path"], entry["artifact_path"])
-        elif entry["kind"] == "end":
-            client.set_terminated(header["run_id"], entry["status"])
-    Path(path).rename(Path(path).with_suffix(Path(path).suffix + ".relogged"))
+    for done, entry in enumerate(entries):
+        try:
+            if entry["kind"] == "metrics":
+                log_batch_chunked(client, header["run_id"], metrics=entry["values"], step=entry["step"],
+                                  timestamp=entry["timestamp"])
+            elif entry["kind"] == "artifact":
+                client.log_artifact(header["run_id"], entry["local_path"], entry["artifact_path"])
+            elif entry["kind"] == "end":
+                client.set_terminated(header["run_id"], entry["status"])
+        except BaseException:
+            rest = [header, *entries[done:]]
+            atomic_write(path, lambda file: file.write("".join(json.dumps(e) + "\n" for e in rest).encode()))
+            raise
+    path.rename(path.with_suffix(path.suffix + ".relogged"))
     return len(entries)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.entities import Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from g2g.tracking.names import TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
@@ -25,13 +25,42 @@ ERROR_TAG_LENGTH = 2000
 
 
 def find_run(run_id: str | None) -> Run | None:
-    """The run ``run_id`` when the current store has it, else None."""
+    """The run ``run_id`` when the current store has it and it is not deleted (MLflow
+    keeps a deleted run until garbage collection, but cannot log into it), else None."""
     if run_id is None:
         return None
     try:
-        return MlflowClient().get_run(run_id)
+        run = MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
         return None
+    if run.info.lifecycle_stage == "deleted":
+        log.info("MLflow run %s was deleted", run_id)
+        return None
+    return run
+
+
+def mark_killed_if_running(run_id: str | None, what: str) -> bool:
+    """Mark the run ``run_id`` KILLED when it is still RUNNING although no process
+    trains it (its process was killed hard: SIGKILL, a second Ctrl-C while saving,
+    power loss); call it only while holding the run's lock. Returns whether it did.
+
+    Args:
+        what: names the run in the log line (e.g. its checkpoint's label).
+    """
+    run = find_run(run_id)
+    if run is None or run.info.status != "RUNNING":
+        return False
+    MlflowClient().set_terminated(run_id, "KILLED")
+    log.warning("MLflow run %s of %s was still RUNNING, but its process is gone (killed hard); "
+                "marked KILLED", run_id, what)
+    return True
+
+
+def update_tags(run_id: str, tags: dict[str, str]) -> None:
+    """Set ``tags`` on an existing run (a resumed run takes the tags of the start that
+    resumes it: inside a sweep, the current sweep's parent and the job's overrides)."""
+    if tags:
+        MlflowClient().log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
 
 def _log_config(run_id: str, *, params: dict, config_yaml: str) -> None:

@@ -1,0 +1,237 @@
+"""Resume keeps every record: after any interrupt and resume (a signal mid-epoch or at an
+epoch's end, a crash, a deleted MLflow run, a finished run extended to more epochs)
+every metric series of the run equals the uninterrupted run's, step for step; a job
+killed hard leaves nothing RUNNING and no temporary file behind once it starts again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT, compose_config, write_fashion_mnist
+from g2g.run import checkpoint as ckpt
+from g2g.run.job import run_job
+from g2g.run.signals import TrainingInterrupted
+from g2g.sparse.dst import DynamicSparsity
+
+# 64 training examples in batches of 16: 4 steps per epoch; DST updates at steps 3, 6, 9, 12
+DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.update_interval=3", "sparsity.prune=set",
+           "sparsity.grow=random", "train.epochs=3"]
+#: metrics whose values are wall-clock times (their steps are still compared)
+WALL_CLOCK = {"epoch_time_s"}
+
+
+def _client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float | None]]]:
+    """Every metric of the run as its full history [(step, value)], in step order
+    (values of :data:`WALL_CLOCK` metrics replaced by None)."""
+    histories = {}
+    for key in client.get_run(run_id).data.metrics:
+        entries = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        histories[key] = [(m.step, None if key in WALL_CLOCK else m.value) for m in entries]
+    return histories
+
+
+def _stop_at_step(monkeypatch, step: int, how) -> None:
+    """Make the DST step callback call ``how()`` right after global step ``step``."""
+    real_call = DynamicSparsity.__call__
+
+    def call(self, global_step, output, inputs):
+        real_call(self, global_step, output, inputs)
+        if global_step == step:
+            how()
+
+    monkeypatch.setattr(DynamicSparsity, "__call__", call)
+
+
+def _sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _crash() -> None:
+    raise RuntimeError("injected crash (no checkpoint written)")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The metric histories of the uninterrupted 3-epoch DST run."""
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    write_fashion_mnist(tmp_path / "data")
+    summary = run_job(compose_config(DST_RUN, tmp_path))
+    return _histories(_client(tmp_path), summary["run_id"])
+
+
+@pytest.mark.parametrize("interruption", ["sigterm_mid_epoch", "sigterm_at_epoch_end", "crash_mid_epoch",
+                                          "run_deleted_after_sigterm", "finished_run_extended"])
+def test_every_metric_series_equals_the_uninterrupted_runs_after_an_interrupt_and_resume(
+    tmp_path, tiny_data_root, monkeypatch, uninterrupted, interruption
+):
+    client = _client(tmp_path)
+    if interruption == "finished_run_extended":
+        first = run_job(compose_config([*DST_RUN, "train.epochs=2"], tmp_path))
+        interrupted_id = first["run_id"]
+        assert client.get_run(interrupted_id).info.status == "FINISHED"
+    else:
+        how = _crash if interruption == "crash_mid_epoch" else _sigterm
+        _stop_at_step(monkeypatch, 8 if interruption == "sigterm_at_epoch_end" else 7, how)
+        with pytest.raises((TrainingInterrupted, RuntimeError)):
+            run_job(compose_config(DST_RUN, tmp_path))
+        monkeypatch.undo()
+        (interrupted,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+        interrupted_id = interrupted.info.run_id
+        if interruption == "run_deleted_after_sigterm":
+            client.delete_run(interrupted_id)
+
+    summary = run_job(compose_config(DST_RUN, tmp_path))
+
+    assert summary["epoch"] == 3
+    if interruption == "run_deleted_after_sigterm":
+        assert summary["run_id"] != interrupted_id
+        resumed = client.get_run(summary["run_id"])
+        assert resumed.data.params["sparsity.update_interval"] == "3"
+        assert resumed.data.tags["g2g.config_hash"] == ckpt.config_hash(compose_config(DST_RUN, tmp_path))
+        assert "config.yaml" in [a.path for a in client.list_artifacts(summary["run_id"])]
+    else:
+        assert summary["run_id"] == interrupted_id
+    assert client.get_run(summary["run_id"]).info.status == "FINISHED"
+    got = _histories(client, summary["run_id"])
+    assert sorted(got) == sorted(uninterrupted)
+    for key in uninterrupted:
+        assert got[key] == uninterrupted[key], key
+    assert [step for step, _ in got["dst_fc1_pruned"]] == [3, 6, 9, 12]
+
+
+def test_a_checkpoint_without_the_update_count_counts_only_the_updates_before_its_interrupted_epoch():
+    from g2g.run.training_loop import _logged_updates
+
+    records = [{"step": step} for step in (3, 6)]  # epoch 1 = steps 1-4, stopped after step 7
+    old_mid_epoch = {"global_step": 7, "epoch_progress": {"next_batch": 3}, "sparsity": {"records": records}}
+    assert _logged_updates(old_mid_epoch) == 1, "the update of step 6 was never logged"
+    assert _logged_updates({**old_mid_epoch, "epoch_progress": None}) == 2
+    assert _logged_updates({**old_mid_epoch, "logged_updates": 2}) == 2
+
+
+# ------------------------------------------------------------ extending a finished run
+
+def test_the_epoch_count_is_not_in_the_config_hash_unless_a_regulariser_schedules_over_it():
+    one, two = compose_config(["train.epochs=1"]), compose_config(["train.epochs=2"])
+    assert ckpt.config_hash(one) == ckpt.config_hash(two)
+    crossval = [compose_config(["protocol=crossval", f"protocol.epochs={n}"]) for n in (1, 2)]
+    assert ckpt.config_hash(crossval[0]) == ckpt.config_hash(crossval[1])
+    regularized = [compose_config(["regularizer=firing_rate", f"train.epochs={n}"]) for n in (1, 2)]
+    assert ckpt.config_hash(regularized[0]) != ckpt.config_hash(regularized[1])
+
+
+def test_a_run_asked_for_fewer_epochs_than_a_finished_one_is_refused_naming_both(tmp_path, tiny_data_root):
+    run_job(compose_config(["model=index", "train.epochs=2"], tmp_path))
+    with pytest.raises(ckpt.CheckpointError, match="already finished with 2 epochs.*asks for 1"):
+        run_job(compose_config(["model=index", "train.epochs=1"], tmp_path))
+
+
+def test_a_checkpoint_further_than_the_epochs_asked_for_is_refused(tmp_path, tiny_data_root, monkeypatch):
+    _stop_at_step(monkeypatch, 6, _sigterm)  # in epoch 2 of 3
+    with pytest.raises(TrainingInterrupted):
+        run_job(compose_config(DST_RUN, tmp_path))
+    monkeypatch.undo()
+    with pytest.raises(ckpt.CheckpointError, match="in epoch 2 of a longer run; this run asks for 1 epochs"):
+        run_job(compose_config([*DST_RUN, "train.epochs=1"], tmp_path))
+
+
+def test_extending_a_cross_validation_continues_every_fold_in_the_same_runs(tmp_path, tiny_data_root):
+    client = _client(tmp_path)
+    crossval = ["model=index", "protocol=crossval", "protocol.k_folds=2"]
+    first = run_job(compose_config([*crossval, "protocol.epochs=1"], tmp_path))
+    runs_before = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("g2g").experiment_id])}
+    extended = run_job(compose_config([*crossval, "protocol.epochs=2"], tmp_path))
+    assert extended["run_id"] == first["run_id"] and not extended["skipped"]
+    runs = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    assert {r.info.run_id for r in runs} == runs_before, "no new run: the folds continued"
+    for run in runs:
+        if "g2g.fold" in run.data.tags:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+        assert run.data.tags["g2g.epochs"] == "2" and run.info.status == "FINISHED"
+
+
+# ------------------------------------------------------------ a job killed hard
+
+def test_a_run_killed_before_its_first_checkpoint_is_marked_killed_at_the_next_start(
+    tmp_path, tiny_data_root, monkeypatch, caplog
+):
+    cfg = compose_config(["model=index", "train.epochs=1"], tmp_path)
+    paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
+    # what SIGKILL in epoch 1 leaves: the run RUNNING, its id recorded, a torn temporary file
+    from g2g.tracking.store import setup_experiment
+
+    experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    client = _client(tmp_path)
+    orphan = client.create_run(experiment_id).info.run_id
+    ckpt.write_json(paths.run_record, {"run_id": orphan})
+    stale = paths.checkpoint.with_name(f".{paths.checkpoint.name}.k1ll3d.tmp")
+    stale.write_bytes(b"torn")
+    caplog.set_level("WARNING", logger="g2g")
+
+    summary = run_job(cfg)
+
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert f"MLflow run {orphan}" in caplog.text and "marked KILLED" in caplog.text
+    assert client.get_run(summary["run_id"]).info.status == "FINISHED" and summary["run_id"] != orphan
+    assert not stale.exists()
+
+
+def test_a_run_resumed_inside_a_sweep_is_listed_by_the_new_sweep_parent(tmp_path, tiny_data_root, monkeypatch):
+    cfg = compose_config(DST_RUN, tmp_path)
+    _stop_at_step(monkeypatch, 7, _sigterm)
+    with pytest.raises(TrainingInterrupted):
+        run_job(cfg)
+    monkeypatch.undo()
+    client = _client(tmp_path)
+    new_parent = client.create_run(client.get_experiment_by_name("g2g").experiment_id).info.run_id
+    monkeypatch.setattr("g2g.run.job.sweep_context", lambda: (new_parent, ["model=mixer"]))
+    summary = run_job(cfg)
+    tags = client.get_run(summary["run_id"]).data.tags
+    assert tags["mlflow.parentRunId"] == new_parent and tags["g2g.overrides"] == "model=mixer"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_the_same_command_marks_the_run_killed_and_resumes_it(tmp_path):
+    data_root = tmp_path / "data"
+    write_fashion_mnist(data_root, num_train=4000, num_test=200)
+    command = [sys.executable, str(REPO_ROOT / "run.py"), "model=index", "encoder=rate", "model.hidden_dim=64",
+               "encoder.num_steps=8", "train.epochs=2", "train.batch_size=8", "train.progress=false",
+               "hardware=cpu", "hardware.num_threads=1", "dataset.download=false", f"dataset.root={data_root}",
+               f"hydra.run.dir={tmp_path / 'outputs'}"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "epoch 1/2:" in line:
+            time.sleep(0.5)
+            process.kill()  # SIGKILL: no handler, no clean-up
+            break
+    process.wait(timeout=60)
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*.pth")
+    stale = checkpoint.with_name(f".{checkpoint.name}.k1ll3d.tmp")
+    stale.write_bytes(b"torn")  # as a kill during a save leaves it
+    client = _client(tmp_path)
+    (killed,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    assert killed.info.status == "RUNNING"
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    output = resumed.stdout + resumed.stderr
+    assert f"MLflow run {killed.info.run_id}" in output and "marked KILLED" in output
+    assert "resuming" in output and not stale.exists()
+    (run,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_accuracy")] == [1, 2]
