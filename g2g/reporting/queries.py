@@ -17,7 +17,10 @@ from g2g.tracking import names
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-#: table columns that are neither per-layer nor metrics: (header, ("param"|"info"|"tag", key))
+#: table columns that are neither per-layer nor metrics: (header, ("param"|"info"|"tag", key));
+#: "tag or param" takes the tag (first key) and falls back to the param (second key): a run
+#: extended to more epochs keeps its first ``train.epochs`` param (MLflow params are final)
+#: and records the epochs it has in the tag
 _SETTINGS = [
     ("run_name", ("info", "run_name")),
     ("status", ("info", "status")),
@@ -34,7 +37,7 @@ _SETTINGS = [
     ("grow_init", ("param", "sparsity.grow_init")),
     ("update_interval", ("param", "sparsity.update_interval")),
     ("prune_fraction", ("param", "sparsity.prune_fraction")),
-    ("epochs", ("param", "train.epochs")),
+    ("epochs", ("tag or param", f"{names.TAG_EPOCHS} train.epochs")),
     ("batch_size", ("param", "train.batch_size")),
     ("lr", ("param", "train.lr")),
     ("seed", ("param", "seed")),
@@ -77,6 +80,9 @@ def run_row(run) -> dict:
             row[header] = run.data.params.get(key)
         elif kind == "tag":
             row[header] = run.data.tags.get(key)
+        elif kind == "tag or param":
+            tag, param = key.split()
+            row[header] = run.data.tags.get(tag, run.data.params.get(param))
         else:
             row[header] = run.data.metrics.get(key)
     return row
