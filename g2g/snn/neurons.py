@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from g2g.snn.kernels import LIFScan
+from g2g.snn.kernels import LIFScan, peak_magnitude
 from g2g.snn.surrogate import get_surrogate
 
 
@@ -83,7 +83,7 @@ class LIF(nn.Module):
                                          self.surrogate_slope)
         # NaN or inf persists through the recursion (decay in [0, 1]: 0 * inf is NaN), so
         # the last step shows whether the membrane stayed finite at every step
-        self.last_membrane_peak = torch.linalg.vector_norm(membrane[-1].detach(), float("inf"))
+        self.last_membrane_peak = peak_magnitude(membrane[-1])
         return spikes
 
     def extra_repr(self) -> str:

@@ -13,7 +13,6 @@ seconds and one at the end of each epoch.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -340,10 +339,13 @@ class Trainer:
         after ``backward()``, before ``optimizer.step()``) also if a LIF membrane of
         the step's forward, a loss term or a gradient is.
 
-        One fused reduction per tensor (its largest ``|entry|``, NaN when an entry is
-        NaN; for a membrane :attr:`g2g.snn.neurons.LIF.last_membrane_peak`) and one
-        host sync in all. Parameters are reported first (the previous step made them,
-        and the rest of this step follows from them), then membranes, losses,
+        The common case costs one reduction per tensor and one host sync: the total
+        L2 norm of all of them (:func:`torch.nn.utils.get_total_norm`, fused on CUDA),
+        finite only when every entry is, with each membrane represented by
+        :attr:`g2g.snn.neurons.LIF.last_membrane_peak`. Only when it is not finite are
+        the tensors checked one by one, exactly (a norm that overflowed on huge finite
+        values raises nothing). Parameters are reported first (the previous step made
+        them, and the rest of this step follows from them), then membranes, losses,
         gradients.
 
         Args:
@@ -361,21 +363,21 @@ class Trainer:
             named += [(name, value.detach()) for name, value in losses.items()]
             named += [(f"{name} gradient", parameter.grad) for name, parameter in self.model.named_parameters()
                       if parameter.grad is not None]
-        peaks = torch._foreach_norm([value for _, value in named], math.inf)  # few kernels on CUDA
-        finite = torch.isfinite(torch.stack(peaks))
-        if bool(finite.all()):  # the one host sync
+        if bool(torch.isfinite(torch.nn.utils.get_total_norm([value for _, value in named]))):  # the host sync
             return
-        first = int((~finite).nonzero()[0])
-        name, value = named[first]
-        if first < len(parameters):
-            raise NonFiniteTrainingError(
-                f"the parameter {name} became {_describe_nonfinite(value)} in global step {self.global_step} "
-                f"(its optimizer step or a step callback); training stopped before the next optimizer step "
-                f"and before a checkpoint could keep it. {_NONFINITE_HINT}", name, self.global_step)
-        error = NonFiniteLossError if name in losses else NonFiniteTrainingError
-        raise error(f"the {name} became {_describe_nonfinite(value)} at global step {self.global_step + 1} "
-                    f"({batch}); the weights were not updated with it. {_NONFINITE_HINT}",
-                    name, self.global_step + 1)
+        for index, (name, value) in enumerate(named):
+            if bool(torch.isfinite(value).all()):
+                continue
+            if index < len(parameters):
+                raise NonFiniteTrainingError(
+                    f"the parameter {name} became {_describe_nonfinite(value)} in global step "
+                    f"{self.global_step} (its optimizer step or a step callback); training stopped before "
+                    f"the next optimizer step and before a checkpoint could keep it. {_NONFINITE_HINT}",
+                    name, self.global_step)
+            error = NonFiniteLossError if name in losses else NonFiniteTrainingError
+            raise error(f"the {name} became {_describe_nonfinite(value)} at global step {self.global_step + 1} "
+                        f"({batch}); the weights were not updated with it. {_NONFINITE_HINT}",
+                        name, self.global_step + 1)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str = "test") -> dict:
