@@ -173,3 +173,12 @@ def test_run_with_output_to_a_file_writes_readable_progress_lines(tmp_path, tiny
     assert [line.split("] - ")[-1].split(" img")[0] for line in progress] == ["epoch 1/2: 100% 64/64",
                                                                              "epoch 2/2: 100% 64/64"]
     assert sum("epoch 1/2: train_loss" in line for line in output.splitlines()) == 1
+
+
+def test_finite_check_benchmark_runs_and_prints_a_row_per_model():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "finite_check.py"), "--threads", "1",
+                             "--hidden", "32", "--num-steps", "4", "--batch", "8", "--repeats", "1",
+                             "--check-repeats", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows == ["model", "dense", "mixer"]
