@@ -1,15 +1,13 @@
 """Dynamic sparse training: the invariants of every prune x grow rule on every
 sparse model, the rules on hand-made cases, and exact resume."""
 
-import math
-
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
 from g2g.run import checkpoint as ckpt
-from g2g.sparse.dst import DynamicSparsity, HebbianTrace
+from g2g.sparse.dst import DynamicSparsity, HebbianTrace, prune_count
 from g2g.snn.encoders import CurrentEncoder, RateEncoder
 from g2g.run.job import run_job
 from g2g.models.network import SpikingNetwork
@@ -46,7 +44,7 @@ def _trained_steps(model_name, prune, grow, steps=12, interval=3, seed=0):
             grown = (layer.mask == 1) & (before[name] == 0)
             pruned = (layer.mask == 0) & (before[name] == 1)
             if step % interval == 0:
-                assert grown.sum() == pruned.sum() == math.floor(0.2 * initial_counts[name])
+                assert grown.sum() == pruned.sum() == initial_counts[name] * 2 // 10
                 changed = grown | pruned
                 state = optimizer.state[layer.weight]
                 assert torch.all(state["exp_avg"][changed] == 0)
@@ -87,9 +85,34 @@ def test_set_prunes_exactly_k_with_tied_magnitudes():
     dst = DynamicSparsity(net, optimizer, prune="set", grow="random", prune_fraction=0.3)
     before = {n: l.mask.clone() for n, l in net.masked_layers().items()}
     for record, (name, layer) in zip(dst.update(1), net.masked_layers().items()):
-        k = math.floor(0.3 * before[name].sum().item())
+        k = int(before[name].sum()) * 3 // 10
         assert record.pruned == k
         assert int(((before[name] == 1) & (layer.mask == 0)).sum()) == k
+
+
+def test_prune_count_is_the_floor_of_the_exact_product_for_every_fraction():
+    # every decimal fraction with up to 3 digits against integer arithmetic on its digits,
+    # e.g. 0.57 of 100 is 57 (the binary float product 0.57 * 100 is 56.99...)
+    counts = list(range(0, 1200)) + [10**6 + 1, 123456789]
+    wrong = [(f"0.{digits:03d}", count) for digits in range(1, 1000) for count in counts[::7] + [100]
+             if prune_count(float(f"0.{digits:03d}"), count) != digits * count // 1000]
+    assert not wrong, wrong[:10]
+    assert prune_count(0.57, 100) == 57 and int(0.57 * 100) == 56
+    assert [prune_count(f, 100) for f in (0.29, 0.58, 0.07, 1e-2, 5.7e-1)] == [29, 58, 7, 1, 57]
+    assert prune_count(0.1 + 0.2, 10**17) == 30000000000000004  # the float as written: 0.30000000000000004
+
+
+def test_dst_prunes_and_grows_0_57_of_100_active_connections_as_57():
+    net = SpikingNetwork(4, 16, 4, connectivity="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
+    layer = net.fc2  # 16 x 16; 100 active connections, 156 inactive
+    layer.mask.zero_().view(-1)[:100] = 1
+    with torch.no_grad():
+        layer.weight.mul_(layer.mask)
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="set", grow="random",
+                          prune_fraction=0.57)
+    record = dst.update_layer("fc2", layer, 1)
+    assert record.pruned == record.grown == 57
+    assert int(layer.mask.sum()) == 100
 
 
 def test_set_prunes_the_smallest_magnitudes():
@@ -103,7 +126,7 @@ def test_set_prunes_the_smallest_magnitudes():
     with torch.no_grad():
         layer.weight.view(-1)[[60, 61, 62]] = 0
     dst.update_layer("fc2", layer, 1)
-    k = math.floor(0.05 * 61)
+    k = 61 * 5 // 100
     pruned = ((layer.mask == 0).view(-1)).nonzero().flatten().tolist()
     smallest = sorted(set(range(64)) - {60, 61, 62}, key=lambda i: abs(i - 10.0))[:k]
     assert set(smallest) <= set(pruned)

@@ -117,7 +117,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
         return loss * float("nan") if calls["n"] == 6 else loss  # 4 training steps per epoch
 
     monkeypatch.setattr(g2g.training.trainer.F, "cross_entropy", nan_in_epoch_two)
-    with pytest.raises(NonFiniteLossError, match="became nan"):
+    with pytest.raises(NonFiniteLossError, match="the training loss became NaN at global step 6"):
         run_job(cfg)
     monkeypatch.undo()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

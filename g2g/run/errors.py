@@ -10,11 +10,11 @@ from g2g.run.hardware import DeviceUnavailableError
 from g2g.run.lock import ExperimentLockedError
 from g2g.run.validation import ConfigError
 from g2g.tracking.store import TrackingUnavailableError
-from g2g.training.trainer import NonFiniteLossError
+from g2g.training.trainer import NonFiniteTrainingError
 
 #: errors whose message tells the user what to do
 USER_ERRORS = (ConfigError, DeviceUnavailableError, TrackingUnavailableError, DatasetUnavailableError,
-               CheckpointError, ExperimentLockedError, NonFiniteLossError, FeaturesUnavailableError)
+               CheckpointError, ExperimentLockedError, NonFiniteTrainingError, FeaturesUnavailableError)
 
 #: exit status of a bad config value
 EXIT_CONFIG_ERROR = 2

@@ -4,6 +4,8 @@
   backward; the surrogate gradient is an argument (:mod:`g2g.snn.surrogate`).
 - :func:`spike_linear` (:class:`SpikeLinear`): ``S @ W^T + b`` for binary spike
   inputs, with sparse products when few inputs spike.
+- :func:`peak_magnitude`: the largest ``|entry|``, NaN or inf when an entry is (the LIF
+  layers' finiteness signal for the trainer).
 
 Both equal the straightforward autograd computation up to float summation order
 (``tests/test_neurons.py``).
@@ -91,6 +93,15 @@ class LIFScan(torch.autograd.Function):
         threshold_grad = threshold_grad - torch.dot(fired[:-1].reshape(-1), later)
         decay_grad = torch.dot(membrane[:-1].reshape(-1), later)
         return grad_u, decay_grad.reshape(decay.shape), threshold_grad.reshape(threshold.shape), None, None
+
+
+def peak_magnitude(values: torch.Tensor) -> torch.Tensor:
+    """The largest ``|entry|`` of ``values`` as a 0-d tensor on its device (no host
+    sync): NaN when an entry is NaN, inf when one is infinite. One pass over the data
+    (:func:`torch.aminmax`); on the CPU several times faster than
+    ``torch.linalg.vector_norm(values, inf)`` or ``torch.isfinite(values).all()``."""
+    lowest, highest = torch.aminmax(values.detach())
+    return torch.maximum(highest, -lowest)
 
 
 #: spike density below which :func:`spike_linear`'s forward is a CSR sparse x dense

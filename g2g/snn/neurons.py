@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from g2g.snn.kernels import LIFScan
+from g2g.snn.kernels import LIFScan, peak_magnitude
 from g2g.snn.surrogate import get_surrogate
 
 
@@ -63,6 +63,8 @@ class LIF(nn.Module):
         else:
             self.register_buffer("threshold", threshold_tensor)
         self.surrogate_slope = surrogate_slope
+        #: largest |U| at the last step of the latest forward (see :meth:`forward`)
+        self.last_membrane_peak: torch.Tensor | None = None
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         """Integrate a current sequence.
@@ -72,10 +74,16 @@ class LIF(nn.Module):
                 broadcast view, e.g. the same current at every step).
         Returns:
             Spikes S of 0/1, shape ``[T, B, N]`` (the membrane U after the reset is
-            the second output of :class:`g2g.snn.kernels.LIFScan`).
+            the second output of :class:`g2g.snn.kernels.LIFScan`). Also sets
+            :attr:`last_membrane_peak`, the largest ``|U|`` at the last step (a 0-d
+            tensor on the device, no host sync): NaN or inf exactly when the membrane
+            became NaN or infinite at any step, which the trainer checks every step.
         """
-        spikes, _ = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
-                                  self.surrogate_slope)
+        spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
+                                         self.surrogate_slope)
+        # NaN or inf persists through the recursion (decay in [0, 1]: 0 * inf is NaN), so
+        # the last step shows whether the membrane stayed finite at every step
+        self.last_membrane_peak = peak_magnitude(membrane[-1])
         return spikes
 
     def extra_repr(self) -> str:

@@ -4,7 +4,9 @@ Every ``update_interval`` optimizer steps (never at step 0), for every masked la
 (fc1, fc2, fc3):
 
 1. ``k = min(floor(prune_fraction * active), inactive)`` where ``active`` is the
-   number of connections in the mask and ``inactive`` the number outside it;
+   number of connections in the mask and ``inactive`` the number outside it; the
+   product is exact: ``prune_fraction`` is taken as the decimal it was written as
+   (``0.57`` of 100 is 57, not the 56 of the binary float ``0.57 * 100 = 56.99...``);
 2. prune exactly ``k`` active connections: the smallest ``|w|`` (``set``, after SET,
    Mocanu et al. 2018), uniformly at random (``random``) or the lowest Hebbian score
    (``hebb``);
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, NamedTuple
 
 import torch
@@ -79,6 +82,17 @@ GROW_RULES = tuple(GROW_SCORES)
 GROW_INITS = tuple(GROW_INITIALIZERS)
 #: the rule that needs a Hebbian trace
 HEBBIAN_RULE = "hebb"
+
+
+def prune_count(fraction: Fraction | float, active: int) -> int:
+    """``floor(fraction * active)``, computed exactly.
+
+    A float ``fraction`` is taken as the shortest decimal that reads back as the same
+    float (its ``repr``), i.e. the number as written in a config: ``0.57`` is 57/100,
+    so ``prune_count(0.57, 100) == 57`` where ``int(0.57 * 100)`` gives 56.
+    """
+    ratio = fraction if isinstance(fraction, Fraction) else Fraction(repr(float(fraction)))
+    return math.floor(ratio * active)
 
 
 def spike_counts(activity: torch.Tensor) -> torch.Tensor:
@@ -258,7 +272,7 @@ class DynamicSparsity:
         mask = layer.mask
         active = mask.bool()
         inactive = ~active
-        k = min(int(self.prune_fraction * int(active.sum())), int(inactive.sum()))
+        k = min(prune_count(self.prune_fraction, int(active.sum())), int(inactive.sum()))
         if k > 0:
             prune_scores = PRUNE_SCORES[self.prune](self, name, layer)
             grow_scores = GROW_SCORES[self.grow](self, name, layer)

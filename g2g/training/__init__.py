@@ -4,7 +4,7 @@ synaptic-operation and energy counts of one inference."""
 from g2g._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "trainer": ["Trainer", "EpochInterrupted", "NonFiniteLossError"],
+    "trainer": ["Trainer", "EpochInterrupted", "NonFiniteTrainingError", "NonFiniteLossError"],
     "regularizer": ["FiringRateRegularizer"],
     "synops": ["SynOpsCounter"],
 })
