@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from g2g.tracking.names import PARENT_RUN_ENV, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES
-from g2g.tracking.store import setup_experiment
+from g2g.tracking.store import TrackingUnavailableError, setup_experiment
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ class MlflowSweepCallback(Callback):
         self.parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
+        try:
+            experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
+        except TrackingUnavailableError as error:  # a message that says what to do; no traceback
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(1) from error
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         overrides = " ".join(config.hydra.overrides.task)
         parent = MlflowClient().create_run(
