@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from g2g.data.datasets import DataSplits, load_dataset  # noqa: E402
 from g2g.run.build import build, instantiate_option  # noqa: E402
-from g2g.run.hardware import seed_everything  # noqa: E402
+from g2g.run.hardware import seed_everything, select_device  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
 

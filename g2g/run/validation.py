@@ -45,8 +45,8 @@ def _unused_key(path: str, node: DictConfig, key: str) -> str:
     group = path.split(".")[0]
     option = node.get("name") if group in SCHEMAS else None
     users = _options_with_key(group, key) if group in SCHEMAS else []
-    where = f"{group}={option}" if option else f"'{path}'"
-    message = f"{path}.{key}={node[key]!r}: {where} does not use this key"
+    where = f"{group}={option}" if option else f"'{path}'" if path else "the primary config"
+    message = f"{f'{path}.' if path else ''}{key}={node[key]!r}: {where} does not use this key"
     if users:
         return message + f"; it belongs to {' / '.join(f'{group}={user}' for user in users)} (select that option instead)"
     allowed = ", ".join(f.name for f in dataclasses.fields(OmegaConf.get_type(node)) if not f.name.startswith("_"))
@@ -63,6 +63,8 @@ def schema_problems(node: DictConfig, path: str = "") -> list[str]:
     problems = []
     for key in node.keys():
         dotted = f"{path}.{key}" if path else str(key)
+        if not path and key == "hydra":  # Hydra's own node, in configs composed with it
+            continue
         if key not in fields:
             problems.append(_unused_key(path, node, key))
         elif OmegaConf.is_missing(node, key):
