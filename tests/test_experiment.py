@@ -1,6 +1,7 @@
 """End to end through g2g.run.job.run_job on tiny data in the real on-disk formats,
 with a real MLflow SQLite store in a temp dir."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
+from conftest import REPO_ROOT, TINY, compose_config
 from g2g.run import checkpoint as ckpt
 from g2g.data.datasets import DEBIAN_FASHION_MNIST_DIR
 from g2g.run.job import run_job
@@ -175,3 +176,35 @@ def test_mlflow_runs_module_imports_neither_torch_nor_hydra_nor_matplotlib():
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _deleted_experiment(tmp_path: Path) -> str:
+    """The store ``tmp_path/mlflow.db`` whose experiment ``g2g`` (with a sweep) was deleted."""
+    client = _client(tmp_path)
+    experiment_id = client.create_experiment("g2g")
+    client.create_run(experiment_id, tags={"g2g.sweep": "true"})
+    client.delete_experiment(experiment_id)
+    return experiment_id
+
+
+@pytest.mark.parametrize("command", [
+    ["run.py", "model=index", "seed=7"],
+    ["run.py", "-m", "model=index", "seed=7,8", "hydra.launcher.n_jobs=1"],
+    ["-m", "g2g.report", "g2g"],
+    ["-m", "g2g.report", "g2g", "--page", "results.md"],
+])
+def test_deleted_experiment_is_a_user_error_naming_it_and_both_remedies(command, tmp_path, tiny_data_root):
+    experiment_id = _deleted_experiment(tmp_path)
+    if command[0] == "run.py":
+        command = [str(REPO_ROOT / "run.py"), *command[1:], f"dataset.root={tiny_data_root}", *TINY]
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), environment.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, *command], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "'g2g'" in result.stderr and "was deleted" in result.stderr
+    assert f"mlflow experiments restore --experiment-id {experiment_id}" in result.stderr
+    assert f"MLFLOW_TRACKING_URI=sqlite:///{tmp_path / 'mlflow.db'}" in result.stderr
+    assert "tracking.experiment=" in result.stderr or "python -m g2g.report OTHER_NAME" in result.stderr
+    assert not (tmp_path / "checkpoints").exists(), "nothing trained"

@@ -113,6 +113,7 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     if experiment is None:
         raise ResultsError(missing_experiment_message(client, experiment_name,
                                                       f"no MLflow experiment named {experiment_name!r}"))
+    refuse_deleted(client, experiment, ResultsError)
     runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"], max_results=50000)
     latest = {}
@@ -211,6 +212,16 @@ def missing_experiment_message(client: MlflowClient, name: str, what: str) -> st
             f"{', '.join(experiments) if experiments else 'none'} (another store: --tracking-uri)")
 
 
+def refuse_deleted(client: MlflowClient, experiment, error: type[ValueError] = ValueError) -> None:
+    """Raise ``error`` naming both remedies when ``experiment`` was deleted (it is in
+    MLflow's trash: its runs are hidden from searches and cannot be written)."""
+    from g2g.tracking.store import deleted_experiment_message  # noqa: PLC0415
+
+    if experiment.lifecycle_stage == "deleted":
+        raise error(deleted_experiment_message(experiment.name, experiment.experiment_id, client.tracking_uri,
+                                               "report another experiment: python -m g2g.report OTHER_NAME"))
+
+
 def resolve_sweep(client: MlflowClient, target: str) -> tuple[str, list[str]]:
     """A run id of a sweep parent, or an experiment name whose latest sweep with jobs is
     meant: newer sweeps without a job (Hydra refused the batch, interrupted before any job)
@@ -219,17 +230,21 @@ def resolve_sweep(client: MlflowClient, target: str) -> tuple[str, list[str]]:
     Returns:
         (the sweep parent's run id, one line per newer sweep that was skipped and why).
     Raises:
-        ValueError: neither a run nor an experiment with a sweep that has jobs.
+        ValueError: neither a run nor an experiment with a sweep that has jobs, or a
+            deleted experiment.
     """
     try:
         run = client.get_run(target)
-        return run.info.run_id, []
     except Exception:  # not a run id: try an experiment name
         pass
+    else:
+        refuse_deleted(client, client.get_experiment(run.info.experiment_id))
+        return run.info.run_id, []
     experiment = client.get_experiment_by_name(target)
     if experiment is None:
         raise ValueError(missing_experiment_message(client, target,
                                                     f"{target!r} is neither a run id nor an experiment name"))
+    refuse_deleted(client, experiment)
     sweeps = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{names.TAG_SWEEP}` = 'true'",
                                 order_by=["attributes.start_time DESC"], max_results=1000)
     if not sweeps:

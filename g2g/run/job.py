@@ -1,10 +1,12 @@
 """One job from a composed config: the function ``run.py`` calls.
 
-Data flow: validate (:mod:`g2g.run.validation`) -> hardware (:mod:`g2g.run.hardware`,
-threads from :mod:`g2g.run.hydra_runtime`) -> checkpoint paths, lock, skip if done
-(:mod:`g2g.run.checkpoint`, :mod:`g2g.run.lock`) -> protocol (:mod:`g2g.run.protocols`:
-holdout or cross-validation; each model built by :mod:`g2g.run.build` and trained by
-:mod:`g2g.run.training_loop`) -> MLflow (:mod:`g2g.tracking`).
+Data flow: MLflow's environment variables checked (:mod:`g2g.tracking.store`) -> paths
+made absolute against the launch directory (:mod:`g2g.run.paths`) -> validate
+(:mod:`g2g.run.validation`) -> hardware (:mod:`g2g.run.hardware`, threads from
+:mod:`g2g.run.hydra_runtime`) -> checkpoint paths, lock, skip if done (:mod:`g2g.run.checkpoint`,
+:mod:`g2g.run.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
+each model built by :mod:`g2g.run.build` and trained by :mod:`g2g.run.training_loop`)
+-> MLflow (:mod:`g2g.tracking`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from g2g.run import checkpoint as ckpt
 from g2g.run.build import instantiate_option
 from g2g.run.hydra_runtime import sweep_context, threads_per_job
 from g2g.run.lock import ExperimentLock
+from g2g.run.paths import absolute_paths
 from g2g.run.protocols import RunContext, protocol_epochs, run_protocol
 from g2g.run.validation import validate
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import log_reused_run
-from g2g.tracking.store import setup_experiment
+from g2g.tracking.store import setup_experiment, warn_ignored_environment
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,10 @@ def run_job(cfg: DictConfig) -> dict:
 
     Resumes from the run's checkpoint when one exists, and skips a finished run (its
     ``.DONE`` marker exists). Inside a sweep the MLflow run is a child of the sweep's
-    parent run, named and tagged with the job's overrides.
+    parent run, named and tagged with the job's overrides. Relative paths are relative
+    to the directory where the command was started, whatever Hydra's working directory
+    (:func:`g2g.run.paths.absolute_paths`); MLflow's environment variables are honoured
+    or ignored as :mod:`g2g.tracking.store` says.
 
     Args:
         cfg: the composed config (see ``conf/config.yaml``).
@@ -43,6 +49,7 @@ def run_job(cfg: DictConfig) -> dict:
         g2g.run.validation.ConfigError: a bad config value (before any work).
         g2g.run.hardware.DeviceUnavailableError: a requested device is missing.
         g2g.tracking.store.TrackingUnavailableError: the MLflow store cannot be used.
+        g2g.tracking.store.ExperimentDeletedError: ``tracking.experiment`` was deleted.
         g2g.run.lock.ExperimentLockedError: another process trains this run.
         g2g.data.datasets.DatasetUnavailableError: data missing and not fetchable (the MLflow
             run is marked FAILED).
@@ -50,6 +57,8 @@ def run_job(cfg: DictConfig) -> dict:
         g2g.run.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM after a checkpoint.
         (:data:`g2g.run.errors.USER_ERRORS` lists the errors ``run.py`` reports without a traceback.)
     """
+    warn_ignored_environment(cfg.tracking.uri, cfg.tracking.experiment)
+    cfg = absolute_paths(cfg)
     validate(cfg)
     hardware = instantiate_option(cfg.hardware)
     device = hardware.apply(num_threads=threads_per_job(hardware.num_threads))

@@ -12,9 +12,10 @@ import logging
 import mlflow
 from mlflow.entities import Run, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 
 from g2g.tracking.names import TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
-from g2g.tracking.store import log_batch_chunked
+from g2g.tracking.store import drop_foreign_run_environment, log_batch_chunked
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,21 @@ def start_run(run_id: str | None, experiment_id: str, run_name: str, *, tags: di
               params: dict, config_yaml: str) -> str:
     """Make the run ``run_id`` (from a checkpoint) the active run when the store still
     has it; else start a new active run with ``tags``, ``params`` and the artifact
-    ``config.yaml`` (text ``config_yaml``). Returns the active run's id."""
+    ``config.yaml`` (text ``config_yaml``). Returns the active run's id.
+
+    ``mlflow.start_run`` is only ever given the id of a run g2g created here or took
+    from its own checkpoint, so no environment variable (``MLFLOW_RUN_ID``, ...) can
+    make it log into another run; those variables are removed with a warning
+    (:func:`g2g.tracking.store.drop_foreign_run_environment`). A new run gets the same
+    context tags (``mlflow.user``, ``mlflow.source.*``, git commit) as one that
+    ``mlflow.start_run`` creates."""
+    drop_foreign_run_environment()
     if run_id is not None:
         if find_run(run_id) is not None:
             return mlflow.start_run(run_id=run_id).info.run_id
         log.warning("MLflow run %s from the checkpoint is not in this store; starting a new run", run_id)
-    run_id = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags).info.run_id
+    created = MlflowClient().create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
+    run_id = mlflow.start_run(run_id=created).info.run_id
     _log_config(run_id, params=params, config_yaml=config_yaml)
     return run_id
 

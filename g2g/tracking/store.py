@@ -1,23 +1,54 @@
-"""MLflow store and experiment setup, and batched logging of params and metrics.
+"""MLflow store and experiment setup, MLflow's environment variables, and batched
+logging of params and metrics.
 
 Default store: the SQLite file ``mlflow.db`` in the directory where you ran, with
 artifacts in ``mlartifacts/`` beside it (an absolute location, so runs started from
 anywhere find them). Browse with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``
 (``make ui``).
+
+MLflow's environment variables (https://mlflow.org/docs/latest/python_api/mlflow.environment_variables.html):
+
+- ``MLFLOW_TRACKING_URI`` is honoured as MLflow documents it when ``tracking.uri`` is
+  null (the config has not chosen a store); an explicit ``tracking.uri`` wins, and the
+  variable is then ignored with a warning. A relative SQLite file in either is relative
+  to the directory where the command was started.
+- ``MLFLOW_EXPERIMENT_NAME`` and ``MLFLOW_EXPERIMENT_ID`` are ignored with a warning:
+  ``tracking.experiment`` always has a value (``g2g`` by default) and is logged as a
+  param of every run, so an experiment chosen by the environment would contradict
+  what the run records. Pass ``tracking.experiment=NAME`` instead.
+- ``MLFLOW_RUN_ID`` and ``SERVERLESS_GPU_COMPUTE_ASSOCIATED_JOB_RUN_ID`` (variables that make
+  ``mlflow.start_run`` log into an existing run) are ignored with a warning and removed
+  from the process's environment: g2g writes only into runs it created, or into the
+  run its own checkpoint names when it resumes.
+
+g2g never changes these variables for other programs: :func:`setup_experiment` selects
+the store without leaving ``MLFLOW_TRACKING_URI`` set behind it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import LifecycleStage
 from mlflow.tracking import MlflowClient
 
 from g2g.run.lock import blocking_file_lock
+
+log = logging.getLogger(__name__)
+
+#: MLflow's variable naming the store (honoured when ``tracking.uri`` is null)
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+#: MLflow's variables choosing an experiment (ignored: ``tracking.experiment`` decides)
+EXPERIMENT_ENV = ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
+#: MLflow's variables that make ``mlflow.start_run`` log into an existing run (ignored and removed)
+FOREIGN_RUN_ENV = ("MLFLOW_RUN_ID", "SERVERLESS_GPU_COMPUTE_ASSOCIATED_JOB_RUN_ID")
 
 #: makes the MLflow 3 UI open experiments on the training-runs view
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -27,9 +58,87 @@ class TrackingUnavailableError(RuntimeError):
     """The MLflow store cannot be reached or created."""
 
 
+class ExperimentDeletedError(TrackingUnavailableError):
+    """The experiment was deleted (it is in MLflow's trash); the message says how to
+    restore it or choose another one."""
+
+
 def default_tracking_uri(directory: str | Path = ".") -> str:
     """``sqlite:///ABS/mlflow.db`` in ``directory``."""
     return f"sqlite:///{(Path(directory).resolve() / 'mlflow.db').as_posix()}"
+
+
+def absolute_tracking_uri(tracking_uri: str, base: str | Path) -> str:
+    """``tracking_uri`` with a relative SQLite file made absolute against ``base``
+    (``sqlite:///mlflow.db`` -> ``sqlite:///BASE/mlflow.db``); every other URI is kept."""
+    path = tracking_uri.removeprefix("sqlite:///")
+    if path == tracking_uri or not path or Path(path).expanduser().is_absolute():
+        return tracking_uri
+    return f"sqlite:///{Path(os.path.normpath(Path(base).absolute() / path)).as_posix()}"
+
+
+def resolve_tracking_uri(tracking_uri: str | None, base: str | Path = ".") -> str:
+    """The store to log to: ``tracking_uri`` (``tracking.uri``) when set, else
+    ``MLFLOW_TRACKING_URI`` when set, else :func:`default_tracking_uri` in ``base``; a
+    relative local store is made absolute against ``base`` (:func:`absolute_tracking_uri`).
+    Logs nothing (see :func:`warn_ignored_environment`)."""
+    uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri(base)
+    return absolute_tracking_uri(uri, base)
+
+
+def warn_ignored_environment(tracking_uri: str | None, experiment: str) -> None:
+    """Say which of MLflow's environment variables this run ignores (see the module
+    docstring), and remove those of :data:`FOREIGN_RUN_ENV` from the environment.
+
+    Args:
+        tracking_uri: ``tracking.uri`` as configured (before :func:`resolve_tracking_uri`).
+        experiment: ``tracking.experiment``.
+    """
+    environment_uri = os.environ.get(TRACKING_URI_ENV)
+    if tracking_uri and environment_uri and environment_uri != tracking_uri:
+        log.warning("%s=%s is ignored: tracking.uri=%s is set", TRACKING_URI_ENV, environment_uri, tracking_uri)
+    for name in EXPERIMENT_ENV:
+        if os.environ.get(name):
+            log.warning("%s=%s is ignored: g2g logs to tracking.experiment=%s (pass tracking.experiment=NAME "
+                        "to choose another experiment)", name, os.environ[name], experiment)
+    drop_foreign_run_environment()
+
+
+def drop_foreign_run_environment() -> None:
+    """Remove :data:`FOREIGN_RUN_ENV` from the environment, with a warning for each one
+    set: g2g never logs into a run it did not create or resume from its checkpoint."""
+    for name in FOREIGN_RUN_ENV:
+        value = os.environ.pop(name, None)
+        if value:
+            log.warning("%s=%s is ignored: g2g logs only into runs it creates, or into the run its own "
+                        "checkpoint names when it resumes", name, value)
+
+
+@contextlib.contextmanager
+def _environment_kept(name: str):
+    """Restore the environment variable ``name`` on exit (``mlflow.set_tracking_uri``
+    sets ``MLFLOW_TRACKING_URI``, which would look like the user's choice afterwards)."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def deleted_experiment_message(experiment_name: str, experiment_id: str, tracking_uri: str,
+                               another: str = "log to another experiment: tracking.experiment=OTHER_NAME") -> str:
+    """What to do about the deleted experiment ``experiment_name``: restore it (command
+    line or UI), or ``another`` (the other remedy, in the words of the command at hand)."""
+    return (
+        f"MLflow experiment {experiment_name!r} (id {experiment_id}) in the store {tracking_uri} was deleted "
+        "(it is in MLflow's trash). Either restore it, with its runs:\n"
+        f"  MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {experiment_id}\n"
+        "  (or in the MLflow UI: the experiment list, show deleted experiments, restore)\n"
+        f"or {another}"
+    )
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -45,34 +154,38 @@ def _artifact_location(tracking_uri: str) -> str | None:
 
 
 def setup_experiment(tracking_uri: str | None, experiment: str) -> str:
-    """Point MLflow at ``tracking_uri`` (default: :func:`default_tracking_uri`) and get
-    or create ``experiment`` with its tags.
+    """Point MLflow at the store :func:`resolve_tracking_uri` gives for ``tracking_uri``
+    (relative to the current directory) and get or create ``experiment`` with its tags.
 
     Returns:
         The experiment id.
     Raises:
+        ExperimentDeletedError: ``experiment`` was deleted (restore it or choose another).
         TrackingUnavailableError: the store cannot be reached or created.
     """
-    uri = tracking_uri or default_tracking_uri()
+    uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
-    mlflow.set_tracking_uri(uri)
+    with _environment_kept(TRACKING_URI_ENV):
+        mlflow.set_tracking_uri(uri)
     database = sqlite_path(uri)
     guard = contextlib.nullcontext() if database is None else blocking_file_lock(Path(f"{database}.lock"))
     try:
         with guard:
             client = MlflowClient(uri)
             existing = client.get_experiment_by_name(experiment)
-            if existing is not None:
-                return existing.experiment_id
-            return client.create_experiment(
-                experiment, artifact_location=_artifact_location(uri), tags=EXPERIMENT_TAGS
-            )
+            if existing is None:
+                return client.create_experiment(
+                    experiment, artifact_location=_artifact_location(uri), tags=EXPERIMENT_TAGS
+                )
     except Exception as error:
         raise TrackingUnavailableError(
             f"MLflow store tracking.uri={uri!r} cannot be used ({type(error).__name__}: {error}). "
             "Check the URI (a running server for http://, a writable folder for sqlite:///)."
         ) from error
+    if existing.lifecycle_stage == LifecycleStage.DELETED:
+        raise ExperimentDeletedError(deleted_experiment_message(experiment, existing.experiment_id, uri))
+    return existing.experiment_id
 
 
 def _check_server(uri: str, timeout_s: float = 10.0) -> None:

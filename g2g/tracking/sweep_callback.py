@@ -29,6 +29,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from g2g.tracking.names import (
     TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
-from g2g.tracking.store import setup_experiment
+from g2g.tracking.store import TrackingUnavailableError, setup_experiment
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,11 @@ class MlflowSweepCallback(Callback):
         self._previous_sigint = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
+        try:
+            experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
+        except TrackingUnavailableError as error:  # a message that says what to do; no traceback
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(1) from error
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)  # from an earlier sweep in this folder
