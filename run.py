@@ -40,4 +40,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from g2g.run.validation import removed_key_problems
+
+    removed = removed_key_problems(sys.argv[1:])
+    if removed:  # before Hydra, whose own message for a deleted schema key says neither why nor what to do
+        print("error: invalid configuration:\n  " + "\n  ".join(removed), file=sys.stderr)
+        sys.exit(2)
     main()

@@ -170,3 +170,30 @@ def test_readme_configuration_table_is_generated_from_conf():
     rows = table()
     assert "| `model.p_inter` (with model=index\\|mixer\\|random) | `0.15` |" in rows
     assert "| `sparsity.update_interval` (with sparsity=dynamic) | `1000` |" in rows
+
+
+@pytest.mark.parametrize("removal", ["~model.num_groups", "~model.p_inter", "~model.p_inter=0.15"])
+def test_removing_a_required_key_is_refused_before_any_work_naming_the_options(removal, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), "model=index", removal, f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    key = removal[1:].split("=")[0]
+    assert result.returncode == 2
+    assert f"{key} cannot be removed" in result.stderr and "model=index / model=mixer / model=random" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_following_hydras_append_hint_for_another_options_key_says_where_it_belongs(tmp_path):
+    refused = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), "model.p_inter=0.1", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert refused.returncode == 1 and "+model.p_inter=0.1" in refused.stderr  # Hydra's hint
+    followed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), "+model.p_inter=0.1", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert followed.returncode == 2
+    assert "model=dense does not use this key; it belongs to model=index / model=mixer / model=random" in followed.stderr
+    assert not (tmp_path / "mlflow.db").exists()

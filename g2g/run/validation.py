@@ -108,6 +108,31 @@ def relation_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def removed_key_problems(arguments: list[str]) -> list[str]:
+    """Problems of command-line overrides that remove a key of a config group option
+    (``~model.p_inter``): every key of an option is required (Hydra would refuse the
+    deletion with an OmegaConf message that says neither why nor what to do).
+
+    Args:
+        arguments: the command line's arguments (``sys.argv[1:]``).
+    Returns:
+        One line per removed key, naming it and the options of its group that need it.
+    """
+    problems = []
+    for argument in arguments:
+        if not argument.startswith("~"):
+            continue
+        group, _, key = argument[1:].split("=")[0].partition(".")
+        if group not in SCHEMAS or not key:
+            continue
+        users = _options_with_key(group, key)
+        if users:
+            problems.append(
+                f"{argument}: {group}.{key} cannot be removed: {' / '.join(f'{group}={u}' for u in users)} "
+                f"require it; give it a value instead ({group}.{key}=VALUE)")
+    return problems
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the allowed value of every key, keys the selected options do not use,
     required keys and the relations between keys.
