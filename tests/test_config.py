@@ -172,6 +172,13 @@ def test_readme_configuration_table_is_generated_from_conf():
     assert "| `sparsity.update_interval` (with sparsity=dynamic) | `1000` |" in rows
 
 
+def test_removing_a_whole_group_is_refused_listing_its_options(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "~model"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the model group cannot be removed" in result.stderr and "model=dense / model=index" in result.stderr
+
+
 @pytest.mark.parametrize("removal", ["~model.num_groups", "~model.p_inter", "~model.p_inter=0.15"])
 def test_removing_a_required_key_is_refused_before_any_work_naming_the_options(removal, tmp_path):
     result = subprocess.run(

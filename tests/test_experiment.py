@@ -208,3 +208,29 @@ def test_deleted_experiment_is_a_user_error_naming_it_and_both_remedies(command,
     assert f"MLFLOW_TRACKING_URI=sqlite:///{tmp_path / 'mlflow.db'}" in result.stderr
     assert "tracking.experiment=" in result.stderr or "python -m g2g.report OTHER_NAME" in result.stderr
     assert not (tmp_path / "checkpoints").exists(), "nothing trained"
+
+
+def test_a_finished_run_in_a_deleted_experiment_is_refused_not_skipped(tmp_path, tiny_data_root):
+    from g2g.tracking.store import ExperimentDeletedError
+
+    cfg = compose_config(["train.epochs=1"], tmp_path, data_root=tiny_data_root)
+    summary = run_job(cfg)
+    client = _client(tmp_path)
+    client.delete_experiment(client.get_run(summary["run_id"]).info.experiment_id)
+    with pytest.raises(ExperimentDeletedError, match="restore"):
+        run_job(cfg)
+
+
+def test_a_finished_job_whose_run_was_deleted_is_linked_to_a_new_sweep_from_its_done_marker(tmp_path):
+    from g2g.tracking.names import TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
+    from g2g.tracking.runs import log_reused_run, sweep_children
+    from g2g.tracking.store import setup_experiment
+
+    experiment_id = setup_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "g2g")
+    client = _client(tmp_path)
+    parent = client.create_run(experiment_id, run_name="sweep").info.run_id
+    log_reused_run(experiment_id, {"run_id": "0123abcd", "epoch": 3, "test_accuracy": 0.5, "checkpoint": "x.pth"},
+                   parent, ["model=index"])
+    (child,) = sweep_children(client, parent)
+    assert child.info.status == "FINISHED" and child.data.metrics == {"test_accuracy": 0.5}
+    assert child.data.tags[TAG_REUSED_RUN_ID] == "0123abcd" and child.data.tags[TAG_PARENT_RUN_ID] == parent

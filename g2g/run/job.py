@@ -23,7 +23,7 @@ from g2g.run.paths import absolute_paths
 from g2g.run.protocols import RunContext, protocol_epochs, run_protocol
 from g2g.run.validation import validate
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
-from g2g.tracking.runs import log_reused_run
+from g2g.tracking.runs import find_run, log_reused_run
 from g2g.tracking.store import setup_experiment, warn_ignored_environment
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,17 @@ def run_job(cfg: DictConfig) -> dict:
     parent_run_id, overrides = sweep_context()
     summary = ckpt.finished_summary(paths, protocol_epochs(cfg))  # fewer epochs than asked: extended
     if summary is not None:
+        experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)  # refuses a deleted one
         log.info(
             "experiment %s already finished: MLflow run %s in %s (experiment %r), checkpoint %s. "
             "Delete %s to train it again.",
             paths.name, summary.get("run_id"), summary.get("tracking_uri"),
             summary.get("experiment"), paths.checkpoint, paths.done_marker,
         )
+        if find_run(summary.get("run_id")) is None:
+            log.warning("the MLflow run %s of this finished experiment is not in the store any more (deleted?); "
+                        "its final metrics are in %s", summary.get("run_id"), paths.done_marker)
         if parent_run_id:
-            experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
             log_reused_run(experiment_id, summary, parent_run_id, overrides)
         return {**summary, "skipped": True}
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)

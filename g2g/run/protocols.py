@@ -201,7 +201,8 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
-        log.warning("interrupted; the same command resumes from %s", paths.checkpoint)
+        log.warning("interrupted; the same command %s", f"resumes from {paths.checkpoint}"
+                    if paths.checkpoint.exists() else "starts it over (no checkpoint was written yet)")
         raise
     finally:
         logger.end(status)

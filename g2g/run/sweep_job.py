@@ -112,7 +112,7 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
         except KeyboardInterrupt as stop:  # also g2g.run.signals.TrainingInterrupted (checkpoint saved)
             if getattr(stop, "signal_number", signal.SIGINT) == signal.SIGINT:
                 request_sweep_stop("SIGINT")
-            reason = str(stop) or "interrupted (SIGINT) before training"
+            reason = str(stop) or "interrupted at once (SIGINT); it resumes from its last checkpoint, if it has one"
             log.warning("job stopped: %s", reason)
             _record(cfg, "KILLED", f"stopped: {reason}")
             return None

@@ -123,7 +123,12 @@ def removed_key_problems(arguments: list[str]) -> list[str]:
         if not argument.startswith("~"):
             continue
         group, _, key = argument[1:].split("=")[0].partition(".")
-        if group not in SCHEMAS or not key:
+        if group not in SCHEMAS:
+            continue
+        if not key:
+            options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+            problems.append(f"{argument}: the {group} group cannot be removed; choose one of its options "
+                            f"({' / '.join(f'{group}={option}' for option in options)})")
             continue
         users = _options_with_key(group, key)
         if users:

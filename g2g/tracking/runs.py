@@ -119,16 +119,22 @@ def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str, overri
         overrides: the job's command-line overrides (the child's name and tag).
     """
     original = find_run(summary.get("run_id"))
-    if original is None:
-        log.warning("the original run of this finished job is not in this store; not linked to the sweep")
-        return
-    tags = {**{k: v for k, v in original.data.tags.items() if k.startswith(G2G_TAG_PREFIX)},
-            TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides),
-            TAG_REUSED_RUN_ID: original.info.run_id}
     client = MlflowClient()
-    child = client.create_run(experiment_id, run_name=" ".join(overrides) or original.info.run_name, tags=tags)
-    log_batch_chunked(client, child.info.run_id, params=original.data.params,
-                      metrics=original.data.metrics, step=summary.get("epoch", 0))
+    tags = {TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides),
+            TAG_REUSED_RUN_ID: str(summary.get("run_id"))}
+    if original is None:  # deleted or in another store: the .DONE summary keeps the final metrics
+        log.warning("the original MLflow run %s of this finished job is not in this store; linking it to the "
+                    "sweep with the final metrics of its .DONE marker", summary.get("run_id"))
+        params = {}
+        metrics = {key: value for key, value in summary.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch"}
+        run_name = " ".join(overrides) or str(summary.get("run_id"))
+    else:
+        tags = {**{k: v for k, v in original.data.tags.items() if k.startswith(G2G_TAG_PREFIX)}, **tags}
+        params, metrics = original.data.params, original.data.metrics
+        run_name = " ".join(overrides) or original.info.run_name
+    child = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    log_batch_chunked(client, child.info.run_id, params=params, metrics=metrics, step=summary.get("epoch", 0))
     client.set_terminated(child.info.run_id, "FINISHED")
 
 
