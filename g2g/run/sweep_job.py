@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 
 from g2g.run.hydra_runtime import sweep_context
 from g2g.tracking.names import SWEEP_STOP_FILE
-from g2g.tracking.runs import record_job_finished, record_job_outcome
+from g2g.tracking.runs import record_job_outcome
 from g2g.tracking.store import setup_experiment
 
 log = logging.getLogger(__name__)
@@ -126,14 +126,4 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
                 log.exception("job failed: %s", job)
             _record(cfg, "FAILED", f"{type(error).__name__}: {error}")
             return None
-        _record_finished(summary)
     return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
-
-
-def _record_finished(summary: dict) -> None:
-    """The finished job's run is a child of this sweep, without an earlier stop's reason
-    (a job resumed from an earlier sweep's checkpoint continues that sweep's run): this
-    sweep's report lists every job of its grid."""
-    parent_run_id, _ = sweep_context()
-    if parent_run_id and summary.get("run_id") and not summary.get("skipped"):
-        record_job_finished(MlflowClient(), summary["run_id"], parent_run_id)

@@ -58,10 +58,16 @@ def mark_killed_if_running(run_id: str | None, what: str) -> bool:
 
 
 def update_tags(run_id: str, tags: dict[str, str]) -> None:
-    """Set ``tags`` on an existing run (a resumed run takes the tags of the start that
-    resumes it: inside a sweep, the current sweep's parent and the job's overrides)."""
+    """A resumed run takes the tags of the start that resumes it (inside a sweep, the
+    current sweep's parent and the job's overrides, so that sweep lists it) and loses the
+    reason an earlier stop left in :data:`~g2g.tracking.names.TAG_ERROR` (a new stop or
+    failure sets it again)."""
+    client = MlflowClient()
     if tags:
-        MlflowClient().log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+    run = find_run(run_id)
+    if run is not None and TAG_ERROR in run.data.tags:
+        client.delete_tag(run_id, TAG_ERROR)
 
 
 def _log_config(run_id: str, *, params: dict, config_yaml: str) -> None:
@@ -175,16 +181,3 @@ def record_job_outcome(client: MlflowClient, parent_run_id: str, overrides: list
     client.set_terminated(child.info.run_id, status)
     return child.info.run_id
 
-
-def record_job_finished(client: MlflowClient, run_id: str, parent_run_id: str) -> None:
-    """A sweep job's run ``run_id`` finished: make it a child of the sweep ``parent_run_id``
-    (a job resumed from a checkpoint continues the run an earlier sweep started: the
-    current sweep lists it) and drop the reason an earlier stop left in
-    :data:`~g2g.tracking.names.TAG_ERROR`."""
-    run = find_run(run_id)
-    if run is None:
-        return
-    if run.data.tags.get(TAG_PARENT_RUN_ID) != parent_run_id:
-        client.set_tag(run_id, TAG_PARENT_RUN_ID, parent_run_id)
-    if TAG_ERROR in run.data.tags:
-        client.delete_tag(run_id, TAG_ERROR)
