@@ -69,11 +69,24 @@ METRIC_CONNECTIONS_TOTAL = "connections_total"
 #: learnable parameters measured from the masks, and of the same network fully connected
 METRIC_PARAMETERS_TOTAL = "parameters_total"
 METRIC_PARAMETERS_DENSE = "parameters_dense"
-#: per inference: accumulates of spike-driven layers, multiply-accumulates of the first
-#: layer, and the operations of the same network computed densely
+#: per inference (one test image, all time steps): accumulates (ACs) of spike-driven
+#: layers and of injecting fc1's constant current, multiply-accumulates (MACs) of fc1
+#: with analog input, the LIF membrane updates (one multiply-add per neuron and step)
 METRIC_SYNOPS_TOTAL = "synops_total"
 METRIC_MACS_TOTAL = "macs_total"
-METRIC_OPS_DENSE_EQUIVALENT = "ops_dense_equivalent"
-#: energy of one inference in nJ, and of the same network computed densely
+METRIC_LIF_UPDATES = "lif_updates"
+#: MACs of one forward pass of the same-shape non-spiking (ANN) network, fully connected
+METRIC_ANN_MACS = "ann_macs"
+#: energy of one inference in nJ, and of the one-pass ANN reference
 METRIC_ENERGY = "energy_nj"
+METRIC_ENERGY_ANN = "energy_ann_nj"
+#: validation-split accuracy (``protocol.validation_fraction`` > 0, or a fold's held-out part)
+METRIC_VAL_ACCURACY = "val_accuracy"
+#: the best epoch so far of the evaluated split: its accuracy and epoch number
+#: (``best_test_accuracy``, ``best_test_epoch``; ``best_val_*`` with a validation split)
+METRIC_BEST_ACCURACY_PREFIX = "best_"
+#: hidden width the model was built with (``model=dense_matched`` computes it)
+METRIC_HIDDEN_DIM = "hidden_dim"
+#: the earlier T-step dense reference (replaced by METRIC_ANN_MACS / METRIC_ENERGY_ANN)
+METRIC_OPS_DENSE_EQUIVALENT = "ops_dense_equivalent"
 METRIC_ENERGY_DENSE_EQUIVALENT = "energy_dense_equivalent_nj"
