@@ -56,6 +56,8 @@ class DataSplits:
     train_x: ``[N_train, D]`` float32 in [0, 1]; train_y: ``[N_train]`` int64.
     test_x: ``[N_test, D]``; test_y: ``[N_test]``.
     class_names: one name per class (C of them).
+    val_x, val_y: a validation split held out of the training set (``[N_val, D]``,
+    ``[N_val]``), or None (:func:`g2g.data.folds.hold_out_validation`).
     """
 
     train_x: torch.Tensor
@@ -63,6 +65,8 @@ class DataSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     class_names: list[str]
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     @property
     def input_dim(self) -> int:

@@ -1,8 +1,11 @@
-"""Stratified, seeded k-fold splits of a training set (for cross-validation)."""
+"""Stratified, seeded splits of a training set: k folds (cross-validation) and a
+held-out validation split (tuning)."""
 
 from __future__ import annotations
 
 import torch
+
+from dataclasses import replace
 
 from g2g.data.datasets import DataSplits
 
@@ -46,3 +49,35 @@ def fold_split(data: DataSplits, held_out: torch.Tensor) -> DataSplits:
     held_out = held_out.to(data.train_y.device)
     return DataSplits(data.train_x[keep], data.train_y[keep], data.train_x[held_out],
                       data.train_y[held_out], data.class_names)
+
+
+def hold_out_validation(data: DataSplits, fraction: float, seed: int) -> DataSplits:
+    """Hold out a stratified, seeded ``fraction`` of the training split as a validation
+    split (``val_x``, ``val_y``); training keeps the rest, the test split is unchanged.
+
+    Each class contributes ``round(fraction * its count)`` examples, chosen by a seeded
+    permutation, so the split is the same for every model trained with this seed.
+
+    Args:
+        fraction: in (0, 1) (``protocol.validation_fraction``); 0 returns ``data``.
+        seed: seed of the choice (the run's ``validation_split`` stream).
+    Raises:
+        ValueError: a fraction outside [0, 1), or one that leaves a split empty.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"protocol.validation_fraction={fraction}: must be a fraction in [0, 1)")
+    if fraction == 0.0:
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    labels = data.train_y.cpu()
+    held_out = []
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        held_out.append(members[: round(fraction * len(members))])
+    held_out = torch.cat(held_out).sort().values
+    if len(held_out) == 0 or len(held_out) == len(labels):
+        raise ValueError(f"protocol.validation_fraction={fraction} leaves an empty split of the "
+                         f"{len(labels)} training examples")
+    split = fold_split(data, held_out)
+    return replace(data, train_x=split.train_x, train_y=split.train_y, val_x=split.test_x, val_y=split.test_y)

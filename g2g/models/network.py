@@ -9,6 +9,8 @@ this equals stepping the layers time step by time step.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import NamedTuple
 
 import torch
@@ -16,11 +18,17 @@ from torch import nn
 
 from g2g.snn.neurons import LIF
 from g2g.sparse.connectivity import SPARSE_MODELS, layer_connectivity
-from g2g.sparse.layers import MaskedLinear
+from g2g.sparse.layers import WEIGHT_INITS, MaskedLinear
+
+log = logging.getLogger(__name__)
 
 #: the connectivities a network can have: fully connected, or a G2G sparse model
 MODELS = ("dense",) + SPARSE_MODELS
 LAYER_NAMES = ("fc1", "fc2", "fc3")
+#: the last layer of a sparse model (the ``model.readout`` config key): ``masked``, a G2G
+#: mask like the hidden layers (the seed README's Input -> Sparse -> Sparse -> Sparse(classes));
+#: ``dense``, fully connected (as the public re-implementation's readout)
+READOUTS = ("masked", "dense")
 
 
 class NetworkOutput(NamedTuple):
@@ -48,12 +56,17 @@ class SpikingNetwork(nn.Module):
         beta, threshold, learn_beta, learn_threshold, surrogate, surrogate_slope: see
             :class:`g2g.snn.neurons.LIF`; every LIF layer has its own learnable scalars.
         mask_seed: seed of the masks (a pure function of it).
+        init_seed: seed of the initial weights and biases (a generator of their own, so
+            that a weight's initial value is independent of its mask entry).
+        weight_init: ``uniform`` or ``fan_in`` (:data:`g2g.sparse.layers.WEIGHT_INITS`).
+        readout: ``masked`` or ``dense``: whether a sparse model's last layer (fc3) is
+            G2G-masked or fully connected (:data:`READOUTS`).
         spike_matmul: ``auto``, ``dense`` or ``sparse``: how fc2 and fc3 multiply their
             spike inputs (:data:`g2g.sparse.layers.SPIKE_MATMUL_MODES`).
         name: a label for the network, e.g. the name of the model config option;
             defaults to ``connectivity``.
     Raises:
-        ValueError: an unknown connectivity, surrogate or spike_matmul.
+        ValueError: an unknown connectivity, weight_init, readout, surrogate or spike_matmul.
     """
 
     def __init__(
@@ -73,14 +86,18 @@ class SpikingNetwork(nn.Module):
         surrogate: str = "atan",
         surrogate_slope: float = 2.0,
         mask_seed: int = 0,
+        init_seed: int = 0,
+        weight_init: str = "uniform",
+        readout: str = "masked",
         spike_matmul: str = "auto",
         name: str | None = None,
     ) -> None:
         super().__init__()
-        if connectivity not in MODELS:
-            raise ValueError(
-                f"model.connectivity={connectivity!r} is unknown; allowed: {', '.join(MODELS)}"
-            )
+        for key, value, allowed in (("model.connectivity", connectivity, MODELS),
+                                    ("model.weight_init", weight_init, WEIGHT_INITS),
+                                    ("model.readout", readout, READOUTS)):
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
         self.connectivity = connectivity
         self.name = connectivity if name is None else name
         sizes = [input_dim, hidden_dim, hidden_dim, num_classes]
@@ -88,10 +105,15 @@ class SpikingNetwork(nn.Module):
             wiring = [None] * 3
         else:
             wiring = layer_connectivity(sizes, connectivity, num_groups, p_intra, p_inter, mask_seed)
+            if readout == "dense":
+                wiring[-1] = None
         self.fc1, self.fc2, self.fc3 = (
             MaskedLinear(fan_in, fan_out, layer_wiring, spike_matmul)
             for fan_in, fan_out, layer_wiring in zip(sizes[:-1], sizes[1:], wiring)
         )
+        init_generator = torch.Generator().manual_seed(init_seed)
+        for layer in (self.fc1, self.fc2, self.fc3):
+            layer.initialize(weight_init, init_generator)
         self.lif1, self.lif2, self.lif3 = (
             LIF(beta, threshold, learn_beta, learn_threshold, surrogate=surrogate,
                 surrogate_slope=surrogate_slope)
@@ -109,7 +131,8 @@ class SpikingNetwork(nn.Module):
             ``connections_fc1`` ... ``connections_fc3`` (active weights per layer),
             ``connections_total``, ``parameters_total`` (values that training can make
             nonzero: active weights, biases and the learnable LIF scalars) and
-            ``parameters_dense`` (the same network fully connected).
+            ``parameters_dense`` (the same network fully connected) and ``hidden_dim``
+            (the hidden width).
         """
         layers = self.masked_layers()
         counts = {f"connections_{name}": layer.num_connections() for name, layer in layers.items()}
@@ -117,6 +140,7 @@ class SpikingNetwork(nn.Module):
         others = sum(p.numel() for name, p in self.named_parameters() if not name.endswith(".weight"))
         counts["parameters_total"] = counts["connections_total"] + others
         counts["parameters_dense"] = sum(layer.weight.numel() for layer in layers.values()) + others
+        counts["hidden_dim"] = self.fc1.out_features
         return counts
 
     def forward(self, inputs: torch.Tensor) -> NetworkOutput:
@@ -138,3 +162,67 @@ class SpikingNetwork(nn.Module):
         spikes2 = self.lif2(self.fc2(spikes1, binary=True))
         spikes3 = self.lif3(self.fc3(spikes2, binary=True))
         return NetworkOutput(spikes3.sum(0), (spikes1, spikes2, spikes3))
+
+
+def dense_parameter_count(input_dim: int, hidden_dim: int, num_classes: int, lif_parameters: int) -> int:
+    """Parameters of the fully connected network D -> H -> H -> C: weights, biases and
+    ``lif_parameters`` learnable LIF scalars."""
+    weights = input_dim * hidden_dim + hidden_dim * hidden_dim + hidden_dim * num_classes
+    return weights + 2 * hidden_dim + num_classes + lif_parameters
+
+
+def parameter_matched_dense(
+    input_dim: int,
+    hidden_dim: int,
+    num_classes: int,
+    *,
+    num_groups: int = 8,
+    p_intra: float = 1.0,
+    p_inter: float = 0.15,
+    readout: str = "masked",
+    mask_seed: int = 0,
+    **network_options,
+) -> SpikingNetwork:
+    """A fully connected network with as many parameters as the G2G network of width
+    ``hidden_dim`` (``model=dense_matched``), the baseline a parameter budget asks for.
+
+    The G2G network's count is measured from the masks of the ``index`` model at these
+    settings and ``mask_seed`` (random and mixer masks have the same expected count and
+    differ from it by sampling noise, about 0.1% at hidden 512); the dense width H' is the
+    integer closest to the root of H'^2 + (D + C + 2) H' + C + (LIF scalars) = count.
+    The width is logged, and the network reports it as ``parameter_counts()["hidden_dim"]``.
+
+    Args:
+        input_dim, num_classes: D and C.
+        hidden_dim: the G2G network's hidden width H (not the dense one).
+        num_groups, p_intra, p_inter, readout: the G2G network's settings.
+        mask_seed: seed of the masks whose count is matched.
+        network_options: passed on to :class:`SpikingNetwork` (LIF settings,
+            ``init_seed``, ``weight_init``, ``spike_matmul``, ``name``).
+    Returns:
+        A dense :class:`SpikingNetwork` of width H'.
+    Raises:
+        ValueError: the matched count cannot be met within 1% by an integer width (only
+            for tiny networks), or an invalid setting.
+    Source: the public spiking re-implementation of G2GNet compared against a dense
+    network 447 wide at hidden 1024, p_inter 0.15 (a parameter-matched baseline).
+    """
+    network_options.pop("connectivity", None)
+    sparse = SpikingNetwork(input_dim, hidden_dim, num_classes, connectivity="index", num_groups=num_groups,
+                            p_intra=p_intra, p_inter=p_inter, readout=readout, mask_seed=mask_seed,
+                            **network_options)
+    target = sparse.parameter_counts()["parameters_total"]
+    lif_parameters = sum(p.numel() for name, p in sparse.named_parameters() if name.startswith("lif"))
+    linear = input_dim + num_classes + 2
+    constant = num_classes + lif_parameters - target
+    width = max(1, round((-linear + math.sqrt(linear * linear - 4 * constant)) / 2))
+    matched = dense_parameter_count(input_dim, width, num_classes, lif_parameters)
+    if abs(matched - target) > 0.01 * target:
+        raise ValueError(
+            f"model=dense_matched: no integer width matches the G2G network's {target:,} parameters "
+            f"within 1% (width {width} has {matched:,}); use a larger model.hidden_dim"
+        )
+    log.info("model=dense_matched: hidden width %d (%s parameters) matches the G2G network of width %d "
+             "(%s parameters, p_inter=%g, readout=%s)", width, f"{matched:,}", hidden_dim, f"{target:,}",
+             p_inter, readout)
+    return SpikingNetwork(input_dim, width, num_classes, connectivity="dense", **network_options)

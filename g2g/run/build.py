@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g.data.datasets import DataSplits
 from g2g.models.network import SpikingNetwork
+from g2g.run.random_streams import stream_seed
 from g2g.sparse.dst import DynamicSparsity
 from g2g.training.regularizer import FiringRateRegularizer
 from g2g.training.trainer import Trainer
@@ -67,7 +68,7 @@ def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
         g2g.data.datasets.DatasetUnavailableError: files missing and not fetchable.
         g2g.data.features.FeaturesUnavailableError: ResNet-32 weights cannot be loaded.
     """
-    data = instantiate_option(cfg.dataset, seed=cfg.seed, device=device)
+    data = instantiate_option(cfg.dataset, seed=stream_seed(cfg.seed, "data_subset"), device=device)
     features = instantiate_option(cfg.features)
     return data if features is None else features(data, cfg.dataset.name)
 
@@ -93,20 +94,23 @@ class RunObjects:
 
 def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects:
     """Build the run's objects for ``data`` (its input size and class count) on
-    ``device``. The masks and DST draw from ``cfg.seed``; the weights from torch's
-    global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`)."""
+    ``device``. Masks, initial weights, the training shuffle and DST each draw from
+    their own stream of ``cfg.seed`` (:mod:`g2g.run.random_streams`); the rate encoder
+    from torch's global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`)."""
     model = instantiate_option(
-        cfg.model, input_dim=data.input_dim, num_classes=data.num_classes, mask_seed=cfg.seed
+        cfg.model, input_dim=data.input_dim, num_classes=data.num_classes,
+        mask_seed=stream_seed(cfg.seed, "masks"), init_seed=stream_seed(cfg.seed, "weight_init"),
     ).to(device)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     dynamic_sparsity = instantiate_option(cfg.sparsity)
     sparsity = None if dynamic_sparsity is None else dynamic_sparsity(model=model, optimizer=optimizer,
-                                                                       seed=cfg.seed)
+                                                                       seed=stream_seed(cfg.seed, "dst"))
     regularizer = instantiate_option(cfg.regularizer)
     encoder = instantiate_option(cfg.encoder)
     trainer = Trainer(
         model, optimizer, encoder, cfg.train.batch_size, eval_batch_size=cfg.train.eval_batch_size,
-        shuffle_generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.train.progress,
-        step_callbacks=[sparsity] if sparsity is not None else [], regularizer=regularizer,
+        shuffle_generator=torch.Generator().manual_seed(stream_seed(cfg.seed, "shuffle")),
+        progress=cfg.train.progress, step_callbacks=[sparsity] if sparsity is not None else [],
+        regularizer=regularizer,
     )
     return RunObjects(model, optimizer, sparsity, regularizer, encoder, trainer)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from g2g.run.random_streams import stream_seed
+
 DEVICES = ("auto", "cpu", "cuda", "directml")
 
 
@@ -106,10 +108,14 @@ class Hardware:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) random generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global random generators from
+    the run seed's ``encoder`` stream (:mod:`g2g.run.random_streams`): in g2g only the
+    rate encoder draws from them; masks, initial weights, shuffling, folds and DST have
+    generators of their own."""
+    global_seed = stream_seed(seed, "encoder")
+    random.seed(global_seed)
+    np.random.seed(global_seed % 2**32)
+    torch.manual_seed(global_seed)
 
 
 def rng_state() -> dict:

@@ -14,12 +14,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.data.datasets import DataSplits
-from g2g.data.folds import fold_split, stratified_folds
+from g2g.data.folds import fold_split, hold_out_validation, stratified_folds
 from g2g.reporting.statistics import mean_std
 from g2g.run import checkpoint as ckpt
 from g2g.run.build import build, instantiate_option, load_data
 from g2g.run.hardware import seed_everything
 from g2g.run.hydra_runtime import output_dir
+from g2g.run.random_streams import stream_seed
 from g2g.run.training_loop import train_epochs
 from g2g.tracking.names import (
     TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
@@ -71,11 +72,22 @@ def protocol_epochs(cfg: DictConfig) -> int:
     return int(cfg.protocol.epochs if "epochs" in cfg.protocol else cfg.train.epochs)
 
 
-def holdout(context: RunContext) -> dict:
+def holdout(context: RunContext, *, validation_fraction: float = 0.0) -> dict:
     """Train ``train.epochs`` epochs on the training split, evaluating the test split
-    (``test_*`` metrics) after each. Returns :func:`train_model`'s summary."""
-    return train_model(context, lambda: load_data(context.cfg, context.device),
-                       epochs=context.cfg.train.epochs, eval_prefix="test")
+    (``test_*`` metrics) after each. Returns :func:`train_model`'s summary.
+
+    Args:
+        validation_fraction: ``protocol.validation_fraction``: hold out this stratified,
+            seeded fraction of the training split (the ``validation_split`` stream of
+            ``seed``) and evaluate it too (``val_*`` metrics), for tuning; 0: none.
+    """
+    cfg = context.cfg
+
+    def load() -> DataSplits:
+        return hold_out_validation(load_data(cfg, context.device), validation_fraction,
+                                   stream_seed(cfg.seed, "validation_split"))
+
+    return train_model(context, load, epochs=cfg.train.epochs, eval_prefix="test")
 
 
 def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
@@ -111,7 +123,8 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
     try:
         data = load_data(cfg, context.device)
         accuracies = []
-        for fold, held_out in enumerate(stratified_folds(data.train_y, k_folds, cfg.seed), start=1):
+        folds = stratified_folds(data.train_y, k_folds, stream_seed(cfg.seed, "folds"))
+        for fold, held_out in enumerate(folds, start=1):
             fold_paths = paths.for_fold(fold)
             finished = ckpt.finished_summary(fold_paths, epochs)
             if finished is not None:

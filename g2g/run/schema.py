@@ -50,6 +50,10 @@ def open_unit_interval(value) -> str | None:
     return None if _is_number(value) and 0.0 < value < 1.0 else "must be a fraction in the open interval (0, 1)"
 
 
+def validation_fraction(value) -> str | None:
+    return None if _is_number(value) and 0.0 <= value < 1.0 else "must be a fraction in [0, 1) (0: no validation split)"
+
+
 def positive_int(value) -> str | None:
     return None if _is_int(value) and value >= 1 else "must be a positive integer (>= 1)"
 
@@ -129,6 +133,7 @@ class DenseModelSchema:
     learn_threshold: bool = value()
     surrogate_slope: float = value(check=positive_number)
     spike_matmul: str = value(check=one_of("g2g.sparse.layers:SPIKE_MATMUL_MODES"))
+    weight_init: str = value(check=one_of("g2g.sparse.layers:WEIGHT_INITS"))
 
 
 @dataclass
@@ -138,6 +143,29 @@ class SparseModelSchema(DenseModelSchema):
     num_groups: int = value(check=positive_int)
     p_intra: float = value(check=probability)
     p_inter: float = value(check=probability)
+    readout: str = value(check=one_of("g2g.models.network:READOUTS"))
+
+
+@dataclass
+class DenseMatchedModelSchema:
+    """``model=dense_matched`` (:func:`g2g.models.network.parameter_matched_dense`): fully
+    connected, as wide as gives the parameter count of the G2G network described by
+    ``hidden_dim``, ``num_groups``, ``p_intra``, ``p_inter`` and ``readout``."""
+
+    _target_: str = "g2g.models.network.parameter_matched_dense"
+    name: str = value()
+    hidden_dim: int = value(check=positive_int)
+    beta: float = value(check=probability)
+    threshold: float = value(check=positive_number)
+    learn_beta: bool = value()
+    learn_threshold: bool = value()
+    surrogate_slope: float = value(check=positive_number)
+    spike_matmul: str = value(check=one_of("g2g.sparse.layers:SPIKE_MATMUL_MODES"))
+    weight_init: str = value(check=one_of("g2g.sparse.layers:WEIGHT_INITS"))
+    num_groups: int = value(check=positive_int)
+    p_intra: float = value(check=probability)
+    p_inter: float = value(check=probability)
+    readout: str = value(check=one_of("g2g.models.network:READOUTS"))
 
 
 # --- sparsity --------------------------------------------------------------------
@@ -234,6 +262,7 @@ class HoldoutSchema:
     _target_: str = "g2g.run.protocols.holdout"
     _partial_: bool = True
     name: str = value()
+    validation_fraction: float = value(check=validation_fraction)
 
 
 @dataclass
@@ -306,7 +335,7 @@ class ConfigSchema:
 #: group -> schema name -> dataclass; conf/GROUP/OPTION.yaml names one of them
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetSchema},
-    "model": {"dense": DenseModelSchema, "sparse": SparseModelSchema},
+    "model": {"dense": DenseModelSchema, "sparse": SparseModelSchema, "dense_matched": DenseMatchedModelSchema},
     "sparsity": {"static": StaticSparsitySchema, "dynamic": DynamicSparsitySchema},
     "encoder": {"encoder": EncoderSchema},
     "features": {"raw": RawFeaturesSchema, "resnet32": ResNet32FeaturesSchema},

@@ -102,7 +102,12 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
                     f"stopped in epoch {epoch} after global step {trainer.global_step}; checkpoint "
                     f"{writer.path}; run the same command to resume", received[0]) from None
             epoch_progress = None
+            if data.val_x is not None:  # only its loss and accuracy: rates and SynOps are the test split's
+                row.update({key: value for key, value in trainer.evaluate(data.val_x, data.val_y, prefix="val").items()
+                            if key.startswith("val_")})
             row.update(trainer.evaluate(data.test_x, data.test_y, prefix=eval_prefix))
+            for prefix in ("val", eval_prefix) if data.val_x is not None else (eval_prefix,):
+                row.update(best_epoch(history, row, prefix))
             row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
             history.append(row)
             logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -117,6 +122,17 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
         # a signal from here on changes nothing: the run is complete
         _log_final_artifacts(objects, history, logger)
     return history
+
+
+def best_epoch(history: list[dict], row: dict, prefix: str) -> dict:
+    """The best epoch so far (ties: the earliest) of ``{prefix}_accuracy`` over
+    ``history`` and the current ``row``: ``best_{prefix}_accuracy`` and
+    ``best_{prefix}_epoch``. Logged every epoch, so a run's last values are its best
+    epoch's (for comparison with "best of run" numbers; the last epoch's stay primary)."""
+    key = f"{prefix}_accuracy"
+    rows = [earlier for earlier in history if key in earlier] + [row]
+    best = max(rows, key=lambda candidate: (candidate[key], -candidate["epoch"]))
+    return {f"best_{key}": best[key], f"best_{prefix}_epoch": best["epoch"]}
 
 
 def _refuse_checkpoint_past(resume: dict, epochs: int, path: Path) -> None:
@@ -151,7 +167,8 @@ def _log_final_artifacts(objects: RunObjects, history: list[dict], logger: RunLo
     and the final state dict (weights and masks) as ``model/model_state_dict.pt``."""
     logger.figure(learning_curves_figure(history), "plots/learning_curves.png")
     if objects.model.connectivity != "dense":
-        logger.figure(mask_structure_figure(objects.model.masked_layers()), "plots/mask_structure.png")
+        masked = {name: layer for name, layer in objects.model.masked_layers().items() if layer.mask is not None}
+        logger.figure(mask_structure_figure(masked), "plots/mask_structure.png")
     if objects.sparsity is not None and objects.sparsity.records:
         logger.figure(dst_history_figure([vars(r) for r in objects.sparsity.records]), "plots/dst_history.png")
     with tempfile.TemporaryDirectory() as folder:

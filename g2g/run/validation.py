@@ -88,7 +88,7 @@ def relation_problems(cfg: DictConfig) -> list[str]:
             f"model.hidden_dim={hidden_dim!r}: must be >= model.num_groups ({num_groups}) so that "
             "every group has a neuron"
         )
-    if cfg.sparsity.name == "dynamic" and model.get("connectivity") == "dense":
+    if cfg.sparsity.name == "dynamic" and (model.get("connectivity") == "dense" or "connectivity" not in model):
         problems.append(
             f"sparsity=dynamic with model={model.name!r}: a dense model is fully connected and has "
             "nothing to rewire; use model=index|random|mixer, or sparsity=static"

@@ -234,7 +234,8 @@ class DynamicSparsity:
         self.prune_fraction = float(prune_fraction)
         self.grow_init = grow_init
         self.generator = torch.Generator().manual_seed(seed)
-        self.layers = model.masked_layers()
+        # the layers with a mask (a dense readout, ``model.readout=dense``, has none and is not rewired)
+        self.layers = {name: layer for name, layer in model.masked_layers().items() if layer.mask is not None}
         self.uses_hebbian = HEBBIAN_RULE in (prune, grow)
         self.traces = {
             name: HebbianTrace(layer.out_features, layer.in_features, layer.weight.device)
@@ -248,8 +249,9 @@ class DynamicSparsity:
         if self.uses_hebbian:
             # each layer's spikes are the post of one layer and the pre of the next: count once
             counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
-            for (name, trace), pre, post in zip(self.traces.items(), counts[:-1], counts[1:]):
-                trace.accumulate_counts(pre, post)
+            for (name, _), pre, post in zip(self.model.masked_layers().items(), counts[:-1], counts[1:]):
+                if name in self.traces:
+                    self.traces[name].accumulate_counts(pre, post)
         if global_step > 0 and global_step % self.update_interval == 0:
             self.update(global_step)
 

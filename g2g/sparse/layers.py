@@ -18,6 +18,13 @@ from g2g.sparse.connectivity import LayerConnectivity
 #: density, on any device (on CUDA, torch's cuSPARSE products) and floating dtype
 SPIKE_MATMUL_MODES = ("auto", "dense", "sparse")
 
+#: how weights and biases are initialised (the ``model.weight_init`` config key):
+#: ``uniform`` nn.Linear's default, U(-1/sqrt(N_in), 1/sqrt(N_in)) from the full fan-in
+#: N_in, then masked; ``fan_in`` the same with each output row's bound taken from its
+#: active fan-in (the number of connected inputs), so a sparse row starts with the
+#: input-current scale of a dense one. Identical for a dense layer.
+WEIGHT_INITS = ("uniform", "fan_in")
+
 
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` whose weight is multiplied by a fixed 0/1 mask.
@@ -61,6 +68,34 @@ class MaskedLinear(nn.Linear):
         if mask is not None:
             with torch.no_grad():
                 self.weight.mul_(self.mask)
+
+    @torch.no_grad()
+    def initialize(self, weight_init: str = "uniform", generator: torch.Generator | None = None) -> None:
+        """Draw the weight and bias anew from ``generator`` (:data:`WEIGHT_INITS`).
+
+        ``uniform`` gives exactly ``nn.Linear.reset_parameters``' distribution
+        (``kaiming_uniform_`` with a = sqrt(5), i.e. bound 1/sqrt(N_in), and the bias from
+        the same bound); ``fan_in`` replaces N_in by each output neuron's active fan-in
+        (at least 1). Masked weights are set to zero.
+
+        Raises:
+            ValueError: an unknown ``weight_init``.
+        """
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"model.weight_init={weight_init!r} is unknown; allowed: {', '.join(WEIGHT_INITS)}")
+        if weight_init == "uniform" or self.mask is None:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
+            bound = torch.full((self.out_features,), 1 / math.sqrt(self.in_features))
+            nn.init.uniform_(self.bias, -1.0, 1.0, generator=generator)
+            self.bias.mul_(bound.to(self.bias))
+        else:
+            bound = self.mask.sum(1).clamp(min=1).rsqrt()  # [out_features]
+            nn.init.uniform_(self.weight, -1.0, 1.0, generator=generator)
+            self.weight.mul_(bound[:, None])
+            nn.init.uniform_(self.bias, -1.0, 1.0, generator=generator)
+            self.bias.mul_(bound)
+        if self.mask is not None:
+            self.weight.mul_(self.mask)
 
     def masked_weight(self) -> torch.Tensor:
         """The effective weight ``W * M``, shape ``[out_features, in_features]``."""

@@ -1,0 +1,55 @@
+"""One independent random stream per consumer, all derived from the run's ``seed``.
+
+Every part of a run that draws random numbers gets its own seed, derived from
+``(seed, stream name)`` with NumPy's :class:`numpy.random.SeedSequence` (the
+construction NumPy recommends for independent parallel streams: the name's CRC-32 is the
+sequence's ``spawn_key``). So no two consumers read the same numbers: a connection
+kept by the mask draw says nothing about its initial weight, and changing how many
+numbers one consumer draws (another DST rule, another batch size) leaves every other
+stream unchanged.
+
+========================  ==============================================================
+stream                    consumer
+========================  ==============================================================
+``masks``                 G2G group labels and connectivity masks (``model``)
+``weight_init``           initial weights and biases (``model.weight_init``)
+``shuffle``               order of the training examples in every epoch (trainer)
+``folds``                 stratified cross-validation folds (``protocol=crossval``)
+``validation_split``      which training examples are held out (``protocol.validation_fraction``)
+``dst``                   random prune/grow choices and uniform regrowth (``sparsity=dynamic``)
+``encoder``               torch's, NumPy's and Python's global generators: Bernoulli input
+                          spikes of ``encoder=rate`` (snntorch draws from torch's global
+                          generator, the only g2g consumer of it)
+``data_subset``           ``dataset.train_subset`` / ``test_subset`` selections
+========================  ==============================================================
+
+A resumed run restores every stream's state from its checkpoint, so it continues
+bit-exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+#: stream names (see the module docstring for their consumers)
+STREAMS = ("masks", "weight_init", "shuffle", "folds", "validation_split", "dst", "encoder", "data_subset")
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of ``stream`` for the run seed ``seed``: a 63-bit integer (fits
+    ``torch.Generator.manual_seed`` and NumPy), a pure function of both arguments.
+
+    Args:
+        seed: the run's ``seed``, >= 0.
+        stream: one of :data:`STREAMS`.
+    Raises:
+        ValueError: an unknown stream or a negative seed.
+    """
+    if stream not in STREAMS:
+        raise ValueError(f"random stream {stream!r} is unknown; allowed: {', '.join(STREAMS)}")
+    if int(seed) < 0:
+        raise ValueError(f"seed={seed} must be >= 0")
+    sequence = np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(stream.encode()),))
+    return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
