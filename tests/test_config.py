@@ -45,7 +45,7 @@ def test_every_option_composes_validates_and_builds(group, option):
     sequence = encoder(torch.rand(3, 12))
     assert sequence.shape == (cfg.encoder.num_steps, 3, 12)
     model = instantiate_option(cfg.model, input_dim=12, num_classes=10, mask_seed=cfg.seed)
-    assert (model.name, model.connectivity) == (cfg.model.name, cfg.model.connectivity)
+    assert (model.name, model.connectivity) == (cfg.model.name, cfg.model.get("connectivity", "dense"))
     assert model(sequence).counts.shape == (3, 10)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     assert optimizer.defaults["lr"] == cfg.train.lr
@@ -168,7 +168,7 @@ def test_readme_configuration_table_is_generated_from_conf():
 
     assert main(["--check"]) == 0, "run: python -m g2g.config_docs --write"
     rows = table()
-    assert "| `model.p_inter` (with model=index\\|mixer\\|random) | `0.15` |" in rows
+    assert "| `model.p_inter` (with model=dense_matched\\|index\\|mixer\\|random) | `0.15` |" in rows
     assert "| `sparsity.update_interval` (with sparsity=dynamic) | `1000` |" in rows
 
 
@@ -176,7 +176,7 @@ def test_removing_a_whole_group_is_refused_listing_its_options(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "~model"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "the model group cannot be removed" in result.stderr and "model=dense / model=index" in result.stderr
+    assert "the model group cannot be removed" in result.stderr and "model=dense / model=dense_matched / model=index" in result.stderr
 
 
 @pytest.mark.parametrize("removal", ["~model.num_groups", "~model.p_inter", "~model.p_inter=0.15"])
@@ -202,5 +202,5 @@ def test_following_hydras_append_hint_for_another_options_key_says_where_it_belo
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert followed.returncode == 2
-    assert "model=dense does not use this key; it belongs to model=index / model=mixer / model=random" in followed.stderr
+    assert "model=dense does not use this key; it belongs to model=dense_matched / model=index / model=mixer / model=random" in followed.stderr
     assert not (tmp_path / "mlflow.db").exists()

@@ -181,6 +181,7 @@ def parameter_matched_dense(
     p_inter: float = 0.15,
     readout: str = "masked",
     mask_seed: int = 0,
+    name: str | None = "dense_matched",
     **network_options,
 ) -> SpikingNetwork:
     """A fully connected network with as many parameters as the G2G network of width
@@ -197,13 +198,15 @@ def parameter_matched_dense(
         hidden_dim: the G2G network's hidden width H (not the dense one).
         num_groups, p_intra, p_inter, readout: the G2G network's settings.
         mask_seed: seed of the masks whose count is matched.
+        name: the network's label.
         network_options: passed on to :class:`SpikingNetwork` (LIF settings,
-            ``init_seed``, ``weight_init``, ``spike_matmul``, ``name``).
+            ``init_seed``, ``weight_init``, ``spike_matmul``).
     Returns:
         A dense :class:`SpikingNetwork` of width H'.
+        When no integer width comes within 1% (only tiny networks), the closest is
+        used and a warning says so.
     Raises:
-        ValueError: the matched count cannot be met within 1% by an integer width (only
-            for tiny networks), or an invalid setting.
+        ValueError: an invalid setting (see :class:`SpikingNetwork`).
     Source: the public spiking re-implementation of G2GNet compared against a dense
     network 447 wide at hidden 1024, p_inter 0.15 (a parameter-matched baseline).
     """
@@ -218,11 +221,10 @@ def parameter_matched_dense(
     width = max(1, round((-linear + math.sqrt(linear * linear - 4 * constant)) / 2))
     matched = dense_parameter_count(input_dim, width, num_classes, lif_parameters)
     if abs(matched - target) > 0.01 * target:
-        raise ValueError(
-            f"model=dense_matched: no integer width matches the G2G network's {target:,} parameters "
-            f"within 1% (width {width} has {matched:,}); use a larger model.hidden_dim"
-        )
+        log.warning("model=dense_matched: no integer width matches the G2G network's %s parameters within 1%% "
+                    "(the closest, width %d, has %s): the network is too small to be matched closely",
+                    f"{target:,}", width, f"{matched:,}")
     log.info("model=dense_matched: hidden width %d (%s parameters) matches the G2G network of width %d "
              "(%s parameters, p_inter=%g, readout=%s)", width, f"{matched:,}", hidden_dim, f"{target:,}",
              p_inter, readout)
-    return SpikingNetwork(input_dim, width, num_classes, connectivity="dense", **network_options)
+    return SpikingNetwork(input_dim, width, num_classes, connectivity="dense", name=name, **network_options)
