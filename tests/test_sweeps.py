@@ -166,7 +166,8 @@ def test_report_figures_and_tables_from_rows(tmp_path):
                              "status": "FINISHED", "model": model, "p_inter": "0.15", "sparsity": "dynamic",
                              "prune": prune, "grow": grow, "test_accuracy": 0.8, "run_id": f"{model}{prune}{grow}"})
     figure = dst_rules_figure(rows)
-    assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["index", "mixer"]
+    # one panel per configuration the rules rewire (model and p_inter: never pooled over p_inter)
+    assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["index p=0.15", "mixer p=0.15"]
     assert accuracy_vs_p_inter_figure(rows) is None, "one p_inter value: nothing to plot"
     write_tables(rows, tmp_path)
     markdown = (tmp_path / "jobs.md").read_text()

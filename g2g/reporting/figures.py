@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from g2g.reporting.queries import (  # noqa: E402
-    configuration_label, finished_rows, group_by_configuration, model_order, model_rank,
+    DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, configuration_label, group_by_configuration,
+    model_order, model_rank,
 )
 from g2g.reporting.statistics import mean_std  # noqa: E402
 from g2g.tracking.names import (  # noqa: E402
@@ -38,27 +39,32 @@ def save(figure: plt.Figure, path: Path, dpi: int) -> None:
 
 
 def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
-    """Test accuracy against p_inter per static sparse model (mean +- std over repeats),
-    the dense baseline as a horizontal line; None when fewer than 2 p_inter values."""
-    rows = finished_rows(rows)
-    sparse = [r for r in rows if r["model"] != "dense" and r["p_inter"] is not None
-              and r.get("sparsity") in (None, "static")]
-    if len({r["p_inter"] for r in sparse}) < 2:
+    """Test accuracy against p_inter (mean +- std over seeds), one line per static model
+    with p_inter (:func:`~g2g.reporting.queries.configuration` less p_inter: a readout,
+    weight initialisation or validation split other than the default is its own line,
+    dashed), each ``dense`` configuration as a horizontal line; None when fewer than 2
+    p_inter values."""
+    groups = {key: group for key, group in group_by_configuration(rows).items() if key.sparsity == "static"}
+    series = defaultdict(dict)  # configuration less p_inter -> p_inter -> accuracies
+    for key, group in groups.items():
+        if key.p_inter is not None:
+            series[key._replace(p_inter=None)][key.p_inter] = [r[METRIC_TEST_ACCURACY] for r in group]
+    if len({p for by_p in series.values() for p in by_p}) < 2:
         return None
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for model in sorted({r["model"] for r in sparse}, key=model_order):
-        by_p = defaultdict(list)
-        for r in sparse:
-            if r["model"] == model:
-                by_p[float(r["p_inter"])].append(r[METRIC_TEST_ACCURACY])
+    for line, by_p in series.items():
         ps = sorted(by_p)
         means, stds = zip(*(mean_std(by_p[p]) for p in ps))
-        axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=model, color=model_colour(model))
-    dense = [r[METRIC_TEST_ACCURACY] for r in rows if r["model"] == "dense"]
-    if dense:
-        mean, std = mean_std(dense)
-        spread = f" ± {std:.4f}" if len(dense) > 1 else ""
-        axis.axhline(mean, color="black", linestyle="--", label=f"dense ({mean:.4f}{spread})")
+        default = line == line._replace(readout=DEFAULT_READOUT, weight_init=DEFAULT_WEIGHT_INIT,
+                                        validation_fraction=DEFAULT_VALIDATION_FRACTION)
+        axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=configuration_label(line),
+                      color=model_colour(line.model), linestyle="-" if default else "--")
+    for key, group in groups.items():
+        if key.model != "dense":
+            continue
+        mean, std = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
+        spread = f" ± {std:.4f}" if len(group) > 1 else ""
+        axis.axhline(mean, color="black", linestyle="--", label=f"{configuration_label(key)} ({mean:.4f}{spread})")
         if std:
             axis.axhspan(mean - std, mean + std, color="black", alpha=0.1)
     axis.set(xlabel="p_inter (connection probability between groups)", ylabel="test accuracy",
@@ -76,19 +82,20 @@ def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
     per model, each point labelled with p_inter (and the DST rule). None when no
     finished run has the SynOps metrics."""
     groups = {key: group for key, group in group_by_configuration(rows).items()
-              if all(r.get(METRIC_ENERGY) is not None for r in group)}
+              if all(r.get(metric) is not None for r in group
+                     for metric in (METRIC_ENERGY, METRIC_SYNOPS_TOTAL, METRIC_MACS_TOTAL))}
     if not groups:
         return None
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    colours = {model: model_colour(model) for model in sorted({key[0] for key in groups}, key=model_order)}
+    colours = {model: model_colour(model) for model in sorted({key.model for key in groups}, key=model_order)}
     for key, group in groups.items():
         accuracy, accuracy_std = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
         costs = (statistics.mean(r[METRIC_ENERGY] for r in group),
                  statistics.mean(r[METRIC_SYNOPS_TOTAL] + r[METRIC_MACS_TOTAL] for r in group))
         for axis, cost in zip(axes, costs):
-            axis.errorbar(cost, accuracy, yerr=accuracy_std, fmt="o" if key[3] is None else "s",
-                          color=colours[key[0]], capsize=3)
-            axis.annotate(configuration_label(key).removeprefix(key[0]).strip() or key[0], (cost, accuracy),
+            axis.errorbar(cost, accuracy, yerr=accuracy_std, fmt="o" if key.prune is None else "s",
+                          color=colours[key.model], capsize=3)
+            axis.annotate(configuration_label(key).removeprefix(key.model).strip() or key.model, (cost, accuracy),
                           textcoords="offset points", xytext=(4, 4), fontsize=7)
     for model, colour in colours.items():
         axes[0].plot([], [], "o", color=colour, label=model)
@@ -97,33 +104,34 @@ def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
     for axis in axes:
         axis.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
-    dynamic = any(key[3] is not None for key in groups)
+    dynamic = any(key.prune is not None for key in groups)
     figure.suptitle("Accuracy against inference cost" + (" (squares: dynamic sparsity)" if dynamic else ""))
     figure.tight_layout()
     return figure
 
 
 def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
-    """Prune x grow heatmap of mean test accuracy, one panel per model; None unless
-    the rows have dynamic runs with at least two rule pairs. Rules in the order of
-    :data:`g2g.sparse.dst.PRUNE_RULES` and :data:`~g2g.sparse.dst.GROW_RULES`."""
+    """Prune x grow heatmap of mean test accuracy, one panel per static configuration
+    that the rules rewire (model, p_inter, readout, ...: runs of different p_inter are
+    never averaged together); None unless the rows have dynamic runs with at least two
+    rule pairs. Rules in the order of :data:`g2g.sparse.dst.PRUNE_RULES` and
+    :data:`~g2g.sparse.dst.GROW_RULES`."""
     from g2g.sparse.dst import GROW_RULES, PRUNE_RULES  # noqa: PLC0415 (torch only when plotting rules)
 
-    dynamic = [r for r in finished_rows(rows) if r["sparsity"] == "dynamic"]
-    if len({(r["prune"], r["grow"]) for r in dynamic}) < 2:
+    dynamic = {key: group for key, group in group_by_configuration(rows).items() if key.sparsity == "dynamic"}
+    if len({(key.prune, key.grow) for key in dynamic}) < 2:
         return None
-    models = sorted({r["model"] for r in dynamic})
-    prunes = [p for p in PRUNE_RULES if any(r["prune"] == p for r in dynamic)]
-    grows = [g for g in GROW_RULES if any(r["grow"] == g for r in dynamic)]
-    figure, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.6), squeeze=False)
-    for axis, model in zip(axes[0], models):
+    bases = list(dict.fromkeys(key._replace(sparsity="static", prune=None, grow=None) for key in dynamic))
+    prunes = [p for p in PRUNE_RULES if any(key.prune == p for key in dynamic)]
+    grows = [g for g in GROW_RULES if any(key.grow == g for key in dynamic)]
+    figure, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3.6), squeeze=False)
+    for axis, base in zip(axes[0], bases):
         grid = np.full((len(prunes), len(grows)), np.nan)
         for i, prune in enumerate(prunes):
             for j, grow in enumerate(grows):
-                values = [r[METRIC_TEST_ACCURACY] for r in dynamic
-                          if (r["model"], r["prune"], r["grow"]) == (model, prune, grow)]
-                if values:
-                    grid[i, j] = statistics.mean(values)
+                group = dynamic.get(base._replace(sparsity="dynamic", prune=prune, grow=grow))
+                if group:
+                    grid[i, j] = statistics.mean(r[METRIC_TEST_ACCURACY] for r in group)
         image = axis.imshow(grid, cmap="viridis")
         middle = np.nanmean(grid)
         for (i, j), value in np.ndenumerate(grid):
@@ -131,7 +139,7 @@ def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
                 axis.text(j, i, f"{value:.3f}", ha="center", va="center",
                           color="black" if value > middle else "white")
         axis.set(xticks=range(len(grows)), xticklabels=grows, yticks=range(len(prunes)),
-                 yticklabels=prunes, xlabel="grow", ylabel="prune", title=model)
+                 yticklabels=prunes, xlabel="grow", ylabel="prune", title=configuration_label(base))
         figure.colorbar(image, ax=axis, fraction=0.046)
     figure.suptitle("Test accuracy by DST rule")
     figure.tight_layout()

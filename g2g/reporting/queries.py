@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from g2g.tracking import names
+from g2g.tracking.params import is_non_result_key
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -37,6 +38,9 @@ _SETTINGS = [
     ("grow_init", ("param", "sparsity.grow_init")),
     ("update_interval", ("param", "sparsity.update_interval")),
     ("prune_fraction", ("param", "sparsity.prune_fraction")),
+    ("readout", ("param", "model.readout")),
+    ("weight_init", ("param", "model.weight_init")),
+    ("validation_fraction", ("param", "protocol.validation_fraction")),
     ("epochs", ("tag or param", f"{names.TAG_EPOCHS} train.epochs")),
     ("batch_size", ("param", "train.batch_size")),
     ("lr", ("param", "train.lr")),
@@ -44,13 +48,19 @@ _SETTINGS = [
 ]
 #: the LIF layers whose firing rate the table shows (the two hidden ones)
 _FIRING_RATE_LAYERS = ("lif1", "lif2")
+#: the best epoch's test and validation accuracy (running best; its last value is the run's)
+BEST_TEST_ACCURACY = names.METRIC_BEST_ACCURACY_PREFIX + names.METRIC_TEST_ACCURACY
+BEST_VAL_ACCURACY = names.METRIC_BEST_ACCURACY_PREFIX + names.METRIC_VAL_ACCURACY
 
 
 @functools.cache
 def columns() -> tuple[tuple[str, tuple[str, str]], ...]:
     """The job table's columns: (header, where in the run: ("param"|"metric"|"info"|"tag",
-    key)); a metric's header is its name. Per-layer metrics follow
-    :data:`g2g.models.network.LAYER_NAMES`."""
+    key)); a metric's header is its name, except ``hidden_width`` (metric ``hidden_dim``:
+    the width the model was built with, which ``model=dense_matched`` computes; the
+    ``hidden_dim`` column is the param ``model.hidden_dim``). A metric's value is its last
+    logged one: the last epoch's, or for ``best_*`` the best epoch's. Per-layer metrics
+    follow :data:`g2g.models.network.LAYER_NAMES`."""
     from g2g.models.network import LAYER_NAMES  # noqa: PLC0415 (torch only when rows are made)
 
     def metrics(*metric_names: str) -> list[tuple[str, tuple[str, str]]]:
@@ -58,14 +68,16 @@ def columns() -> tuple[tuple[str, tuple[str, str]], ...]:
 
     return tuple(
         _SETTINGS
-        + metrics(names.METRIC_TEST_ACCURACY, names.METRIC_TRAIN_ACCURACY, names.METRIC_TRAIN_LOSS,
+        + metrics(names.METRIC_TEST_ACCURACY, BEST_TEST_ACCURACY, names.METRIC_VAL_ACCURACY, BEST_VAL_ACCURACY,
+                  names.METRIC_TRAIN_ACCURACY, names.METRIC_TRAIN_LOSS,
                   *(names.METRIC_FIRING_RATE_PREFIX + layer for layer in _FIRING_RATE_LAYERS),
                   *(names.METRIC_DENSITY_PREFIX + layer for layer in LAYER_NAMES),
                   *(names.METRIC_CONNECTIONS_PREFIX + layer for layer in LAYER_NAMES),
                   names.METRIC_CONNECTIONS_TOTAL, names.METRIC_PARAMETERS_TOTAL, names.METRIC_PARAMETERS_DENSE,
-                  names.METRIC_SYNOPS_TOTAL, names.METRIC_MACS_TOTAL, names.METRIC_OPS_DENSE_EQUIVALENT,
-                  names.METRIC_ENERGY, names.METRIC_ENERGY_DENSE_EQUIVALENT,
+                  names.METRIC_SYNOPS_TOTAL, names.METRIC_MACS_TOTAL, names.METRIC_LIF_UPDATES,
+                  names.METRIC_ANN_MACS, names.METRIC_ENERGY, names.METRIC_ENERGY_ANN,
                   names.METRIC_CV_VAL_ACCURACY_MEAN, names.METRIC_CV_VAL_ACCURACY_STD, names.METRIC_EPOCH_TIME)
+        + [("hidden_width", ("metric", names.METRIC_HIDDEN_DIM))]
         + [("device", ("tag", names.TAG_DEVICE)), ("num_threads", ("tag", names.TAG_NUM_THREADS)),
            ("run_id", ("info", "run_id"))])
 
@@ -102,9 +114,10 @@ class ResultsError(ValueError):
 
 def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     """Every finished training run of the experiment as a :func:`run_row`, plus
-    ``train_time_s`` (sum of the per-epoch training times). Sweep parents and runs
-    that a re-run sweep only reused are left out; one run per configuration and seed
-    (the latest).
+    ``train_time_s`` (sum of the per-epoch training times) and ``params`` (all its
+    MLflow params: the flattened resolved config). Sweep parents and runs that a
+    re-run sweep only reused are left out; one run per configuration and seed (the
+    latest).
 
     Raises:
         ResultsError: no such experiment, or no finished run in it.
@@ -123,6 +136,7 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
                 or names.METRIC_TEST_ACCURACY not in run.data.metrics):
             continue
         row = run_row(run)
+        row["params"] = dict(run.data.params)
         row["train_time_s"] = sum(m.value for m in client.get_metric_history(run.info.run_id,
                                                                              names.METRIC_EPOCH_TIME))
         latest[(configuration(row), row["seed"])] = row
@@ -158,34 +172,144 @@ def _rule_rank(rule: str | None) -> int:
     return rules.index(rule) if rule in rules else len(rules)
 
 
-def configuration(row: dict) -> tuple:
-    """What a run trained, less the seed: (model, p_inter, sparsity, prune, grow);
-    p_inter is None for dense, prune and grow are None for static runs."""
+#: the value of an option that runs logged before it existed trained with
+#: (``model.readout``, ``model.weight_init``, ``protocol.validation_fraction``)
+DEFAULT_READOUT, DEFAULT_WEIGHT_INIT, DEFAULT_VALIDATION_FRACTION = "masked", "uniform", 0.0
+
+
+class Configuration(NamedTuple):
+    """What a run trained, less the seed: the runs of one configuration are its seeds.
+
+    ``p_inter`` is None for ``dense``; ``prune`` and ``grow`` are None for static
+    sparsity; ``readout`` (the last layer of a sparse model: masked or dense) is None for
+    ``dense``, which has no masks. A run without the param ``model.readout``,
+    ``model.weight_init`` or ``protocol.validation_fraction`` (logged before the option
+    existed) trained with :data:`DEFAULT_READOUT`, :data:`DEFAULT_WEIGHT_INIT`,
+    :data:`DEFAULT_VALIDATION_FRACTION`.
+    """
+
+    model: str
+    p_inter: float | None
+    sparsity: str
+    prune: str | None
+    grow: str | None
+    readout: str | None = DEFAULT_READOUT
+    weight_init: str = DEFAULT_WEIGHT_INIT
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+
+
+def configuration(row: dict) -> Configuration:
+    """The :class:`Configuration` a row trained (params ``model.name``, ``model.p_inter``,
+    ``sparsity.name``, ``sparsity.prune``, ``sparsity.grow``, ``model.readout``,
+    ``model.weight_init``, ``protocol.validation_fraction``)."""
     dynamic = row.get("sparsity") == "dynamic"
-    return (row["model"], None if row["model"] == "dense" or row.get("p_inter") is None else float(row["p_inter"]),
-            row.get("sparsity") or "static", row.get("prune") if dynamic else None,
-            row.get("grow") if dynamic else None)
+    dense = row["model"] == "dense"
+    return Configuration(
+        row["model"], None if dense or row.get("p_inter") is None else float(row["p_inter"]),
+        row.get("sparsity") or "static", row.get("prune") if dynamic else None, row.get("grow") if dynamic else None,
+        None if dense else row.get("readout") or DEFAULT_READOUT, row.get("weight_init") or DEFAULT_WEIGHT_INIT,
+        float(row.get("validation_fraction") or DEFAULT_VALIDATION_FRACTION))
 
 
-def configuration_label(key: tuple) -> str:
-    """``dense``, ``mixer p=0.15`` or ``mixer p=0.15 set->hebb``."""
-    model, p_inter, _, prune, grow = key
-    label = model if p_inter is None else f"{model} p={p_inter:g}"
-    return label if prune is None else f"{label} {prune}->{grow}"
+def configuration_label(key: Configuration) -> str:
+    """``dense``, ``mixer p=0.15``, ``mixer p=0.15 set->hebb``; options other than the
+    defaults follow as overrides: ``index p=0 readout=dense weight_init=fan_in
+    validation_fraction=0.1``."""
+    label = key.model if key.p_inter is None else f"{key.model} p={key.p_inter:g}"
+    if key.prune is not None:
+        label += f" {key.prune}->{key.grow}"
+    if key.readout not in (None, DEFAULT_READOUT):
+        label += f" readout={key.readout}"
+    if key.weight_init != DEFAULT_WEIGHT_INIT:
+        label += f" weight_init={key.weight_init}"
+    if key.validation_fraction != DEFAULT_VALIDATION_FRACTION:
+        label += f" validation_fraction={key.validation_fraction:g}"
+    return label
 
 
-def group_by_configuration(rows: list[dict]) -> dict[tuple, list[dict]]:
+def group_by_configuration(rows: list[dict]) -> dict[Configuration, list[dict]]:
     """Finished rows grouped by :func:`configuration` (repeats = seeds), sorted by
-    model, p_inter, static before dynamic, then prune and grow rule."""
+    model, p_inter, static before dynamic, prune and grow rule, then the default
+    readout, weight initialisation and no validation split before the others."""
     groups = defaultdict(list)
     for row in finished_rows(rows):
         groups[configuration(row)].append(row)
+    return dict(sorted(groups.items(), key=lambda item: configuration_order(item[0])))
 
-    def order(key: tuple) -> tuple:
-        model, p_inter, sparsity, prune, grow = key
-        return (*model_order(model), -1.0 if p_inter is None else p_inter,
-                sparsity != "static", _rule_rank(prune), _rule_rank(grow))
-    return dict(sorted(groups.items(), key=lambda item: order(item[0])))
+
+def configuration_order(key: Configuration) -> tuple:
+    """Sort key of a configuration (see :func:`group_by_configuration`)."""
+    return (*model_order(key.model), -1.0 if key.p_inter is None else key.p_inter,
+            key.sparsity != "static", _rule_rank(key.prune), _rule_rank(key.grow),
+            key.readout not in (None, DEFAULT_READOUT), str(key.readout),
+            key.weight_init != DEFAULT_WEIGHT_INIT, key.weight_init, key.validation_fraction)
+
+
+#: the params whose values the results page compares (besides ``seed``): the model
+#: option (its name and builder, connectivity, p_inter, readout, weight
+#: initialisation), the DST rule, and the validation split. The page puts runs that
+#: differ in them into different :class:`Configuration`s, never into one mean.
+VARIED_PARAMS = ("seed", "model.name", "model._target_", "model.connectivity", "model.p_inter", "model.readout",
+                 "model.weight_init", "sparsity.name", "sparsity.prune", "sparsity.grow",
+                 "protocol.validation_fraction")
+#: config groups whose options have different keys (a sparse model's ``num_groups``,
+#: DST's ``update_interval``): a run without such a param is not compared on it
+_OPTION_GROUPS = ("model.", "sparsity.")
+
+
+def result_params(row: dict) -> dict[str, str]:
+    """The row's params (``row["params"]``) that change results: without those under
+    :data:`g2g.tracking.params.NON_RESULT_KEYS` (the keys the checkpoint hash leaves out),
+    and with ``train.epochs`` the epochs the run has (tag ``g2g.epochs``: a finished run
+    extended to more epochs keeps its first ``train.epochs`` param)."""
+    params = {key: value for key, value in row["params"].items() if not is_non_result_key(key)}
+    if "train.epochs" in params and row.get("epochs") is not None:
+        params["train.epochs"] = str(row["epochs"])
+    return params
+
+
+def _runs_text(rows: list[dict], shown: int = 6) -> str:
+    """``dense seeds 1, 2; mixer p=0.1 seed 1`` (configurations in the order of
+    :func:`group_by_configuration`, at most ``shown`` of them)."""
+    seeds = defaultdict(list)
+    for row in rows:
+        seeds[configuration(row)].append(str(row.get("seed")))
+    parts = [f"{configuration_label(key)} seed{'s' if len(found) > 1 else ''} "
+             f"{', '.join(sorted(found, key=lambda seed: (len(seed), seed)))}"
+             for key, found in sorted(seeds.items(), key=lambda item: configuration_order(item[0]))]
+    more = f"; and {len(parts) - shown} more configurations" if len(parts) > shown else ""
+    return "; ".join(parts[:shown]) + more
+
+
+def refuse_mixed_settings(rows: list[dict], varied: tuple[str, ...] = VARIED_PARAMS) -> None:
+    """Refuse to pool runs that differ in a result-affecting param (:func:`result_params`)
+    other than ``varied``: the studies vary those and nothing else, so any other
+    difference would be counted as an effect of the model. A param that only some runs
+    have is a difference (``not logged`` in the others), except under ``model.`` and
+    ``sparsity.``, whose options have different keys.
+
+    Raises:
+        ResultsError: names each differing param, its values, and the configurations and
+            seeds that have each value.
+    """
+    params = [result_params(row) for row in rows]
+    differences = []
+    for key in sorted(set().union(*params) - set(varied)):
+        by_value = defaultdict(list)
+        for row, values in zip(rows, params):
+            if key in values:
+                by_value[values[key]].append(row)
+            elif not key.startswith(_OPTION_GROUPS):
+                by_value["(not logged)"].append(row)
+        if len(by_value) > 1:
+            differences.append(f"  {key}: " + " | ".join(f"{value!s} in {_runs_text(found)}"
+                                                         for value, found in sorted(by_value.items())))
+    if differences:
+        raise ResultsError(
+            "the runs differ in settings that the results page does not compare (it varies only "
+            f"{', '.join(varied)}):\n" + "\n".join(differences)
+            + "\na results page summarises one setting: log each setting to its own tracking.experiment, "
+            "or delete the runs that do not belong")
 
 
 def open_store(tracking_uri: str) -> MlflowClient:

@@ -3,18 +3,47 @@
     python -m g2g.report g2g_results --page docs/results.md [--tracking-uri URI]
 
 Reads every finished training run of one MLflow experiment (sweep parents and runs
-that a re-run sweep only reused are left out), groups them by configuration (model,
-p_inter, static or DST rule) and summarises each over its seeds:
+that a re-run sweep only reused are left out), groups them by configuration
+(:class:`g2g.reporting.queries.Configuration`: model, p_inter, static or DST rule,
+readout, weight initialisation, validation split) and summarises each over its seeds.
 
-- the setting the runs share (refused when they differ: one experiment per setting);
-- the p_inter study: static models by p_inter with the dense baseline, test accuracy
-  mean +- std, the difference to dense, the density and parameter count measured from
-  the masks, the synaptic operations and energy of one inference and the training time;
-- the DST-rule study: each prune/grow rule against the static model it rewires;
+Pooling is refused (:func:`g2g.reporting.queries.refuse_mixed_settings`): the runs
+must share every result-affecting param (the checkpoint hash's keys: all but
+:data:`g2g.tracking.params.NON_RESULT_KEYS`) except those the studies vary (seed, the
+model option, the DST rule, the validation split); the error names the param, its
+values and the configurations that have each.
+
+The page:
+
+- the setting the runs share;
+- the p_inter study (static models with the default readout, weight initialisation and
+  no validation split, with the dense baseline and the parameter-matched dense models
+  ``dense_matched``): test accuracy after the last epoch (mean +- std over seeds, the
+  primary number), the best epoch's test accuracy (mean; selected on the test set, so
+  optimistic), the difference to ``dense`` and to ``dense_matched`` at the same p_inter
+  **paired by seed** (mean of the per-seed differences with a 95% Student t-interval,
+  :func:`g2g.reporting.statistics.paired_difference`), the hidden width (metric
+  ``hidden_dim``), density and parameters measured from the masks, SynOps, MACs and
+  LIF updates per inference, energy per inference and relative to one forward pass of
+  the same-shape ANN (``energy_ann_nj``), training time;
+- accuracy against inference cost (figure);
+- the DST-rule study: each prune/grow rule against the static model it rewires,
+  paired by seed;
+- ablations, when such runs exist: the readout (sparse last layer ``masked`` against
+  fully connected ``dense``: dense - masked, paired by seed) and the weight
+  initialisation (``fan_in`` against ``uniform``: fan_in - uniform, paired by seed, on
+  the validation accuracy of the last epoch when the runs held out a validation split,
+  and on the test accuracy);
 - model sizes per layer, measured from the masks at this setting and at the seed
   README's architecture (hidden 2048), where they replace its rough "~4M"/"~1-2M";
 - figures (PNG, beside the page in ``figures/``): accuracy against p_inter, accuracy
   against inference cost, and the DST heatmap.
+
+Metrics read (last logged value of each run): ``test_accuracy``, ``best_test_accuracy``,
+``val_accuracy``, ``hidden_dim``, ``connections_total``, ``parameters_total``,
+``parameters_dense``, ``density_*``, ``synops_total``, ``macs_total``, ``lif_updates``,
+``energy_nj``, ``energy_ann_nj``, ``epoch_time_s`` (summed over epochs); a run without
+one has a blank cell.
 
 Only the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` is
 replaced, so hand-written discussion around it survives a regeneration.
@@ -30,13 +59,14 @@ from typing import TYPE_CHECKING
 from g2g.reporting import markdown
 from g2g.reporting.figures import accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, dst_rules_figure, save
 from g2g.reporting.queries import (
-    ResultsError, configuration_label, experiment_rows, group_by_configuration,
+    BEST_TEST_ACCURACY, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, Configuration,
+    configuration, configuration_label, experiment_rows, group_by_configuration, refuse_mixed_settings,
 )
-from g2g.reporting.statistics import mean_std
+from g2g.reporting.statistics import mean_std, paired_difference
 from g2g.tracking.names import (
-    METRIC_CONNECTIONS_TOTAL, METRIC_DENSITY_PREFIX, METRIC_ENERGY, METRIC_ENERGY_DENSE_EQUIVALENT,
+    METRIC_CONNECTIONS_TOTAL, METRIC_DENSITY_PREFIX, METRIC_ENERGY, METRIC_ENERGY_ANN, METRIC_LIF_UPDATES,
     METRIC_MACS_TOTAL, METRIC_PARAMETERS_DENSE, METRIC_PARAMETERS_TOTAL, METRIC_SYNOPS_TOTAL,
-    METRIC_TEST_ACCURACY,
+    METRIC_TEST_ACCURACY, METRIC_VAL_ACCURACY,
 )
 
 if TYPE_CHECKING:
@@ -44,33 +74,73 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-#: keys every run of the page must share, with their table headers
+#: keys every run of the page shares (checked with all other result-affecting params by
+#: :func:`g2g.reporting.queries.refuse_mixed_settings`), with their table headers
 SETTING = (("dataset", "dataset"), ("hidden_dim", "hidden neurons"), ("num_steps", "time steps"),
            ("encoder", "encoder"), ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "learning rate"))
 #: the seed README's architecture on Fashion-MNIST, for the mask-measured size table
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
+#: the parameter-matched dense model (``model=dense_matched``), compared at the same p_inter
+DENSE_MATCHED = "dense_matched"
+#: the weight initialisation the ablation compares with the default (uniform)
+FAN_IN = "fan_in"
+#: the headers of the interval cells
+_PAIRED = "points, paired by seed, 95% CI"
+_LAST_EPOCH = "test accuracy % (last epoch, mean ± std)"
+_BEST_EPOCH = "best-epoch test accuracy % (mean)"
 
 
 def shared_setting(rows: list[dict]) -> dict:
-    """The :data:`SETTING` values all rows share.
-
-    Raises:
-        ResultsError: the rows differ in one of them (names the key and the values).
-    """
-    setting = {}
-    for key, _ in SETTING:
-        values = sorted({str(row[key]) for row in rows})
-        if len(values) > 1:
-            raise ResultsError(f"the runs differ in {key} ({', '.join(values)}); a results page summarises "
-                               "one setting: log each setting to its own tracking.experiment")
-        setting[key] = values[0]
-    return setting
+    """The :data:`SETTING` values of the rows (one per key once
+    :func:`~g2g.reporting.queries.refuse_mixed_settings` passed; otherwise the
+    values joined with ``/``)."""
+    return {key: " / ".join(sorted({str(row[key]) for row in rows})) for key, _ in SETTING}
 
 
-def _accuracy(group: list[dict]) -> str:
-    """Mean ± std of the group's test accuracy in percent (the mean alone for one run)."""
-    mean, std = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
+def is_main_variant(key: Configuration) -> bool:
+    """Whether a configuration has the default readout (masked) and weight initialisation
+    (uniform) and no validation split: the p_inter and DST studies' runs."""
+    return (key.readout in (None, DEFAULT_READOUT) and key.weight_init == DEFAULT_WEIGHT_INIT
+            and key.validation_fraction == DEFAULT_VALIDATION_FRACTION)
+
+
+def _accuracy(group: list[dict], metric: str = METRIC_TEST_ACCURACY) -> str:
+    """Mean ± std of the group's ``metric`` in percent (the mean alone for one run; blank
+    when a run lacks it)."""
+    values = [r.get(metric) for r in group]
+    if not values or None in values:
+        return ""
+    mean, std = mean_std(values)
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(group) > 1 else f"{100 * mean:.2f}"
+
+
+def _best_epoch_accuracy(group: list[dict]) -> str:
+    """Mean over seeds of the best epoch's test accuracy in percent; blank unless every
+    run logged ``best_test_accuracy``."""
+    values = [r.get(BEST_TEST_ACCURACY) for r in group]
+    return "" if not values or None in values else f"{100 * statistics.mean(values):.2f}"
+
+
+def _signed(points: float) -> str:
+    """``+0.41`` / ``−0.12`` (typographic minus)."""
+    return f"{points:+.2f}".replace("-", "−")
+
+
+def paired_cell(a: list[dict] | None, b: list[dict] | None, metric: str = METRIC_TEST_ACCURACY) -> str:
+    """``a - b`` of ``metric`` in points (100 x the fraction), paired by seed:
+    ``+0.41 [−0.12, +0.94] (n=3)``, the mean difference with its 95% t-interval
+    (:func:`g2g.reporting.statistics.paired_difference`); ``+0.41 (n=1)`` without an
+    interval for one common seed; blank when no seed has ``metric`` in both groups."""
+    def by_seed(group: list[dict] | None) -> dict[int, float]:
+        return {int(r["seed"]): r[metric] for r in group or [] if r.get(metric) is not None}
+    a_by_seed, b_by_seed = by_seed(a), by_seed(b)
+    if not set(a_by_seed) & set(b_by_seed):
+        return ""
+    difference = paired_difference(a_by_seed, b_by_seed)
+    if difference.low is None:
+        return f"{_signed(100 * difference.mean)} (n={difference.n})"
+    return (f"{_signed(100 * difference.mean)} [{_signed(100 * difference.low)}, "
+            f"{_signed(100 * difference.high)}] (n={difference.n})")
 
 
 def _mean(group: list[dict], key: str) -> float | None:
@@ -86,30 +156,55 @@ def _ratio(part: float | None, whole: float | None) -> str:
     return "" if part is None or not whole else f"{100 * part / whole:.1f}%"
 
 
+def _hidden_width(group: list[dict]) -> str:
+    """The width the runs were built with (metric ``hidden_dim``; the param
+    ``model.hidden_dim`` for runs before the metric): one value, or ``min–max`` when the
+    seeds differ (``dense_matched`` matches each seed's masks)."""
+    widths = sorted({int(float(r["hidden_width"] if r.get("hidden_width") is not None else r["hidden_dim"]))
+                     for r in group if r.get("hidden_width") is not None or r.get("hidden_dim") is not None})
+    if not widths:
+        return ""
+    return f"{widths[0]:,}" if len(widths) == 1 else f"{widths[0]:,}–{widths[-1]:,}"
+
+
+#: the cost columns of the study tables
+_COST_HEADERS = ["SynOps / inference", "MACs / inference", "LIF updates / inference", "energy / inference (nJ)",
+                 "energy vs one-pass ANN", "training time (s)"]
+
+
 def _cost_cells(group: list[dict]) -> list[str]:
-    energy, dense_energy = _mean(group, METRIC_ENERGY), _mean(group, METRIC_ENERGY_DENSE_EQUIVALENT)
+    energy = _mean(group, METRIC_ENERGY)
     return [_number(_mean(group, METRIC_SYNOPS_TOTAL)), _number(_mean(group, METRIC_MACS_TOTAL)),
-            _number(energy, 1), _ratio(energy, dense_energy), _number(_mean(group, "train_time_s"))]
+            _number(_mean(group, METRIC_LIF_UPDATES)), _number(energy, 1),
+            _ratio(energy, _mean(group, METRIC_ENERGY_ANN)), _number(_mean(group, "train_time_s"))]
 
 
-def p_inter_table(groups: dict[tuple, list[dict]]) -> str | None:
-    """Static models by p_inter with the dense baseline (None without static sparse runs)."""
-    static = {key: group for key, group in groups.items() if key[2] == "static"}
-    dense = static.get(("dense", None, "static", None, None))
-    dense_accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in dense])[0] if dense else None
-    if not any(key[0] != "dense" for key in static):
+def _dense_key(key: Configuration) -> Configuration:
+    """The ``dense`` configuration ``key`` is compared with (same weight initialisation
+    and validation split)."""
+    return Configuration("dense", None, "static", None, None, None, key.weight_init, key.validation_fraction)
+
+
+def p_inter_table(groups: dict[Configuration, list[dict]]) -> str | None:
+    """Static configurations of the main variant (:func:`is_main_variant`) by model and
+    p_inter, with the dense baseline and ``dense_matched``; each against ``dense`` and
+    against ``dense_matched`` at its p_inter, paired by seed. None without static runs
+    of a model other than dense."""
+    static = {key: group for key, group in groups.items() if key.sparsity == "static" and is_main_variant(key)}
+    if not any(key.model != "dense" for key in static):
         return None
     rows = []
     for key, group in static.items():  # in the order of group_by_configuration
-        accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
-        difference = "" if dense_accuracy is None or key[0] == "dense" else f"{100 * (accuracy[0] - dense_accuracy):+.2f}"
-        rows.append([key[0], "" if key[1] is None else f"{key[1]:g}", _accuracy(group), difference, len(group),
+        versus_dense = "" if key.model == "dense" else paired_cell(group, static.get(_dense_key(key)))
+        versus_matched = ("" if key.model in ("dense", DENSE_MATCHED)
+                          else paired_cell(group, static.get(key._replace(model=DENSE_MATCHED))))
+        rows.append([key.model, "" if key.p_inter is None else f"{key.p_inter:g}", _hidden_width(group),
+                     _accuracy(group), _best_epoch_accuracy(group), versus_dense, versus_matched, len(group),
                      _ratio(_mean(group, METRIC_CONNECTIONS_TOTAL), _dense_connections(group[0])),
                      _number(_mean(group, METRIC_PARAMETERS_TOTAL)), *_cost_cells(group)])
     return markdown.table(
-        ["model", "p_inter", "test accuracy % (mean ± std)", "vs dense (points)", "seeds", "density",
-         "parameters", "SynOps / inference", "MACs / inference", "energy / inference (nJ)",
-         "energy vs dense-equivalent", "training time (s)"], rows)
+        ["model", "p_inter", "hidden width", _LAST_EPOCH, _BEST_EPOCH, f"vs dense ({_PAIRED})",
+         f"vs dense_matched, same p_inter ({_PAIRED})", "seeds", "density", "parameters", *_COST_HEADERS], rows)
 
 
 def _dense_connections(row: dict) -> float | None:
@@ -120,33 +215,76 @@ def _dense_connections(row: dict) -> float | None:
     return None if None in (dense, total, connections) else dense - (total - connections)
 
 
-def dst_table(groups: dict[tuple, list[dict]]) -> str | None:
-    """Each DST rule against its static baseline (same model and p_inter); None
-    without dynamic runs."""
-    dynamic = {key: group for key, group in groups.items() if key[2] == "dynamic"}
+def dst_table(groups: dict[Configuration, list[dict]]) -> str | None:
+    """Each DST rule against its static baseline (the same configuration without
+    rewiring), paired by seed; None without dynamic runs."""
+    dynamic = {key: group for key, group in groups.items() if key.sparsity == "dynamic"}
     if not dynamic:
         return None
     rows = []
-    for base in dict.fromkeys(key[:2] for key in dynamic):  # in order, without repeats
-        static = groups.get((*base, "static", None, None))
-        static_accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in static]) if static else None
+    for base in dict.fromkeys(key._replace(sparsity="static", prune=None, grow=None) for key in dynamic):
+        static = groups.get(base)
         if static:
-            rows.append([configuration_label((*base, "static", None, None)), "static", "", _accuracy(static),
+            rows.append([configuration_label(base), "static", "", _accuracy(static), _best_epoch_accuracy(static),
                          "", len(static), *_cost_cells(static)])
         for key, group in dynamic.items():
-            if key[:2] != base:
+            if key._replace(sparsity="static", prune=None, grow=None) != base:
                 continue
-            accuracy = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
-            difference = "" if not static else f"{100 * (accuracy[0] - static_accuracy[0]):+.2f}"
-            rows.append([configuration_label(base + ("static", None, None)), key[3], key[4], _accuracy(group),
-                         difference, len(group), *_cost_cells(group)])
+            rows.append([configuration_label(base), key.prune, key.grow, _accuracy(group),
+                         _best_epoch_accuracy(group), paired_cell(group, static), len(group), *_cost_cells(group)])
     return markdown.table(
-        ["model", "prune", "grow", "test accuracy % (mean ± std)", "vs static (points)", "seeds",
-         "SynOps / inference", "MACs / inference", "energy / inference (nJ)", "energy vs dense-equivalent",
-         "training time (s)"], rows)
+        ["model", "prune", "grow", _LAST_EPOCH, _BEST_EPOCH, f"vs static ({_PAIRED})", "seeds", *_COST_HEADERS],
+        rows)
 
 
-def measured_sizes_table(groups: dict[tuple, list[dict]]) -> str:
+def readout_table(groups: dict[Configuration, list[dict]]) -> str | None:
+    """The readout ablation: each static configuration trained with a fully connected
+    last layer (``model.readout=dense``) against the same configuration with the masked
+    one; dense - masked of the test accuracy, paired by seed. None without such runs."""
+    dense_readout = [key for key in groups if key.sparsity == "static" and key.readout == "dense"]
+    if not dense_readout:
+        return None
+    rows = []
+    for key in dense_readout:
+        masked_key = key._replace(readout=DEFAULT_READOUT)
+        dense, masked = groups[key], groups.get(masked_key)
+        rows.append([configuration_label(masked_key), _accuracy(masked or []), _accuracy(dense),
+                     paired_cell(dense, masked), _number(_mean(masked or [], METRIC_PARAMETERS_TOTAL)),
+                     _number(_mean(dense, METRIC_PARAMETERS_TOTAL))])
+    return markdown.table(
+        ["model", "masked readout: " + _LAST_EPOCH, "dense readout: " + _LAST_EPOCH,
+         f"dense − masked ({_PAIRED})", "parameters, masked readout", "parameters, dense readout"], rows)
+
+
+def weight_init_table(groups: dict[Configuration, list[dict]]) -> str | None:
+    """The weight-initialisation ablation: each static configuration trained with
+    ``model.weight_init=fan_in`` against the same configuration with ``uniform``, on the
+    last epoch's validation accuracy (``val_accuracy``, when the runs held out a
+    validation split: the number to select by) and test accuracy; fan_in - uniform,
+    paired by seed. None without fan_in runs."""
+    fan_in = [key for key in groups if key.sparsity == "static" and key.weight_init == FAN_IN]
+    if not fan_in:
+        return None
+    rows = []
+    for key in fan_in:
+        uniform_key = key._replace(weight_init=DEFAULT_WEIGHT_INIT)
+        new, old = groups[key], groups.get(uniform_key) or []
+        validation = key.validation_fraction > 0
+        rows.append([configuration_label(uniform_key._replace(validation_fraction=DEFAULT_VALIDATION_FRACTION)),
+                     f"{key.validation_fraction:g}",
+                     _accuracy(old, METRIC_VAL_ACCURACY) if validation else "",
+                     _accuracy(new, METRIC_VAL_ACCURACY) if validation else "",
+                     paired_cell(new, old, METRIC_VAL_ACCURACY) if validation else "",
+                     _accuracy(old), _accuracy(new), paired_cell(new, old)])
+    accuracy = "% (last epoch, mean ± std)"
+    return markdown.table(
+        ["model", "validation fraction", f"uniform: validation accuracy {accuracy}",
+         f"fan_in: validation accuracy {accuracy}", f"validation: fan_in − uniform ({_PAIRED})",
+         f"uniform: test accuracy {accuracy}", f"fan_in: test accuracy {accuracy}",
+         f"test: fan_in − uniform ({_PAIRED})"], rows)
+
+
+def measured_sizes_table(groups: dict[Configuration, list[dict]]) -> str:
     """Per static configuration: density of each layer
     (:data:`g2g.models.network.LAYER_NAMES`) and in all, active connections and
     parameters, as logged by each run from its masks (mean over seeds)."""
@@ -154,7 +292,7 @@ def measured_sizes_table(groups: dict[tuple, list[dict]]) -> str:
 
     rows = []
     for key, group in groups.items():
-        if key[2] != "static":
+        if key.sparsity != "static":
             continue
         densities = [_mean(group, METRIC_DENSITY_PREFIX + layer) for layer in LAYER_NAMES]
         connections, parameters = _mean(group, METRIC_CONNECTIONS_TOTAL), _mean(group, METRIC_PARAMETERS_TOTAL)
@@ -204,16 +342,47 @@ def _figure(figure: matplotlib.figure.Figure | None, path: Path, page: Path, tit
     return f"![{title}]({path.relative_to(page.parent).as_posix()})\n\n"
 
 
+#: what the numbers are, below the setting table
+EXPLANATION = """\
+- **Accuracy** is the test accuracy after the last epoch, mean ± sample std over seeds: the
+  primary number. The **best-epoch** column is the mean over seeds of each run's highest test
+  accuracy over its epochs (`best_test_accuracy`); that epoch is picked on the test set, so the
+  number is optimistic: it only tells how much the last epoch lost.
+- **Differences** (columns "vs ..." and "... − ...") are paired by seed: for each seed that both
+  configurations ran, the row's accuracy minus the reference's, in percentage points; the cell
+  gives the mean difference, its 95% Student t confidence interval (mean ± t(0.975, n−1) · sd / √n)
+  and n, the number of seeds paired (no interval for n = 1).
+- **dense_matched** is fully connected and as wide as gives the parameter count of the G2G network
+  at its p_inter ("hidden width": the width it was built with, metric `hidden_dim`; "hidden
+  neurons" above is `model.hidden_dim`, the G2G width it matches).
+- **Costs** are per inference (one test image, all time steps), from the evaluation on the test
+  set: SynOps = accumulates of spike-driven layers, MACs = multiply-accumulates of the first
+  layer for current-encoded input, LIF updates = membrane updates (one per neuron and time
+  step), energy in nJ with the 45 nm figures of Horowitz (ISSCC 2014) as `g2g.training.synops`
+  counts it. "Energy vs one-pass ANN" divides it by the energy of one forward pass of the fully
+  connected non-spiking network of the same shape (`energy_ann_nj`): below 100% the spiking
+  network costs less than that ANN.
+- **Training time** is the sum of the epochs' training times of one run, on the device above with
+  the sweep's parallel jobs sharing the machine: indicative, not a benchmark (controlled timings:
+  benchmarks/README.md).
+- A blank cell: the runs did not log that metric.
+
+"""
+
+
 def generate(client: MlflowClient, experiment_name: str, page: Path, command: str) -> str:
     """The generated Markdown (what goes between the markers); writes the figures to
     ``page``'s folder under ``figures/results_*.png``.
 
     Raises:
-        ResultsError: see :func:`experiment_rows` and :func:`shared_setting`.
+        ResultsError: see :func:`~g2g.reporting.queries.experiment_rows` and
+            :func:`~g2g.reporting.queries.refuse_mixed_settings`.
     """
     rows = experiment_rows(client, experiment_name)
+    refuse_mixed_settings(rows)
     setting = shared_setting(rows)
     groups = group_by_configuration(rows)
+    main_rows = [row for row in rows if is_main_variant(configuration(row))]
     seeds = sorted({int(row["seed"]) for row in rows})
     devices = sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows})
     figures = page.parent / "figures"
@@ -224,28 +393,39 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
         "### Setting\n\n",
         markdown.table([header for _, header in SETTING] + ["seeds", "device"],
                        [[setting[key] for key, _ in SETTING] + [", ".join(map(str, seeds)), "; ".join(devices)]]),
-        "\nAccuracy is the test accuracy after the last epoch. Costs are per inference (one test image, "
-        "all time steps), from the evaluation on the test set: SynOps = accumulates of spike-driven "
-        "layers, MACs = multiply-accumulates of the first layer for current-encoded input, energy with "
-        "0.9 pJ per accumulate and 4.6 pJ per multiply-accumulate (45 nm, Horowitz 2014), relative to "
-        "the same network computed densely with MACs. Training time is the sum of the epochs' training "
-        "times of one run, on the device above with the sweep's parallel jobs sharing the machine: "
-        "indicative, not a benchmark (controlled timings: benchmarks/README.md).\n\n",
+        "\nThe runs share every other result-affecting setting (the page refuses to pool runs that "
+        "differ in one).\n\n" + EXPLANATION,
     ]
     table = p_inter_table(groups)
     if table:
         parts += ["### p_inter study\n\n",
-                  _figure(accuracy_vs_p_inter_figure(rows), figures / "results_accuracy_vs_p_inter.png", page,
-                          "test accuracy against p_inter"), table, "\n"]
+                  "Static masks, masked readout, uniform weight initialisation, no validation split.\n\n",
+                  _figure(accuracy_vs_p_inter_figure(main_rows), figures / "results_accuracy_vs_p_inter.png",
+                          page, "test accuracy against p_inter"), table, "\n"]
     parts += ["### Accuracy against inference cost\n\n",
-              _figure(accuracy_vs_cost_figure(rows), figures / "results_accuracy_vs_cost.png", page,
+              _figure(accuracy_vs_cost_figure(main_rows), figures / "results_accuracy_vs_cost.png", page,
                       "test accuracy against energy and synaptic operations per inference")]
     table = dst_table(groups)
     if table:
         parts += ["### DST-rule study\n\n", _rewiring_sentence(rows), table, "\n",
                   _figure(dst_rules_figure(rows), figures / "results_dst_rules.png", page,
                           "test accuracy by prune and grow rule")]
-    p_inters = sorted({key[1] for key in groups if key[1] is not None})
+    table = readout_table(groups)
+    if table:
+        parts += ["### Ablation: readout layer\n\n",
+                  "The last layer (fc3) with the G2G mask (`model.readout=masked`, the seed README's "
+                  "Sparse(classes)) against fully connected (`model.readout=dense`, as the public "
+                  "re-implementation); the difference is dense − masked, paired by seed.\n\n", table, "\n"]
+    table = weight_init_table(groups)
+    if table:
+        parts += ["### Ablation: weight initialisation\n\n",
+                  "`model.weight_init=uniform` (nn.Linear's bound from the full fan-in, then masked) against "
+                  "`fan_in` (the bound from each neuron's active fan-in); the difference is fan_in − "
+                  "uniform, paired by seed. With a validation split (`protocol.validation_fraction` > 0) "
+                  "the runs trained on the rest of the training set, so their accuracies are not those "
+                  "of the studies above; the validation accuracy of the last epoch is the one to choose "
+                  "by, the test accuracy is shown beside it.\n\n", table, "\n"]
+    p_inters = sorted({key.p_inter for key in groups if key.p_inter is not None and is_main_variant(key)})
     parts += ["### Model sizes measured from the masks\n\n",
               "At this setting (each run logs `connections_*`, `parameters_*` and `density_*` from its "
               "masks; mean over seeds):\n\n", measured_sizes_table(groups),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
-from g2g.reporting.queries import columns, open_store, resolve_sweep, sweep_jobs
+from g2g.reporting.queries import ResultsError, columns, open_store, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.page:
-        from g2g.reporting.results_page import ResultsError, write_page  # noqa: PLC0415
+        from g2g.reporting.results_page import write_page  # noqa: PLC0415
 
         command = " ".join(["python -m g2g.report", args.target, "--page", args.page]
                            + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))

@@ -33,21 +33,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.files import atomic_torch_save, atomic_write
+from g2g.tracking.params import NON_RESULT_KEYS
 
 log = logging.getLogger(__name__)
 
-#: config paths that do not change results (where things go, how fast, how shown)
-NON_RESULT_KEYS = (
-    "tracking",
-    "checkpoint",
-    "hardware",
-    "dataset.root",
-    "dataset.download",
-    "train.progress",
-    "train.eval_batch_size",
-    "features.batch_size",
-    "features.cache_dir",
-)
 
 #: the epoch counts (holdout's, and each cross-validation fold's): not in the hash
 #: unless a regulariser's schedule depends on them (see :func:`result_config`)
@@ -97,7 +86,7 @@ def epochs_in_hash(cfg: DictConfig) -> bool:
 
 
 def result_config(cfg: DictConfig) -> dict:
-    """The resolved config without the keys in :data:`NON_RESULT_KEYS`, nor those in
+    """The resolved config without the keys in :data:`~g2g.tracking.params.NON_RESULT_KEYS`, nor those in
     :data:`EPOCH_KEYS` unless :func:`epochs_in_hash`."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)

@@ -10,7 +10,7 @@ What :func:`absolute_paths` rewrites:
 
 - where things are (:data:`LOCATION_KEYS`: ``dataset.root``, ``checkpoint.dir``,
   ``features.cache_dir``): ``~`` expanded, made absolute and normalised. These keys
-  are not in the checkpoint hash (:data:`g2g.run.checkpoint.NON_RESULT_KEYS`), so the
+  are not in the checkpoint hash (:data:`g2g.tracking.params.NON_RESULT_KEYS`), so the
   hash does not change.
 - ``tracking.uri``: null becomes ``MLFLOW_TRACKING_URI`` or the SQLite file
   ``mlflow.db`` in the launch directory, and a relative ``sqlite:///FILE`` becomes
