@@ -3,7 +3,7 @@
 #   make test                      the test suite
 #   make sweep STUDY=p_inter       a named study from sweeps/ with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db (http://127.0.0.1:5000)
-#   make results                   both results studies (57 jobs, ~75 min on 2 cores), then docs/results.md
+#   make results                   the results studies (87 jobs, ~2.5 h on 2 cores), then docs/results.md
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -33,8 +33,9 @@ sweep: data
 	$(BIN)/python run.py -m --config-dir sweeps --config-name $(STUDY) experiment=quick $(ARGS)
 
 results: data
+	$(BIN)/python run.py -m --config-dir sweeps --config-name results_init
 	$(BIN)/python run.py -m --config-dir sweeps --config-name results_p_inter
-	$(BIN)/python run.py -m --config-dir sweeps --config-name results_dst
+	$(BIN)/python run.py -m --config-dir sweeps --config-name results_readout
 	$(BIN)/python -m g2g.report g2g_results --page docs/results.md
 
 ui: $(INSTALLED)
