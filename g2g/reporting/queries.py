@@ -63,8 +63,8 @@ def columns() -> tuple[tuple[str, tuple[str, str]], ...]:
                   *(names.METRIC_DENSITY_PREFIX + layer for layer in LAYER_NAMES),
                   *(names.METRIC_CONNECTIONS_PREFIX + layer for layer in LAYER_NAMES),
                   names.METRIC_CONNECTIONS_TOTAL, names.METRIC_PARAMETERS_TOTAL, names.METRIC_PARAMETERS_DENSE,
-                  names.METRIC_SYNOPS_TOTAL, names.METRIC_MACS_TOTAL, names.METRIC_OPS_DENSE_EQUIVALENT,
-                  names.METRIC_ENERGY, names.METRIC_ENERGY_DENSE_EQUIVALENT,
+                  names.METRIC_SYNOPS_TOTAL, names.METRIC_MACS_TOTAL, names.METRIC_LIF_UPDATES,
+                  names.METRIC_ANN_MACS, names.METRIC_ENERGY, names.METRIC_ENERGY_ANN,
                   names.METRIC_CV_VAL_ACCURACY_MEAN, names.METRIC_CV_VAL_ACCURACY_STD, names.METRIC_EPOCH_TIME)
         + [("device", ("tag", names.TAG_DEVICE)), ("num_threads", ("tag", names.TAG_NUM_THREADS)),
            ("run_id", ("info", "run_id"))])
