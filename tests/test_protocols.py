@@ -28,15 +28,30 @@ def _runs(tmp_path):
 # ---------------------------------------------------------------- regulariser
 
 def test_regularizer_schedule_values():
-    schedule = FiringRateRegularizer(warmup_epochs=10, lambda_start=1e-4, lambda_end=1e-2,
+    # E = 5, W = 2: progress (e - W) / (E - W) = 1/3, 2/3, 1 in epochs 3, 4, 5
+    schedule = FiringRateRegularizer(warmup_epochs=2, lambda_start=0.1, lambda_end=0.4,
+                                     target_start=0.4, target_end=0.1).schedule
+    assert [schedule(epoch, 5) for epoch in range(1, 6)] == [
+        (0.0, 0.4), (0.0, 0.4), pytest.approx((0.2, 0.3)), pytest.approx((0.3, 0.2)), pytest.approx((0.4, 0.1))]
+    assert schedule(3, 3) == pytest.approx((0.4, 0.1))  # a single epoch after warm-up: the end values
+    with pytest.raises(ValueError, match="epoch=6 is outside 1..5"):
+        schedule(6, 5)
+    # the defaults at E = 20, W = 10, as in the public code (docs/fidelity.md)
+    defaults = FiringRateRegularizer(warmup_epochs=10, lambda_start=1e-4, lambda_end=1e-2,
                                      target_start=0.25, target_end=0.09).schedule
-    assert schedule(1, 30) == (0.0, 0.25)
-    assert schedule(10, 30) == (0.0, 0.25)
-    assert schedule(11, 30) == pytest.approx((1e-4, 0.25))
-    assert schedule(30, 30) == pytest.approx((1e-2, 0.09))
-    fraction = 9 / 19  # epoch 20 of the 20 epochs 11..30
-    assert schedule(20, 30) == pytest.approx((1e-4 + fraction * (1e-2 - 1e-4), 0.25 + fraction * (0.09 - 0.25)))
-    assert schedule(11, 11) == pytest.approx((1e-2, 0.09))  # a single epoch after warm-up: the end values
+    assert defaults(10, 20) == (0.0, 0.25)
+    assert defaults(11, 20) == pytest.approx((1.09e-3, 0.234))
+    assert defaults(12, 20) == pytest.approx((2.08e-3, 0.218))
+    assert defaults(20, 20) == pytest.approx((1e-2, 0.09))
+
+
+def test_regularizer_warns_only_when_the_warm_up_covers_every_epoch(caplog):
+    caplog.set_level("WARNING", logger="g2g")
+    regularizer = FiringRateRegularizer(warmup_epochs=3)
+    regularizer.warn_if_never_active(4)  # epoch 4 is active (with the end values)
+    assert not caplog.records
+    regularizer.warn_if_never_active(3)
+    assert "never acts" in caplog.text
 
 
 def test_regularizer_loss_term_is_lambda_times_squared_rate_error():
