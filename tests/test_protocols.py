@@ -190,6 +190,41 @@ def test_extractor_gives_512_frozen_features(resnet_weights):
     assert not extractor.network.training, "stays in eval mode (BatchNorm running statistics)"
 
 
+def test_minmax_per_sample_maps_each_row_onto_0_1():
+    rows = torch.tensor([[1.0, 3.0, 5.0], [2.0, 2.0, 2.0], [-4.0, 0.0, 4.0]])
+    expected = torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.0, 0.0], [0.0, 0.5, 1.0]])
+    assert torch.allclose(features.minmax_per_sample(rows), expected, atol=1e-7)
+    assert features.minmax_per_sample(rows.double())[0, 2] == 4 / (4 + 1e-8)  # epsilon in the denominator
+
+
+def test_extractor_features_are_each_image_s_pooled_features_min_max_normalised(resnet_weights):
+    extractor, _ = features.build_extractor(str(resnet_weights), "cifar10", 10)
+    pixels = torch.rand(5, 3072, generator=torch.Generator().manual_seed(3))
+    out = extractor(pixels)
+    with torch.no_grad():
+        images = (pixels.view(-1, 3, 32, 32) - extractor.mean) / extractor.std
+        raw = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(extractor.network.stage2_features(images), 4), 1)
+    assert raw.max() > 1, "the unnormalised features are unbounded (this test needs them above 1)"
+    low, high = raw.min(1, keepdim=True).values, raw.max(1, keepdim=True).values
+    assert torch.allclose(out, (raw - low) / (high - low + 1e-8))
+    assert torch.equal(out.min(1).values, torch.zeros(5))
+    assert torch.allclose(out.max(1).values, torch.ones(5))
+
+
+def test_feature_cache_of_an_earlier_version_is_not_read(tmp_path, resnet_weights):
+    extractor, weights_hash = features.build_extractor(str(resnet_weights), "cifar10", 10)
+    pixels = torch.rand(4, 3072, generator=torch.Generator().manual_seed(4))
+    images_hash = features._images_hash(pixels)
+    stale = tmp_path / f"resnet32_{weights_hash}_{images_hash}.pt"  # version 1's name: unnormalised
+    torch.save(torch.full((4, features.FEATURE_DIM), 7.0), stale)
+    out = features.extract(extractor, pixels, cache_dir=tmp_path, weights_hash=weights_hash)
+    assert torch.equal(out, extractor(pixels)) and out.max() <= 1
+    current = tmp_path / f"resnet32_v{features.CACHE_VERSION}_{weights_hash}_{images_hash}.pt"
+    assert features.CACHE_VERSION == 2 and torch.equal(torch.load(current, weights_only=True), out)
+    torch.save(out + 1, current)  # a current-version file is what a later run reads
+    assert torch.equal(features.extract(extractor, pixels, cache_dir=tmp_path, weights_hash=weights_hash), out + 1)
+
+
 def test_resnet_run_extracts_once_caches_and_leaves_the_extractor_unchanged(
     tmp_path, tiny_data_root, trust_tiny_cifar, resnet_weights, monkeypatch
 ):
