@@ -189,7 +189,7 @@ BASE_PARAMS = {"dataset.name": "fashionmnist", "dataset.train_subset": "None", "
                "train.batch_size": "16", "train.lr": "0.0005", "protocol.name": "holdout", "sparsity.name": "static",
                "regularizer.name": "none", "tracking.experiment": "fake"}
 SPARSE_PARAMS = {"model._target_": "g2g.models.network.SpikingNetwork", "model.num_groups": "8",
-                 "model.p_intra": "1.0", "model.readout": "masked", "model.weight_init": "uniform",
+                 "model.p_intra": "1.0", "model.readout": "masked", "model.weight_init": "fan_in",
                  "protocol.validation_fraction": "0.0"}
 
 
@@ -312,7 +312,8 @@ def test_page_has_the_readout_and_weight_initialisation_ablations(fake_page):
         "80.50 ± 0.71", "82.00 ± 0.00", "+1.50 [\u22124.85, +7.85] (n=2)"]
     sizes = text.split("### Model sizes measured from the masks\n")[1]
     assert "| mixer p=0.15 readout=dense |" in sizes
-    assert "| mixer p=0.15 weight_init=fan_in validation_fraction=0.1 |" in sizes
+    assert "| mixer p=0.15 validation_fraction=0.1 |" in sizes
+    assert "| mixer p=0.15 weight_init=uniform validation_fraction=0.1 |" in sizes
 
 
 def test_runs_without_the_new_params_trained_the_defaults():
@@ -321,7 +322,7 @@ def test_runs_without_the_new_params_trained_the_defaults():
                                                     validation_fraction="0.0"))
     assert configuration({"model": "dense", "p_inter": None, "readout": None}).readout is None
     assert configuration_label(configuration(dict(old, readout="dense", validation_fraction="0.1"))) == \
-        "mixer p=0.15 readout=dense validation_fraction=0.1"
+        "mixer p=0.15 readout=dense weight_init=uniform validation_fraction=0.1", "an old run trained uniform"
 
 
 def test_page_refuses_to_pool_runs_that_differ_in_a_setting_and_names_it(fake_store, tmp_path):
@@ -336,3 +337,10 @@ def test_page_refuses_to_pool_runs_that_differ_in_a_setting_and_names_it(fake_st
     assert "tracking.experiment" in message
     rows = experiment_rows(client, "mixed")
     assert {row["params"]["train.lr"] for row in rows} == {"0.0005", "0.001"}
+
+
+def test_the_pages_default_weight_init_is_the_configs():
+    from g2g.reporting.queries import DEFAULT_WEIGHT_INIT
+
+    for model in ("dense", "index", "random", "mixer", "dense_matched"):
+        assert compose_config([f"model={model}"]).model.weight_init == DEFAULT_WEIGHT_INIT, model

@@ -55,8 +55,8 @@ def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
     for line, by_p in series.items():
         ps = sorted(by_p)
         means, stds = zip(*(mean_std(by_p[p]) for p in ps))
-        default = line == line._replace(readout=DEFAULT_READOUT, weight_init=DEFAULT_WEIGHT_INIT,
-                                        validation_fraction=DEFAULT_VALIDATION_FRACTION)
+        default = (line.readout in (None, DEFAULT_READOUT) and line.weight_init in (None, DEFAULT_WEIGHT_INIT)
+                   and line.validation_fraction == DEFAULT_VALIDATION_FRACTION)
         axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=configuration_label(line),
                       color=model_colour(line.model), linestyle="-" if default else "--")
     for key, group in groups.items():

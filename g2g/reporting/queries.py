@@ -174,7 +174,12 @@ def _rule_rank(rule: str | None) -> int:
 
 #: the value of an option that runs logged before it existed trained with
 #: (``model.readout``, ``model.weight_init``, ``protocol.validation_fraction``)
-DEFAULT_READOUT, DEFAULT_WEIGHT_INIT, DEFAULT_VALIDATION_FRACTION = "masked", "uniform", 0.0
+DEFAULT_READOUT, LEGACY_WEIGHT_INIT, DEFAULT_VALIDATION_FRACTION = "masked", "uniform", 0.0
+#: the default of ``model.weight_init`` (conf/model/dense.yaml; a test keeps them equal):
+#: the p_inter and DST studies' runs have it
+DEFAULT_WEIGHT_INIT = "fan_in"
+#: models without masks, for which every ``model.weight_init`` gives the same weights
+UNMASKED_MODELS = ("dense", "dense_matched")
 
 
 class Configuration(NamedTuple):
@@ -182,10 +187,11 @@ class Configuration(NamedTuple):
 
     ``p_inter`` is None for ``dense``; ``prune`` and ``grow`` are None for static
     sparsity; ``readout`` (the last layer of a sparse model: masked or dense) is None for
-    ``dense``, which has no masks. A run without the param ``model.readout``,
-    ``model.weight_init`` or ``protocol.validation_fraction`` (logged before the option
-    existed) trained with :data:`DEFAULT_READOUT`, :data:`DEFAULT_WEIGHT_INIT`,
-    :data:`DEFAULT_VALIDATION_FRACTION`.
+    ``dense``, which has no masks; ``weight_init`` is None for :data:`UNMASKED_MODELS`
+    (every scheme gives them the same weights). A run without the param
+    ``model.readout``, ``model.weight_init`` or ``protocol.validation_fraction`` (logged
+    before the option existed) trained with :data:`DEFAULT_READOUT`,
+    :data:`LEGACY_WEIGHT_INIT`, :data:`DEFAULT_VALIDATION_FRACTION`.
     """
 
     model: str
@@ -194,7 +200,7 @@ class Configuration(NamedTuple):
     prune: str | None
     grow: str | None
     readout: str | None = DEFAULT_READOUT
-    weight_init: str = DEFAULT_WEIGHT_INIT
+    weight_init: str | None = DEFAULT_WEIGHT_INIT
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
 
 
@@ -207,7 +213,8 @@ def configuration(row: dict) -> Configuration:
     return Configuration(
         row["model"], None if dense or row.get("p_inter") is None else float(row["p_inter"]),
         row.get("sparsity") or "static", row.get("prune") if dynamic else None, row.get("grow") if dynamic else None,
-        None if dense else row.get("readout") or DEFAULT_READOUT, row.get("weight_init") or DEFAULT_WEIGHT_INIT,
+        None if dense else row.get("readout") or DEFAULT_READOUT,
+        None if row["model"] in UNMASKED_MODELS else row.get("weight_init") or LEGACY_WEIGHT_INIT,
         float(row.get("validation_fraction") or DEFAULT_VALIDATION_FRACTION))
 
 
@@ -220,7 +227,7 @@ def configuration_label(key: Configuration) -> str:
         label += f" {key.prune}->{key.grow}"
     if key.readout not in (None, DEFAULT_READOUT):
         label += f" readout={key.readout}"
-    if key.weight_init != DEFAULT_WEIGHT_INIT:
+    if key.weight_init not in (None, DEFAULT_WEIGHT_INIT):
         label += f" weight_init={key.weight_init}"
     if key.validation_fraction != DEFAULT_VALIDATION_FRACTION:
         label += f" validation_fraction={key.validation_fraction:g}"
@@ -242,7 +249,7 @@ def configuration_order(key: Configuration) -> tuple:
     return (*model_order(key.model), -1.0 if key.p_inter is None else key.p_inter,
             key.sparsity != "static", _rule_rank(key.prune), _rule_rank(key.grow),
             key.readout not in (None, DEFAULT_READOUT), str(key.readout),
-            key.weight_init != DEFAULT_WEIGHT_INIT, key.weight_init, key.validation_fraction)
+            key.weight_init not in (None, DEFAULT_WEIGHT_INIT), str(key.weight_init), key.validation_fraction)
 
 
 #: the params whose values the results page compares (besides ``seed``): the model

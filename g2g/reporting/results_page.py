@@ -82,8 +82,8 @@ SETTING = (("dataset", "dataset"), ("hidden_dim", "hidden neurons"), ("num_steps
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
 #: the parameter-matched dense model (``model=dense_matched``), compared at the same p_inter
 DENSE_MATCHED = "dense_matched"
-#: the weight initialisation the ablation compares with the default (uniform)
-FAN_IN = "fan_in"
+#: the two weight initialisations the ablation compares
+UNIFORM, FAN_IN = "uniform", "fan_in"
 #: the headers of the interval cells
 _PAIRED = "points, paired by seed, 95% CI"
 _LAST_EPOCH = "test accuracy % (last epoch, mean ± std)"
@@ -99,8 +99,9 @@ def shared_setting(rows: list[dict]) -> dict:
 
 def is_main_variant(key: Configuration) -> bool:
     """Whether a configuration has the default readout (masked) and weight initialisation
-    (uniform) and no validation split: the p_inter and DST studies' runs."""
-    return (key.readout in (None, DEFAULT_READOUT) and key.weight_init == DEFAULT_WEIGHT_INIT
+    (:data:`~g2g.reporting.queries.DEFAULT_WEIGHT_INIT`) and no validation split: the
+    p_inter and DST studies' runs."""
+    return (key.readout in (None, DEFAULT_READOUT) and key.weight_init in (None, DEFAULT_WEIGHT_INIT)
             and key.validation_fraction == DEFAULT_VALIDATION_FRACTION)
 
 
@@ -180,9 +181,8 @@ def _cost_cells(group: list[dict]) -> list[str]:
 
 
 def _dense_key(key: Configuration) -> Configuration:
-    """The ``dense`` configuration ``key`` is compared with (same weight initialisation
-    and validation split)."""
-    return Configuration("dense", None, "static", None, None, None, key.weight_init, key.validation_fraction)
+    """The ``dense`` configuration ``key`` is compared with (same validation split)."""
+    return Configuration("dense", None, "static", None, None, None, None, key.validation_fraction)
 
 
 def p_inter_table(groups: dict[Configuration, list[dict]]) -> str | None:
@@ -197,7 +197,7 @@ def p_inter_table(groups: dict[Configuration, list[dict]]) -> str | None:
     for key, group in static.items():  # in the order of group_by_configuration
         versus_dense = "" if key.model == "dense" else paired_cell(group, static.get(_dense_key(key)))
         versus_matched = ("" if key.model in ("dense", DENSE_MATCHED)
-                          else paired_cell(group, static.get(key._replace(model=DENSE_MATCHED))))
+                          else paired_cell(group, static.get(key._replace(model=DENSE_MATCHED, weight_init=None))))
         rows.append([key.model, "" if key.p_inter is None else f"{key.p_inter:g}", _hidden_width(group),
                      _accuracy(group), _best_epoch_accuracy(group), versus_dense, versus_matched, len(group),
                      _ratio(_mean(group, METRIC_CONNECTIONS_TOTAL), _dense_connections(group[0])),
@@ -257,25 +257,25 @@ def readout_table(groups: dict[Configuration, list[dict]]) -> str | None:
 
 
 def weight_init_table(groups: dict[Configuration, list[dict]]) -> str | None:
-    """The weight-initialisation ablation: each static configuration trained with
-    ``model.weight_init=fan_in`` against the same configuration with ``uniform``, on the
-    last epoch's validation accuracy (``val_accuracy``, when the runs held out a
-    validation split: the number to select by) and test accuracy; fan_in - uniform,
-    paired by seed. None without fan_in runs."""
-    fan_in = [key for key in groups if key.sparsity == "static" and key.weight_init == FAN_IN]
-    if not fan_in:
-        return None
+    """The weight-initialisation ablation: each static configuration trained with both
+    ``model.weight_init=uniform`` and ``fan_in``, on the last epoch's validation accuracy
+    (``val_accuracy``, when the runs held out a validation split: the number to select
+    by) and test accuracy; fan_in - uniform, paired by seed. None without such pairs."""
     rows = []
-    for key in fan_in:
-        uniform_key = key._replace(weight_init=DEFAULT_WEIGHT_INIT)
-        new, old = groups[key], groups.get(uniform_key) or []
+    for key in groups:
+        fan_in_key = key._replace(weight_init=FAN_IN)
+        if key.sparsity != "static" or key.weight_init != UNIFORM or fan_in_key not in groups:
+            continue
+        old, new = groups[key], groups[fan_in_key]
         validation = key.validation_fraction > 0
-        rows.append([configuration_label(uniform_key._replace(validation_fraction=DEFAULT_VALIDATION_FRACTION)),
+        rows.append([configuration_label(key._replace(weight_init=None, validation_fraction=0.0)),
                      f"{key.validation_fraction:g}",
                      _accuracy(old, METRIC_VAL_ACCURACY) if validation else "",
                      _accuracy(new, METRIC_VAL_ACCURACY) if validation else "",
                      paired_cell(new, old, METRIC_VAL_ACCURACY) if validation else "",
                      _accuracy(old), _accuracy(new), paired_cell(new, old)])
+    if not rows:
+        return None
     accuracy = "% (last epoch, mean ± std)"
     return markdown.table(
         ["model", "validation fraction", f"uniform: validation accuracy {accuracy}",
