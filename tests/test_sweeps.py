@@ -164,7 +164,8 @@ def test_report_figures_and_tables_from_rows(tmp_path):
             for grow in ("hebb", "random"):
                 rows.append({"run_name": f"model={model} sparsity.prune={prune} sparsity.grow={grow} seed=1",
                              "status": "FINISHED", "model": model, "p_inter": "0.15", "sparsity": "dynamic",
-                             "prune": prune, "grow": grow, "test_accuracy": 0.8, "run_id": f"{model}{prune}{grow}"})
+                             "prune": prune, "grow": grow, "weight_init": "fan_in", "test_accuracy": 0.8,
+                             "run_id": f"{model}{prune}{grow}"})
     figure = dst_rules_figure(rows)
     # one panel per configuration the rules rewire (model and p_inter: never pooled over p_inter)
     assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["index p=0.15", "mixer p=0.15"]
