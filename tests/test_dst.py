@@ -1,6 +1,8 @@
 """Dynamic sparse training: the invariants of every prune x grow rule on every
 sparse model, the rules on hand-made cases, and exact resume."""
 
+import re
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -9,6 +11,7 @@ from conftest import compose_config
 from g2g.run import checkpoint as ckpt
 from g2g.sparse.dst import DynamicSparsity, HebbianTrace, prune_count
 from g2g.snn.encoders import CurrentEncoder, RateEncoder
+from g2g.run.build import build, load_data
 from g2g.run.job import run_job
 from g2g.models.network import SpikingNetwork
 from g2g.run.validation import ConfigError
@@ -205,6 +208,9 @@ def test_dense_model_with_dynamic_sparsity_is_refused():
     ("sparsity.update_interval=0", "sparsity.update_interval=0: must be a positive integer"),
     ("sparsity.prune_fraction=1.0", "sparsity.prune_fraction=1.0: must be a fraction in the open interval (0, 1)"),
     ("sparsity.grow_init=ones", "sparsity.grow_init='ones': must be one of: zero, uniform"),
+    ("sparsity.stop_fraction=1.5", "sparsity.stop_fraction=1.5: must be a fraction in (0, 1]"),
+    ("sparsity.stop_fraction=0", "sparsity.stop_fraction=0.0: must be a fraction in (0, 1]"),
+    ("sparsity.fraction_schedule=linear", "sparsity.fraction_schedule='linear': must be one of: constant, cosine"),
 ])
 def test_bad_dst_values_are_refused(override, message):
     with pytest.raises(ConfigError) as error:
@@ -249,3 +255,90 @@ def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root,
         assert len(client.get_metric_history(resumed["run_id"], name)) == 4, name
     plots = {a.path for a in client.list_artifacts(resumed["run_id"], "plots")}
     assert plots == {"plots/learning_curves.png", "plots/mask_structure.png", "plots/dst_history.png"}
+
+
+# ------------------------------------------------------------ stop step and prune-fraction schedule
+
+def _schedule_dst(**options):
+    """fc2 of a 1-group network fully connected on its first 128 of 256 entries (16 x 16):
+    room to grow at any fraction, so every update prunes exactly floor(f * 128)."""
+    net = SpikingNetwork(4, 16, 4, connectivity="index", p_intra=1.0, p_inter=0.0, num_groups=1, mask_seed=0)
+    for layer in net.masked_layers().values():
+        layer.mask.zero_().view(-1)[: layer.mask.numel() // 2] = 1
+        with torch.no_grad():
+            layer.weight.mul_(layer.mask)
+    return net, DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="random", grow="random", **options)
+
+
+def test_cosine_schedule_decays_the_fraction_to_the_stop_step_and_stops_there():
+    net, dst = _schedule_dst(update_interval=100, prune_fraction=0.1, stop_fraction=0.75,
+                             fraction_schedule="cosine", total_steps=1000)
+    for step in range(1, 1001):
+        dst(step, None, None)
+    fc2 = [record for record in dst.records if record.layer == "fc2"]
+    # T_end = 0.75 * 1000 = 750: updates at 100, ..., 700; none at 800, 900, 1000.
+    # f(t) = 0.1 / 2 * (1 + cos(pi t / 750)), by hand: cos(24 deg) = 0.9135455, cos(48) = 0.6691306,
+    # cos(72) = 0.3090170, cos(96) = -0.1045285, cos(120) = -0.5, cos(144) = -0.8090170, cos(168) = -0.9781476
+    expected = [0.09567727, 0.08345653, 0.06545085, 0.04477358, 0.025, 0.00954915, 0.00109262]
+    assert [record.step for record in fc2] == [100, 200, 300, 400, 500, 600, 700]
+    assert [record.prune_fraction for record in fc2] == pytest.approx(expected, abs=1e-8)
+    # fc2 has 128 active connections: floor(f * 128)
+    assert [record.pruned for record in fc2] == [12, 10, 8, 5, 3, 1, 0]
+    assert fc2[0].metrics()["dst_fc2_prune_fraction"] == fc2[0].prune_fraction
+    assert dst.fraction_at(750) == 0.0 and dst.fraction_at(900) == 0.0 and dst.fraction_at(0) == 0.1
+    assert dst.updates_at(700) and not dst.updates_at(800) and not dst.updates_at(0)
+
+
+def test_no_update_and_no_hebbian_accumulation_after_the_stop_step():
+    net = SpikingNetwork(10, 16, 4, connectivity="index", mask_seed=0)
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="hebb", grow="hebb",
+                          update_interval=5, stop_fraction=0.5, total_steps=23)  # T_end = 11.5
+    inputs = CurrentEncoder(3)(torch.rand(2, 10))
+    output = net(inputs)
+    for step in range(1, 24):
+        dst(step, output, inputs)
+        if step == 11:
+            accumulated = {name: trace.correlation.clone() for name, trace in dst.traces.items()}
+    assert [record.step for record in dst.records if record.layer == "fc1"] == [5, 10]
+    assert all(record.prune_fraction == 0.1 for record in dst.records)
+    for name, trace in dst.traces.items():  # steps 12-23 added nothing
+        assert torch.equal(trace.correlation, accumulated[name])
+
+
+def test_constant_schedule_with_stop_fraction_one_is_the_schedule_of_before():
+    """Defaults: an update at every multiple of update_interval through the last step,
+    each replacing floor(prune_fraction * active), as without a total step count."""
+    with_total, with_total_dst = _schedule_dst(update_interval=3, prune_fraction=0.2, total_steps=12, seed=4)
+    without, without_dst = _schedule_dst(update_interval=3, prune_fraction=0.2, seed=4)
+    assert (with_total_dst.stop_fraction, with_total_dst.fraction_schedule) == (1.0, "constant")
+    for step in range(1, 13):
+        with_total_dst(step, None, None)
+        without_dst(step, None, None)
+    assert [r.step for r in with_total_dst.records if r.layer == "fc2"] == [3, 6, 9, 12]
+    assert [r.pruned for r in with_total_dst.records if r.layer == "fc2"] == [25] * 4  # floor(0.2 * 128)
+    assert [vars(r) for r in with_total_dst.records] == [vars(r) for r in without_dst.records]
+    for key, value in with_total.state_dict().items():
+        assert torch.equal(value, without.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"stop_fraction": 0.5}, "needs the run's total optimizer steps"),
+    ({"fraction_schedule": "cosine"}, "needs the run's total optimizer steps"),
+    ({"fraction_schedule": "linear", "total_steps": 10}, "sparsity.fraction_schedule='linear' is unknown"),
+    ({"stop_fraction": 0.0, "total_steps": 10}, "sparsity.stop_fraction=0.0: must be a fraction in (0, 1]"),
+])
+def test_bad_schedules_are_refused(options, message):
+    net = SpikingNetwork(4, 8, 2, connectivity="index", mask_seed=0)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DynamicSparsity(net, torch.optim.Adam(net.parameters()), **options)
+
+
+@pytest.mark.parametrize("protocol, epochs", [(["train.epochs=3"], 3),
+                                              (["protocol=crossval", "protocol.k_folds=2", "protocol.epochs=5"], 5)])
+def test_build_gives_dst_the_runs_total_optimizer_steps(tmp_path, tiny_data_root, protocol, epochs):
+    cfg = compose_config(["model=mixer", "sparsity=dynamic", "train.batch_size=24", *protocol],
+                         tmp_path, data_root=tiny_data_root)
+    data = load_data(cfg, torch.device("cpu"))
+    assert len(data.train_y) == 64
+    objects = build(cfg, data, torch.device("cpu"))
+    assert objects.sparsity.total_steps == epochs * 3  # 64 examples in batches of 24: 24 + 24 + 16

@@ -1,11 +1,13 @@
 """Dynamic sparse training (DST): prune and grow connections of the masked layers.
 
-Every ``update_interval`` optimizer steps (never at step 0), for every masked layer
-(fc1, fc2, fc3):
+Every ``update_interval`` optimizer steps (never at step 0, and never after the stop
+step ``stop_fraction * total_steps``), for every masked layer (fc1, fc2, fc3):
 
-1. ``k = min(floor(prune_fraction * active), inactive)`` where ``active`` is the
+1. ``k = min(floor(f * active), inactive)`` where ``f`` is the update's prune fraction
+   (``prune_fraction``, or with ``fraction_schedule=cosine`` RigL's cosine decay of it,
+   :meth:`DynamicSparsity.fraction_at`), ``active`` is the
    number of connections in the mask and ``inactive`` the number outside it; the
-   product is exact: ``prune_fraction`` is taken as the decimal it was written as
+   product is exact: the fraction is taken as the decimal it was written as
    (``0.57`` of 100 is 57, not the 56 of the binary float ``0.57 * 100 = 56.99...``);
 2. prune exactly ``k`` active connections: the smallest ``|w|`` (``set``, after SET,
    Mocanu et al. 2018), uniformly at random (``random``) or the lowest Hebbian score
@@ -80,6 +82,10 @@ GROW_INITIALIZERS: dict[str, Callable[[DynamicSparsity, MaskedLinear, int], torc
 PRUNE_RULES = tuple(PRUNE_SCORES)
 GROW_RULES = tuple(GROW_SCORES)
 GROW_INITS = tuple(GROW_INITIALIZERS)
+#: how the prune fraction changes over training (``sparsity.fraction_schedule``):
+#: ``constant``, or ``cosine`` (RigL, Evci et al. 2020: from ``prune_fraction`` at step 0
+#: to 0 at the stop step)
+FRACTION_SCHEDULES = ("constant", "cosine")
 #: the rule that needs a Hebbian trace
 HEBBIAN_RULE = "hebb"
 
@@ -154,13 +160,19 @@ class UpdateRecord:
     density: float
     density_intra: float
     density_inter: float
+    #: the update's prune fraction (:meth:`DynamicSparsity.fraction_at`); None in the
+    #: records of checkpoints written before it was recorded
+    prune_fraction: float | None = None
 
     def metrics(self) -> dict[str, float]:
         prefix = f"dst_{self.layer}_"
-        return {prefix + "pruned": self.pruned, prefix + "grown": self.grown,
-                prefix + "grown_inter_fraction": self.grown_inter_fraction,
-                prefix + "density": self.density, prefix + "density_intra": self.density_intra,
-                prefix + "density_inter": self.density_inter}
+        metrics = {prefix + "pruned": self.pruned, prefix + "grown": self.grown,
+                   prefix + "grown_inter_fraction": self.grown_inter_fraction,
+                   prefix + "density": self.density, prefix + "density_intra": self.density_intra,
+                   prefix + "density_inter": self.density_inter}
+        if self.prune_fraction is not None:
+            metrics[prefix + "prune_fraction"] = self.prune_fraction
+        return metrics
 
 
 def group_densities(layer: MaskedLinear) -> tuple[float, float]:
@@ -188,7 +200,9 @@ class DynamicSparsity:
     """Prunes and grows the masked layers of a sparse network during training.
 
     Use it as a trainer step callback: ``dst(global_step, output, inputs)`` after
-    every ``optimizer.step()``.
+    every ``optimizer.step()``. Which steps update, and with which prune fraction, is a
+    pure function of the step (:meth:`updates_at`, :meth:`fraction_at`), so a resumed
+    run continues the same schedule.
 
     Args:
         model: a sparse network (:class:`g2g.models.network.SpikingNetwork` with connectivity
@@ -197,11 +211,22 @@ class DynamicSparsity:
         prune: ``set``, ``random`` or ``hebb``.
         grow: ``hebb`` or ``random``.
         update_interval: optimizer steps between updates, >= 1.
-        prune_fraction: fraction of active connections replaced per update, in (0, 1).
+        prune_fraction: fraction of active connections replaced per update, in (0, 1)
+            (with ``fraction_schedule=cosine``: at step 0).
         grow_init: ``zero`` or ``uniform`` (see module docstring).
         seed: seed of the random choices (random prune/grow, uniform init).
+        stop_fraction: no update after ``stop_fraction * total_steps`` optimizer steps, in
+            (0, 1]; 1: updates through the last step.
+        fraction_schedule: ``constant`` (every update replaces ``prune_fraction``) or
+            ``cosine``: the update at step t replaces
+            ``prune_fraction / 2 * (1 + cos(pi * t / T_end))`` with
+            ``T_end = stop_fraction * total_steps`` (RigL's f_decay, Evci et al. 2020,
+            "Rigging the Lottery: Making All Tickets Winners", ICML).
+        total_steps: the run's total optimizer steps (epochs x batches per epoch); needed
+            unless ``stop_fraction`` is 1 and ``fraction_schedule`` is ``constant``.
     Raises:
-        ValueError: a dense model or an unknown rule.
+        ValueError: a dense model, an unknown rule or schedule, ``stop_fraction`` outside
+            (0, 1], or a stop or schedule without ``total_steps``.
     """
 
     def __init__(
@@ -215,6 +240,9 @@ class DynamicSparsity:
         prune_fraction: float = 0.1,
         grow_init: str = "zero",
         seed: int = 0,
+        stop_fraction: float = 1.0,
+        fraction_schedule: str = "constant",
+        total_steps: int | None = None,
     ) -> None:
         if model.connectivity == "dense":
             raise ValueError(
@@ -223,9 +251,15 @@ class DynamicSparsity:
             )
         for key, value, allowed in (("sparsity.prune", prune, PRUNE_RULES),
                                     ("sparsity.grow", grow, GROW_RULES),
-                                    ("sparsity.grow_init", grow_init, GROW_INITS)):
+                                    ("sparsity.grow_init", grow_init, GROW_INITS),
+                                    ("sparsity.fraction_schedule", fraction_schedule, FRACTION_SCHEDULES)):
             if value not in allowed:
                 raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
+        if not 0.0 < stop_fraction <= 1.0:
+            raise ValueError(f"sparsity.stop_fraction={stop_fraction!r}: must be a fraction in (0, 1]")
+        if total_steps is None and (stop_fraction < 1.0 or fraction_schedule != "constant"):
+            raise ValueError(f"sparsity.stop_fraction={stop_fraction!r} with sparsity.fraction_schedule="
+                             f"{fraction_schedule!r} needs the run's total optimizer steps (total_steps)")
         self.model = model
         self.optimizer = optimizer
         self.prune = prune
@@ -233,6 +267,12 @@ class DynamicSparsity:
         self.update_interval = int(update_interval)
         self.prune_fraction = float(prune_fraction)
         self.grow_init = grow_init
+        self.stop_fraction = float(stop_fraction)
+        self.fraction_schedule = fraction_schedule
+        self.total_steps = None if total_steps is None else int(total_steps)
+        #: T_end, exactly (the fraction as written, like :func:`prune_count`); None: no stop
+        self.stop_step = (None if total_steps is None
+                          else Fraction(repr(self.stop_fraction)) * self.total_steps)
         self.generator = torch.Generator().manual_seed(seed)
         # the layers with a mask (a dense readout, ``model.readout=dense``, has none and is not rewired)
         self.layers = {name: layer for name, layer in model.masked_layers().items() if layer.mask is not None}
@@ -244,15 +284,31 @@ class DynamicSparsity:
         self.update_count = 0
         self.records: list[UpdateRecord] = []
 
+    def updates_at(self, global_step: int) -> bool:
+        """Whether the step callback of ``global_step`` updates: a positive multiple of
+        ``update_interval`` that is not after the stop step T_end."""
+        return (global_step > 0 and global_step % self.update_interval == 0
+                and (self.stop_step is None or global_step <= self.stop_step))
+
+    def fraction_at(self, global_step: int) -> float:
+        """The prune fraction of an update at ``global_step``: ``prune_fraction``
+        (``constant``), or ``prune_fraction / 2 * (1 + cos(pi * t / T_end))``
+        (``cosine``; RigL's f_decay, Evci et al. 2020), 0 at and after T_end."""
+        if self.fraction_schedule == "constant":
+            return self.prune_fraction
+        progress = min(global_step / float(self.stop_step), 1.0)
+        return self.prune_fraction / 2 * (1 + math.cos(math.pi * progress))
+
     def __call__(self, global_step: int, output: NamedTuple, inputs: torch.Tensor) -> None:
-        """Accumulate Hebbian activity and, on update steps, rewire every layer."""
-        if self.uses_hebbian:
+        """Accumulate Hebbian activity (up to the stop step) and, on update steps
+        (:meth:`updates_at`), rewire every layer."""
+        if self.uses_hebbian and (self.stop_step is None or global_step <= self.stop_step):
             # each layer's spikes are the post of one layer and the pre of the next: count once
             counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
             for (name, _), pre, post in zip(self.model.masked_layers().items(), counts[:-1], counts[1:]):
                 if name in self.traces:
                     self.traces[name].accumulate_counts(pre, post)
-        if global_step > 0 and global_step % self.update_interval == 0:
+        if self.updates_at(global_step):
             self.update(global_step)
 
     @torch.no_grad()
@@ -269,12 +325,14 @@ class DynamicSparsity:
 
     @torch.no_grad()
     def update_layer(self, name: str, layer: MaskedLinear, global_step: int) -> UpdateRecord:
-        """Prune and grow one layer (steps 1-4 of the module docstring) from the
-        Hebbian trace accumulated so far; does not reset the trace."""
+        """Prune and grow one layer (steps 1-4 of the module docstring) with the prune
+        fraction of ``global_step`` (:meth:`fraction_at`), from the Hebbian trace
+        accumulated so far; does not reset the trace."""
         mask = layer.mask
         active = mask.bool()
         inactive = ~active
-        k = min(prune_count(self.prune_fraction, int(active.sum())), int(inactive.sum()))
+        fraction = self.fraction_at(global_step)
+        k = min(prune_count(fraction, int(active.sum())), int(inactive.sum()))
         if k > 0:
             prune_scores = PRUNE_SCORES[self.prune](self, name, layer)
             grow_scores = GROW_SCORES[self.grow](self, name, layer)
@@ -290,7 +348,7 @@ class DynamicSparsity:
         else:
             grown_inter = 0.0
         intra, inter = group_densities(layer)
-        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter)
+        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter, fraction)
 
     def _reset_optimizer_state(self, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
         """Zero every per-element optimizer state tensor (Adam's ``exp_avg``,
