@@ -1,6 +1,7 @@
 """Dynamic sparse training: the invariants of every prune x grow rule on every
 sparse model, the rules on hand-made cases, and exact resume."""
 
+import copy
 import re
 
 import pytest
@@ -245,6 +246,9 @@ def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root,
     for layer, trace in final_straight["sparsity"]["traces"].items():
         for name, value in trace.items():
             assert torch.equal(value, final_resumed["sparsity"]["traces"][layer][name])
+    for layer, steps in final_straight["sparsity"]["restart_steps"].items():
+        assert torch.equal(steps, final_resumed["sparsity"]["restart_steps"][layer]), layer
+        assert set(steps.unique().tolist()) == {0, 3, 6, 9, 12}, "every update restarted entries"
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'resumed' / 'mlflow.db'}")
     history = client.get_metric_history(resumed["run_id"], "dst_fc2_grown")
@@ -342,3 +346,110 @@ def test_build_gives_dst_the_runs_total_optimizer_steps(tmp_path, tiny_data_root
     assert len(data.train_y) == 64
     objects = build(cfg, data, torch.device("cpu"))
     assert objects.sparsity.total_steps == epochs * 3  # 64 examples in batches of 24: 24 + 24 + 16
+
+
+# ------------------------------------------------------------ optimizer state of restarted entries
+
+def _masked_gradients(net, generator):
+    """Gradients ~ N(0, 1) on every masked layer's active entries, 0 on masked ones (what
+    the loss gives W * M), set as the weights' .grad."""
+    for layer in net.masked_layers().values():
+        layer.weight.grad = torch.randn(layer.weight.shape, generator=generator) * layer.mask
+
+
+def test_a_regrown_entry_takes_a_fresh_adam_parameters_steps_and_other_entries_plain_adams():
+    torch.manual_seed(0)
+    net = SpikingNetwork(6, 12, 5, connectivity="index", p_inter=0.3, num_groups=2, mask_seed=0)
+    hyper = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}  # L2 decay inside m, v
+    optimizer = torch.optim.Adam(net.parameters(), **hyper)
+    dst = DynamicSparsity(net, optimizer, prune="random", grow="random", prune_fraction=0.3, grow_init="uniform")
+    generator = torch.Generator().manual_seed(1)
+    trained = 3000  # Adam's step count of every tensor when fc2 is rewired
+    for _ in range(trained):
+        _masked_gradients(net, generator)
+        optimizer.step()
+    assert not dst._restarted  # nothing restarted yet: the hooks leave torch's update alone
+    dst.update_layer("fc2", net.fc2, trained)
+    restarted = (dst.restart_steps["fc2"] > 0) & (net.fc2.mask == 1)
+    assert int(restarted.sum()) > 0 and set(dst.restart_steps["fc2"].unique().tolist()) == {0, trained}
+    grown = restarted.view(-1).nonzero().squeeze(1)
+
+    # the same network and optimizer state under plain Adam (hooks of no DST): today's zeroing only
+    plain = SpikingNetwork(6, 12, 5, connectivity="index", p_inter=0.3, num_groups=2, mask_seed=0)
+    plain.load_state_dict(net.state_dict())
+    plain_optimizer = torch.optim.Adam(plain.parameters(), **hyper)
+    plain_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # it would share the moments
+    # each regrown entry as a fresh parameter, starting from its grown value
+    fresh = torch.nn.Parameter(net.fc2.weight.detach().view(-1)[grown].clone())
+    fresh_optimizer = torch.optim.Adam([fresh], **hyper)
+
+    before = net.fc2.weight.detach().view(-1)[grown].clone()
+    for step in range(1, 7):
+        _masked_gradients(net, generator)
+        for name, layer in plain.masked_layers().items():
+            layer.weight.grad = net.masked_layers()[name].weight.grad.clone()
+        fresh.grad = net.fc2.weight.grad.view(-1)[grown].clone()
+        for each in (optimizer, plain_optimizer, fresh_optimizer):
+            each.step()
+        torch.testing.assert_close(net.fc2.weight.detach().view(-1)[grown], fresh.detach(), rtol=1e-6, atol=1e-9)
+        if step == 1:
+            corrected = net.fc2.weight.detach().view(-1)[grown] - before
+            uncorrected = plain.fc2.weight.detach().view(-1)[grown] - before
+            ratio = (uncorrected.abs() / corrected.abs()).median().item()
+    # without the restart the first step is corrected for t = 3001 steps instead of 1:
+    # (1 - beta1) / (1 - beta1^t) / sqrt((1 - beta2) / (1 - beta2^t)) = 0.1 / sqrt(0.001 / (1 - 0.999^3001))
+    assert ratio == pytest.approx(0.1 / (0.001 / (1 - 0.999 ** 3001)) ** 0.5, rel=1e-3)
+    assert 3.0 < ratio < 3.2
+    # never-restarted entries and layers: torch's own update, bit for bit
+    for name, layer in net.masked_layers().items():
+        never = dst.restart_steps[name] == 0
+        assert torch.equal(layer.weight[never], plain.masked_layers()[name].weight[never]), name
+        assert torch.all(layer.weight[layer.mask == 0] == 0), f"a masked {name} weight moved"
+    assert torch.equal(net.fc1.weight, plain.fc1.weight) and torch.equal(net.fc3.weight, plain.fc3.weight)
+
+
+def test_other_optimizers_get_their_state_zeroed_with_a_warning(caplog):
+    net = SpikingNetwork(6, 12, 5, connectivity="index", p_inter=0.3, num_groups=2, mask_seed=0)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    with caplog.at_level("WARNING", logger="g2g.sparse.dst"):
+        dst = DynamicSparsity(net, optimizer, prune="random", grow="random", prune_fraction=0.3)
+    assert "SGD is not torch.optim.Adam" in caplog.text and "cannot be restarted" in caplog.text
+    assert not dst.restarts_optimizer_state
+    _masked_gradients(net, torch.Generator().manual_seed(0))
+    optimizer.step()
+    before = net.fc2.mask.clone()
+    dst.update_layer("fc2", net.fc2, 1)
+    changed = net.fc2.mask != before
+    assert torch.all(optimizer.state[net.fc2.weight]["momentum_buffer"][changed] == 0)
+    amsgrad = DynamicSparsity(net, torch.optim.Adam(net.parameters(), amsgrad=True))
+    assert not amsgrad.restarts_optimizer_state
+
+
+def test_restart_steps_resume_and_older_states_load_as_never_restarted():
+    def rewired():
+        net = SpikingNetwork(6, 12, 5, connectivity="index", p_inter=0.3, num_groups=2, mask_seed=0)
+        optimizer = torch.optim.Adam(net.parameters())
+        return net, optimizer, DynamicSparsity(net, optimizer, prune="random", grow="random", prune_fraction=0.3)
+
+    net, optimizer, dst = rewired()
+    for step in range(1, 4):
+        _masked_gradients(net, torch.Generator().manual_seed(step))
+        optimizer.step()
+        dst.update(step)
+    state = dst.state_dict()
+    assert set(state["restart_steps"]["fc1"].unique().tolist()) == {0, 1, 2, 3}
+    other_net, _, other = rewired()
+    other_net.load_state_dict(net.state_dict())
+    other.load_state_dict(state)
+    for name in dst.restart_steps:
+        assert torch.equal(other.restart_steps[name], dst.restart_steps[name])
+        indices, which, steps = other._restarted[name]
+        assert torch.equal(indices, dst._restarted[name][0]) and steps == dst._restarted[name][2]
+    older = {key: value for key, value in state.items() if key != "restart_steps"}
+    older["records"] = [{key: value for key, value in record.items() if key != "prune_fraction"}
+                        for record in state["records"]]
+    other.load_state_dict(older)
+    assert all(int(steps.count_nonzero()) == 0 for steps in other.restart_steps.values())
+    assert not other._restarted
+    assert all(record.prune_fraction is None and "dst_fc1_prune_fraction" not in record.metrics()
+               for record in other.records)

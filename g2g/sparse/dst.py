@@ -16,9 +16,27 @@ step ``stop_fraction * total_steps``), for every masked layer (fc1, fc2, fc3):
    highest Hebbian score (``hebb``) or uniformly at random (``random``);
 4. pruned weights become 0, grown weights start at ``grow_init`` (``zero``, or
    ``uniform``: nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and
-   Adam's first and second moments of every changed entry are reset to 0.
+   the optimizer state of every changed entry restarts: Adam's first and second
+   moments become 0 and the entry gets its own step count from here on (below).
 
 The number of active connections of every layer never changes.
+
+Optimizer state of restarted entries: Adam keeps one step count ``t`` per tensor, and its
+bias correction (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", ICLR,
+Algorithm 1) divides the moments by ``1 - beta1^t`` and ``1 - beta2^t``. Zeroing the
+moments of an entry at step ``r`` without restarting its count would correct them for
+``t`` steps when they hold ``s = t - r``: the first update of a regrown weight would be
+``(1 - beta1) / sqrt(1 - beta2)`` (about 3.2 at the defaults) times a fresh parameter's.
+So, for ``torch.optim.Adam`` (and AdamW) with ``amsgrad=False`` and ``maximize=False``,
+DST records the step ``r`` at which every entry restarted (:attr:`DynamicSparsity.restart_steps`)
+and, through torch's optimizer step hooks, snapshots the restarted active entries
+before ``optimizer.step()`` and replaces torch's update of them afterwards by the
+update with their own count ``s``:
+``p = p_before - lr * (m / (1 - beta1^s)) / (sqrt(v) / sqrt(1 - beta2^s) + eps)``,
+where ``m``, ``v`` are Adam's moments after the step (they hold the L2 ``weight_decay``
+term of the gradient; with decoupled weight decay ``p_before`` is first multiplied by
+``1 - lr * weight_decay``, as torch does). Entries never restarted keep torch's update
+bit for bit. Any other optimizer gets its per-entry state zeroed only (a warning says so).
 
 Hebbian score (rate-based): for each training step since the last update the layer's
 presynaptic activity ``a_pre`` (for fc1 the encoded input; otherwise the previous
@@ -32,6 +50,7 @@ layer's forward matmul, and everything stays on the device.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,6 +59,8 @@ from typing import Callable, NamedTuple
 import torch
 
 from g2g.sparse.layers import MaskedLinear
+
+log = logging.getLogger(__name__)
 
 #: ``(dst, layer_name, layer) -> [N_out, N_in]`` scores of a prune or grow rule
 Scores = Callable[["DynamicSparsity", str, MaskedLinear], torch.Tensor]
@@ -196,6 +217,24 @@ def _highest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tenso
     return torch.topk(masked.flatten(), k, largest=True, sorted=False).indices
 
 
+def restart_unsupported(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why the optimizer state of restarted entries cannot be restarted exactly for
+    ``optimizer`` (module docstring), or None when it can: ``torch.optim.Adam`` or a
+    subclass (AdamW) with ``amsgrad=False`` and ``maximize=False`` in every group."""
+    if not isinstance(optimizer, torch.optim.Adam):
+        return f"{type(optimizer).__name__} is not torch.optim.Adam"
+    for group in optimizer.param_groups:
+        for option in ("amsgrad", "maximize"):
+            if group.get(option):
+                return f"{type(optimizer).__name__} has {option}=True"
+    return None
+
+
+def _step_count(value) -> int:
+    """Adam's ``state["step"]`` (a tensor, or a number in old state dicts) as an int."""
+    return int(value.item() if torch.is_tensor(value) else value)
+
+
 class DynamicSparsity:
     """Prunes and grows the masked layers of a sparse network during training.
 
@@ -207,7 +246,8 @@ class DynamicSparsity:
     Args:
         model: a sparse network (:class:`g2g.models.network.SpikingNetwork` with connectivity
             ``index``, ``random`` or ``mixer``): its ``masked_layers()`` are rewired.
-        optimizer: the model's optimizer; moments of changed entries are reset.
+        optimizer: the model's optimizer; the state of changed entries restarts (module
+            docstring: exactly for Adam through its step hooks, else zeroed).
         prune: ``set``, ``random`` or ``hebb``.
         grow: ``hebb`` or ``random``.
         update_interval: optimizer steps between updates, >= 1.
@@ -283,6 +323,26 @@ class DynamicSparsity:
         } if self.uses_hebbian else {}
         self.update_count = 0
         self.records: list[UpdateRecord] = []
+        #: per layer ``[N_out, N_in]`` int32: the optimizer's step count when each entry's
+        #: state last restarted (0: never, which is the same as restarting at step 0)
+        self.restart_steps = {name: torch.zeros(layer.weight.shape, dtype=torch.int32, device=layer.weight.device)
+                              for name, layer in self.layers.items()}
+        #: per layer: (flat indices of the restarted active entries, index of each into
+        #: ``steps``, ``steps``: their distinct restart steps)
+        self._restarted: dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+        self._snapshots: dict[str, torch.Tensor] = {}
+        self._groups = {name: group for name, layer in self.layers.items() for group in optimizer.param_groups
+                        if any(parameter is layer.weight for parameter in group["params"])}
+        unsupported = restart_unsupported(optimizer)
+        self.restarts_optimizer_state = unsupported is None
+        if unsupported is None:
+            optimizer.register_step_pre_hook(self._before_optimizer_step)
+            optimizer.register_step_post_hook(self._after_optimizer_step)
+        else:
+            log.warning("DST zeroes the per-entry optimizer state of pruned and regrown connections, but "
+                        "their step count cannot be restarted: %s (supported: torch.optim.Adam with "
+                        "amsgrad=False, maximize=False); regrown weights take their first steps with the "
+                        "bias correction of the whole tensor's step count", unsupported)
 
     def updates_at(self, global_step: int) -> bool:
         """Whether the step callback of ``global_step`` updates: a positive multiple of
@@ -343,34 +403,95 @@ class DynamicSparsity:
             flat_mask[grown] = 1.0
             flat_weight[pruned] = 0.0
             flat_weight[grown] = GROW_INITIALIZERS[self.grow_init](self, layer, k)
-            self._reset_optimizer_state(layer.weight, torch.cat([pruned, grown]))
+            self._restart_optimizer_state(name, layer.weight, torch.cat([pruned, grown]))
             grown_inter = (~layer.same_group().view(-1)[grown]).float().mean().item()
         else:
             grown_inter = 0.0
         intra, inter = group_densities(layer)
         return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter, fraction)
 
-    def _reset_optimizer_state(self, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
+    def _restart_optimizer_state(self, name: str, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
         """Zero every per-element optimizer state tensor (Adam's ``exp_avg``,
-        ``exp_avg_sq``, ...) of ``weight`` at the changed entries."""
-        for value in self.optimizer.state.get(weight, {}).values():
+        ``exp_avg_sq``, ...) of ``weight`` at the changed entries and record the
+        optimizer's step count there as their restart step."""
+        state = self.optimizer.state.get(weight, {})
+        for value in state.values():
             if torch.is_tensor(value) and value.shape == weight.shape:
                 value.view(-1)[flat_indices] = 0
+        self.restart_steps[name].view(-1)[flat_indices] = _step_count(state.get("step", 0))
+        self._find_restarted(name)
+
+    def _find_restarted(self, name: str) -> None:
+        """Cache the restarted active entries of layer ``name`` (after an update or a load)."""
+        restarted = (self.restart_steps[name] > 0) & self.layers[name].mask.bool()
+        indices = restarted.view(-1).nonzero().squeeze(1)
+        if indices.numel() == 0:
+            self._restarted.pop(name, None)
+            return
+        steps, which = torch.unique(self.restart_steps[name].view(-1)[indices], return_inverse=True)
+        self._restarted[name] = (indices, which, steps.tolist())
+
+    def restarted_entries(self) -> int:
+        """How many active entries have restarted optimizer state (with Adam, their update
+        is recomputed after every optimizer step)."""
+        return sum(int(indices.numel()) for indices, _, _ in self._restarted.values())
+
+    @torch.no_grad()
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        """Step pre-hook: snapshot the restarted active entries of every layer that gets
+        a step now (is in the optimizer and has a gradient)."""
+        self._snapshots = {name: self.layers[name].weight.view(-1).index_select(0, indices)
+                           for name, (indices, _, _) in self._restarted.items()
+                           if name in self._groups and self.layers[name].weight.grad is not None}
+
+    @torch.no_grad()
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        """Step post-hook: replace torch's update of the snapshot entries by Adam's
+        update with their own step count ``s = t - restart_step`` (module docstring)."""
+        for name, before in self._snapshots.items():
+            indices, which, steps = self._restarted[name]
+            weight, group = self.layers[name].weight, self._groups[name]
+            state = optimizer.state[weight]
+            step = _step_count(state["step"])
+            beta1, beta2 = (float(beta) for beta in group["betas"])
+            lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+            # as torch computes them for a tensor at step s: Python floats, then the weight's dtype
+            step_size = torch.tensor([lr / (1 - beta1 ** (step - restart)) for restart in steps], dtype=weight.dtype)
+            correction2_sqrt = torch.tensor([(1 - beta2 ** (step - restart)) ** 0.5 for restart in steps],
+                                            dtype=weight.dtype)
+            step_size, correction2_sqrt = (value.to(weight.device).index_select(0, which)
+                                           for value in (step_size, correction2_sqrt))
+            if weight_decay != 0 and group.get("decoupled_weight_decay", False):
+                before = before * (1 - lr * weight_decay)
+            denominator = (state["exp_avg_sq"].view(-1).index_select(0, indices).sqrt() / correction2_sqrt).add_(eps)
+            update = state["exp_avg"].view(-1).index_select(0, indices).div_(denominator).mul_(step_size)
+            weight.view(-1).index_copy_(0, indices, before.sub_(update))
+        self._snapshots = {}
 
     def state_dict(self) -> dict:
-        """Traces, update count, random generator state and records (masks live in
-        the model's state dict)."""
+        """Traces, update count, random generator state, records and restart steps
+        (masks live in the model's state dict, moments in the optimizer's)."""
         return {
             "update_count": self.update_count,
             "generator": self.generator.get_state(),
             "traces": {name: trace.state_dict() for name, trace in self.traces.items()},
             "records": [vars(record) for record in self.records],
+            "restart_steps": dict(self.restart_steps),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; one without ``restart_steps`` (written before
+        they were recorded) loads as "no entry ever restarted"."""
         self.update_count = state["update_count"]
         self.generator.set_state(state["generator"])
         for name, trace_state in state["traces"].items():
             self.traces[name].load_state_dict(trace_state)
         self.records = [UpdateRecord(**record) for record in state["records"]]
+        restart_steps = state.get("restart_steps", {})
+        for name, steps in self.restart_steps.items():
+            if name in restart_steps:
+                steps.copy_(restart_steps[name])
+            else:
+                steps.zero_()
+            self._find_restarted(name)
 
