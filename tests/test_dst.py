@@ -4,13 +4,14 @@ sparse model, the rules on hand-made cases, and exact resume."""
 import copy
 import re
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
 from g2g.run import checkpoint as ckpt
-from g2g.sparse.dst import DynamicSparsity, HebbianTrace, prune_count
+from g2g.sparse.dst import DynamicSparsity, HebbianTrace, float64_device, prune_count
 from g2g.snn.encoders import CurrentEncoder, RateEncoder
 from g2g.run.build import build, load_data
 from g2g.run.job import run_job
@@ -223,9 +224,11 @@ DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.prune=hebb", "sparsity.g
            "sparsity.update_interval=3", "encoder=rate", "train.epochs=3"]
 
 
-def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root, monkeypatch):
-    straight = run_job(compose_config(DST_RUN, tmp_path / "straight", data_root=tiny_data_root))
-    cfg = compose_config(DST_RUN, tmp_path / "resumed", data_root=tiny_data_root)
+@pytest.mark.parametrize("score", ["cosine", "correlation"])
+def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root, monkeypatch, score):
+    run = [*DST_RUN, f"sparsity.hebbian_score={score}"]
+    straight = run_job(compose_config(run, tmp_path / "straight", data_root=tiny_data_root))
+    cfg = compose_config(run, tmp_path / "resumed", data_root=tiny_data_root)
     real_save = ckpt.save_checkpoint
 
     def save_then_interrupt(state, path):
@@ -244,8 +247,11 @@ def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root,
         assert torch.equal(value, final_resumed["model"][key]), key
     assert final_straight["sparsity"]["update_count"] == final_resumed["sparsity"]["update_count"] > 0
     for layer, trace in final_straight["sparsity"]["traces"].items():
+        assert sorted(trace) == sorted(final_resumed["sparsity"]["traces"][layer])
+        assert ("pre_sum" in trace) is (score == "correlation")
         for name, value in trace.items():
-            assert torch.equal(value, final_resumed["sparsity"]["traces"][layer][name])
+            resumed_value = final_resumed["sparsity"]["traces"][layer][name]
+            assert torch.equal(value, resumed_value) if torch.is_tensor(value) else value == resumed_value, name
     for layer, steps in final_straight["sparsity"]["restart_steps"].items():
         assert torch.equal(steps, final_resumed["sparsity"]["restart_steps"][layer]), layer
         assert set(steps.unique().tolist()) == {0, 3, 6, 9, 12}, "every update restarted entries"
@@ -453,3 +459,75 @@ def test_restart_steps_resume_and_older_states_load_as_never_restarted():
     assert not other._restarted
     assert all(record.prune_fraction is None and "dst_fc1_prune_fraction" not in record.metrics()
                for record in other.records)
+
+
+# ------------------------------------------------------------ Hebbian score: cosine or correlation
+
+def test_correlation_score_centres_the_counts_where_cosine_does_not():
+    # 4 examples in two steps of 2. pre 0 fires 2 spikes on every example (always active), pre 1 = post 0,
+    # pre 2 varies; pre 3 is an analog input constant at 0.3 (not exact in binary); post 2 never fires.
+    pre = torch.tensor([[2, 1, 3, 0.3], [2, 0, 1, 0.3], [2, 1, 2, 0.3], [2, 0, 0, 0.3]])
+    post = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0.0]])
+    traces = {score: HebbianTrace(3, 4, score=score) for score in ("cosine", "correlation")}
+    for trace in traces.values():
+        trace.accumulate_counts(pre[:2], post[:2])
+        trace.accumulate_counts(pre[2:], post[2:])
+    # by hand. cosine: post 0 . pre 0 = 4, norms sqrt(2), 4 -> 1/sqrt(2); post 0 . pre 2 = 5, norms sqrt(2),
+    # sqrt(14) -> 5/sqrt(28); post 1 . pre 2 = 1 -> 1/sqrt(28); post 0 . pre 3 = 0.6, norms sqrt(2), 0.6 -> 1/sqrt(2)
+    s2, s28 = 2 ** 0.5, 28 ** 0.5
+    cosine = torch.tensor([[1 / s2, 1, 5 / s28, 1 / s2], [1 / s2, 0, 1 / s28, 1 / s2], [0, 0, 0, 0]])
+    # correlation: centred post 0 = (.5, -.5, .5, -.5), post 1 = -post 0, pre 2 - 1.5 = (1.5, -.5, .5, -1.5):
+    # covariance sum 2, variance sums 1 and 5 -> 2/sqrt(5); pre 0, pre 3 and post 2 never vary -> 0
+    r = 2 / 5 ** 0.5
+    correlation = torch.tensor([[0, 1, r, 0], [0, -1, -r, 0], [0, 0, 0, 0.0]])
+    torch.testing.assert_close(traces["cosine"].score(), cosine)
+    torch.testing.assert_close(traces["correlation"].score(), correlation, rtol=0, atol=1e-12)
+    assert traces["correlation"].score()[:, 3].eq(0).all(), "a constant analog input scores exactly 0"
+    numpy_r = np.corrcoef(post[:, :2].T.double().numpy(), pre[:, 1:3].T.double().numpy())[:2, 2:]  # varying pairs
+    np.testing.assert_allclose(traces["correlation"].score()[:2, 1:3].double().numpy(), numpy_r, atol=1e-7)
+
+
+def test_correlation_trace_resets_and_resumes_exactly():
+    generator = torch.Generator().manual_seed(3)
+    batches = [(torch.randint(0, 6, (5, 7), generator=generator).float(),
+                torch.randint(0, 6, (5, 4), generator=generator).float()) for _ in range(4)]
+    straight, resumed = HebbianTrace(4, 7, score="correlation"), HebbianTrace(4, 7, score="correlation")
+    for pre, post in batches[:2]:
+        straight.accumulate_counts(pre, post)
+    resumed.load_state_dict({key: value.clone() if torch.is_tensor(value) else value
+                             for key, value in straight.state_dict().items()})
+    for pre, post in batches[2:]:
+        straight.accumulate_counts(pre, post)
+        resumed.accumulate_counts(pre, post)
+    assert torch.equal(straight.score(), resumed.score())
+    pre, post = (torch.cat([batch[i] for batch in batches]).double().numpy() for i in (0, 1))
+    expected = np.corrcoef(post.T, pre.T)[:4, 4:]
+    np.testing.assert_allclose(straight.score().double().numpy(), expected, atol=1e-6)
+    assert straight.correlation.dtype == torch.float64 and straight.examples == 20
+    straight.reset()
+    assert straight.examples == 0 and not straight.score().any()
+    with pytest.raises(ValueError, match="cannot be loaded into a sparsity.hebbian_score='cosine' trace"):
+        HebbianTrace(4, 7).load_state_dict(resumed.state_dict())
+
+
+@pytest.mark.parametrize("score, expected", [("cosine", [[0, 2]]), ("correlation", [[0, 3]])])
+def test_dst_grows_by_the_hebbian_score_asked_for(score, expected):
+    net = _hand_made_layer()  # inactive pairs: outputs 0, 1 x inputs 2, 3 and outputs 2, 3 x inputs 0, 1
+    dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="random", grow="hebb",
+                          prune_fraction=0.125, hebbian_score=score)  # k = floor(0.125 * 8) = 1
+    # input 2 fires on every example, input 3 on examples 0 and 2; output 0 on 0-2, output 1 on 3
+    pre = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 1, 0.0]])
+    post = torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0.0]])
+    dst.traces["fc2"].accumulate_counts(pre, post)
+    # cosine: (0, 2) = 3 / (sqrt(3) * 2) = 0.866 beats (0, 3) = 2 / (sqrt(3) * sqrt(2)) = 0.816;
+    # correlation: (0, 2) = 0 (input 2 never varies), (0, 3) = 0.5 / sqrt(0.75) = 0.577, (1, 3) = -0.577
+    before = net.fc2.mask.clone()
+    dst.update_layer("fc2", net.fc2, 1)
+    assert ((net.fc2.mask == 1) & (before == 0)).nonzero().tolist() == expected
+
+
+def test_float64_sums_stay_on_the_device_unless_it_has_no_float64():
+    assert float64_device("cpu") == torch.device("cpu")
+    assert float64_device("cuda:1") == torch.device("cuda:1")
+    assert float64_device("mps") == torch.device("cpu")
+    assert float64_device(torch.device("privateuseone", 0)) == torch.device("cpu")

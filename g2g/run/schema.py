@@ -197,6 +197,7 @@ class DynamicSparsitySchema:
     grow_init: str = value(check=one_of("g2g.sparse.dst:GROW_INITS"))
     stop_fraction: float = value(check=fraction_up_to_one)
     fraction_schedule: str = value(check=one_of("g2g.sparse.dst:FRACTION_SCHEDULES"))
+    hebbian_score: str = value(check=one_of("g2g.sparse.dst:HEBBIAN_SCORES"))
 
 
 # --- encoder ---------------------------------------------------------------------
