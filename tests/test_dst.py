@@ -343,6 +343,22 @@ def test_bad_schedules_are_refused(options, message):
         DynamicSparsity(net, torch.optim.Adam(net.parameters()), **options)
 
 
+def test_a_run_stops_its_updates_at_the_stop_step_with_the_cosine_fraction(tmp_path, tiny_data_root, caplog):
+    cfg = compose_config([*DST_RUN, "sparsity.stop_fraction=0.5", "sparsity.fraction_schedule=cosine"],
+                         tmp_path, data_root=tiny_data_root)
+    with caplog.at_level("INFO", logger="g2g.run.protocols"):
+        summary = run_job(cfg)
+    assert ("the schedule of sparsity.stop_fraction=0.5 and sparsity.fraction_schedule=cosine spans the total "
+            "epochs") in caplog.text
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = client.get_metric_history(summary["run_id"], "dst_fc2_prune_fraction")
+    # 4 steps per epoch x 3 epochs = 12 steps, T_end = 6: updates at 3 and 6 only, with
+    # f(3) = 0.1 / 2 * (1 + cos(pi / 2)) = 0.05 and f(6) = 0.1 / 2 * (1 + cos(pi)) = 0
+    assert sorted((m.step, m.value) for m in history) == [(3, pytest.approx(0.05)), (6, 0.0)]
+    grown = sorted((m.step, m.value) for m in client.get_metric_history(summary["run_id"], "dst_fc2_grown"))
+    assert grown[0][1] > 0 and grown[1] == (6, 0)
+
+
 @pytest.mark.parametrize("protocol, epochs", [(["train.epochs=3"], 3),
                                               (["protocol=crossval", "protocol.k_folds=2", "protocol.epochs=5"], 5)])
 def test_build_gives_dst_the_runs_total_optimizer_steps(tmp_path, tiny_data_root, protocol, epochs):

@@ -182,8 +182,8 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
         resume = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
     elif ckpt.epochs_in_hash(cfg):
-        log.info("%s spread their schedule over the total epochs, so the epoch count is part of the "
-                 "checkpoint name: a run with another epoch count starts over rather than continuing one",
+        log.info("the schedule of %s spans the total epochs, so the epoch count is part of the checkpoint "
+                 "name: a run with another epoch count starts over rather than continuing one",
                  " and ".join(ckpt.epoch_dependent_schedules(cfg)))
     resume_id = resume["mlflow_run_id"] if resume else None
     recorded_id = ckpt.read_json(paths.run_record).get("run_id") if paths.run_record.exists() else None
