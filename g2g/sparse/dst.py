@@ -4,9 +4,9 @@ Every ``update_interval`` optimizer steps (never at step 0, and never after the 
 step ``stop_fraction * total_steps``), for every masked layer (fc1, fc2, fc3):
 
 1. ``k = min(floor(f * active), inactive)`` where ``f`` is the update's prune fraction
-   (``prune_fraction``, or with ``fraction_schedule=cosine`` RigL's cosine decay of it,
-   :meth:`DynamicSparsity.fraction_at`), ``active`` is the
-   number of connections in the mask and ``inactive`` the number outside it; the
+   (``prune_fraction``, or with ``fraction_schedule=cosine`` its cosine decay after RigL,
+   Evci et al. 2020, :meth:`DynamicSparsity.fraction_at`), ``active`` is the number of
+   connections in the mask and ``inactive`` the number outside it; the
    product is exact: the fraction is taken as the decimal it was written as
    (``0.57`` of 100 is 57, not the 56 of the binary float ``0.57 * 100 = 56.99...``);
 2. prune exactly ``k`` active connections: the smallest ``|w|`` (``set``, after SET,
