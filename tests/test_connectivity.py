@@ -97,18 +97,112 @@ def test_bad_probability_is_refused():
         g2g_mask(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long), 1.0, 1.5)
 
 
-def test_synops_count_spikes_times_active_fanout_and_energy():
-    from g2g.training.synops import ENERGY_PER_AC_PJ, ENERGY_PER_MAC_PJ, SynOpsCounter
+def test_synops_constant_current_input_computes_fc1_once_and_injects_it_every_step():
+    from g2g.snn.encoders import CurrentEncoder
+    from g2g.training.synops import SynOpsCounter
 
+    # 4 -> 8 -> 8 -> 2 in 2 groups, intra-group only: fc1 has 2 x (2 x 4) = 16 connections,
+    # each hidden neuron of fc2 fans out to its 4 group mates, of fc3 to its 1 class
     net = SpikingNetwork(4, 8, 2, connectivity="index", num_groups=2, p_intra=1.0, p_inter=0.0, mask_seed=0)
+    assert net.fc1.mask.sum() == 16
+    assert net.fc2.mask.sum(0).tolist() == [4.0] * 8 and net.fc3.mask.sum(0).tolist() == [1.0] * 8
     counter = SynOpsCounter(net.masked_layers(), analog_input=True)
-    inputs = torch.rand(3, 5, 4)  # analog: fc1 counts T x active connections as MACs
+    inputs = CurrentEncoder(3)(torch.rand(5, 4))  # T = 3, B = 5, the same current at every step
     spikes1 = torch.zeros(3, 5, 8)
-    spikes1[0, :, 0] = 1  # one spike per example from hidden neuron 0 (group 0: 4 outgoing connections)
+    spikes1[0, :, 0] = 1  # 5 spikes x fan-out 4
+    spikes1[1:, 0, 5] = 1  # 2 spikes x fan-out 4
     spikes2 = torch.zeros(3, 5, 8)
+    spikes2[2, :2, 7] = 1  # 2 spikes x fan-out 1
     counter.add((inputs, spikes1, spikes2))
-    metrics = counter.metrics()
-    assert metrics["macs_fc1"] == 3 * net.fc1.mask.sum().item() == 3 * 16
-    assert metrics["synops_fc2"] == 4.0 and metrics["synops_fc3"] == 0.0
-    assert metrics["ops_dense_equivalent"] == 3 * (4 * 8 + 8 * 8 + 8 * 2)
-    assert metrics["energy_nj"] == pytest.approx((4.0 * ENERGY_PER_AC_PJ + 48 * ENERGY_PER_MAC_PJ) / 1000)
+    assert counter.metrics() == pytest.approx({
+        "macs_fc1": 16.0,  # fc1's current, once
+        "synops_fc1_injection": 3 * 8.0,  # added to the 8 hidden neurons at each of 3 steps
+        "synops_fc2": (5 * 4 + 2 * 4) / 5,  # 5.6 per example
+        "synops_fc3": 2 * 1 / 5,  # 0.4
+        "synops_total": 24 + 5.6 + 0.4,  # 30 ACs
+        "macs_total": 16.0,
+        "lif_updates": 3 * (8 + 8 + 2.0),  # 54
+        "ann_macs": 4 * 8 + 8 * 8 + 8 * 2.0,  # 112: one pass, fully connected
+        "energy_nj": (30 * 0.9 + (16 + 54) * 4.6) / 1000,  # 0.349
+        "energy_ann_nj": 112 * 4.6 / 1000,  # 0.5152
+    }, rel=1e-12)
+
+
+def test_synops_spike_input_counts_spikes_times_fanout_over_all_batches():
+    from g2g.training.synops import SynOpsCounter
+
+    net = SpikingNetwork(4, 8, 2, connectivity="dense")  # fan-out: fc1 8, fc2 8, fc3 2
+    counter = SynOpsCounter(net.masked_layers(), analog_input=False)
+    for batch in range(2):  # T = 3, B = 2: 4 examples in all
+        inputs, spikes1, spikes2 = torch.zeros(3, 2, 4), torch.zeros(3, 2, 8), torch.zeros(3, 2, 8)
+        if batch == 0:
+            inputs[:2, 0, 0] = 1  # 2 spikes
+            inputs[2, 1, 3] = 1  # 1 spike
+            spikes1[0, 0, 2] = 1  # 1 spike
+        else:
+            inputs[0, 0, 1] = 1  # 1 spike
+            spikes2[1, :, 6] = 1  # 2 spikes
+        counter.add((inputs, spikes1, spikes2))
+    assert counter.metrics() == pytest.approx({
+        "synops_fc1": 4 * 8 / 4,  # 8 per example
+        "synops_fc2": 1 * 8 / 4,  # 2
+        "synops_fc3": 2 * 2 / 4,  # 1
+        "synops_total": 11.0,
+        "macs_total": 0.0,
+        "lif_updates": 3 * (8 + 8 + 2.0),  # 54
+        "ann_macs": 112.0,
+        "energy_nj": (11 * 0.9 + 54 * 4.6) / 1000,  # 0.2583
+        "energy_ann_nj": 112 * 4.6 / 1000,
+    }, rel=1e-12)
+
+
+def test_synops_energy_constants_are_horowitz_45nm_and_names_match_tracking():
+    from g2g.tracking import names
+    from g2g.training import synops
+
+    assert (synops.ENERGY_PER_AC_PJ, synops.ENERGY_PER_MAC_PJ) == (0.9, pytest.approx(0.9 + 3.7))  # add; add + mult
+    assert (synops.SYNOPS_PREFIX, synops.MACS_PREFIX, synops.INJECTION_SUFFIX, synops.SYNOPS_TOTAL,
+            synops.MACS_TOTAL, synops.LIF_UPDATES, synops.ANN_MACS, synops.ENERGY, synops.ENERGY_ANN) == (
+        names.METRIC_SYNOPS_PREFIX, names.METRIC_MACS_PREFIX, names.METRIC_INJECTION_SUFFIX,
+        names.METRIC_SYNOPS_TOTAL, names.METRIC_MACS_TOTAL, names.METRIC_LIF_UPDATES, names.METRIC_ANN_MACS,
+        names.METRIC_ENERGY, names.METRIC_ENERGY_ANN)
+
+
+def test_synops_refuses_an_analog_input_that_changes_over_time():
+    from g2g.training.synops import SynOpsCounter
+
+    net = SpikingNetwork(4, 8, 2, connectivity="dense")
+    counter = SynOpsCounter(net.masked_layers(), analog_input=True)
+    counter.add((torch.ones(3, 2, 4), torch.zeros(3, 2, 8), torch.zeros(3, 2, 8)))  # constant, not a view: fine
+    with pytest.raises(ValueError, match="input of fc1 changes over time"):
+        counter.add((torch.rand(3, 2, 4), torch.zeros(3, 2, 8), torch.zeros(3, 2, 8)))
+
+
+@pytest.mark.parametrize("encoding", ["current", "rate"])
+def test_trainer_evaluate_counts_the_model_s_own_spikes(encoding):
+    from g2g.snn.encoders import CurrentEncoder, RateEncoder
+    from g2g.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    net = SpikingNetwork(12, 16, 3, connectivity="index", num_groups=2, p_inter=0.5, mask_seed=0)
+    encoder = (CurrentEncoder if encoding == "current" else RateEncoder)(4)
+    trainer = Trainer(net, torch.optim.Adam(net.parameters()), encoder, batch_size=8, progress=False)
+    x = torch.rand(10, 12, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)  # the rate encoder's draws
+    metrics = trainer.evaluate(x, torch.zeros(10, dtype=torch.long))
+    torch.manual_seed(2)
+    inputs = encoder(x)  # one evaluation batch holds all 10 examples
+    with torch.no_grad():
+        spikes1, spikes2, _ = net(inputs).spikes
+    assert spikes1.sum() > 0 and spikes2.sum() > 0
+    fanout = {name: layer.mask.sum(0) for name, layer in net.masked_layers().items()}
+    assert metrics["synops_fc2"] == pytest.approx(float(spikes1.sum((0, 1)) @ fanout["fc2"]) / 10)
+    assert metrics["synops_fc3"] == pytest.approx(float(spikes2.sum((0, 1)) @ fanout["fc3"]) / 10)
+    assert metrics["lif_updates"] == 4 * (16 + 16 + 3)
+    assert metrics["ann_macs"] == 12 * 16 + 16 * 16 + 16 * 3
+    if encoding == "current":
+        assert metrics["macs_fc1"] == net.fc1.num_connections() and "synops_fc1" not in metrics
+        assert metrics["synops_fc1_injection"] == 4 * 16
+    else:
+        assert metrics["synops_fc1"] == pytest.approx(float(inputs.sum((0, 1)) @ fanout["fc1"]) / 10)
+        assert metrics["macs_total"] == 0 and "macs_fc1" not in metrics

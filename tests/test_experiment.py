@@ -19,7 +19,7 @@ PER_EPOCH_METRICS = [
     "train_loss", "train_accuracy", "test_loss", "test_accuracy",
     "firing_rate_lif1", "firing_rate_lif2", "firing_rate_lif3",
     "train_firing_rate_lif1", "density_fc1", "density_fc2", "density_fc3", "epoch_time_s",
-    "synops_total", "ops_dense_equivalent", "energy_nj", "energy_dense_equivalent_nj",
+    "synops_total", "macs_total", "lif_updates", "ann_macs", "energy_nj", "energy_ann_nj",
 ]
 
 

@@ -28,15 +28,30 @@ def _runs(tmp_path):
 # ---------------------------------------------------------------- regulariser
 
 def test_regularizer_schedule_values():
-    schedule = FiringRateRegularizer(warmup_epochs=10, lambda_start=1e-4, lambda_end=1e-2,
+    # E = 5, W = 2: progress (e - W) / (E - W) = 1/3, 2/3, 1 in epochs 3, 4, 5
+    schedule = FiringRateRegularizer(warmup_epochs=2, lambda_start=0.1, lambda_end=0.4,
+                                     target_start=0.4, target_end=0.1).schedule
+    assert [schedule(epoch, 5) for epoch in range(1, 6)] == [
+        (0.0, 0.4), (0.0, 0.4), pytest.approx((0.2, 0.3)), pytest.approx((0.3, 0.2)), pytest.approx((0.4, 0.1))]
+    assert schedule(3, 3) == pytest.approx((0.4, 0.1))  # a single epoch after warm-up: the end values
+    with pytest.raises(ValueError, match="epoch=6 is outside 1..5"):
+        schedule(6, 5)
+    # the defaults at E = 20, W = 10, as in the public code (docs/fidelity.md)
+    defaults = FiringRateRegularizer(warmup_epochs=10, lambda_start=1e-4, lambda_end=1e-2,
                                      target_start=0.25, target_end=0.09).schedule
-    assert schedule(1, 30) == (0.0, 0.25)
-    assert schedule(10, 30) == (0.0, 0.25)
-    assert schedule(11, 30) == pytest.approx((1e-4, 0.25))
-    assert schedule(30, 30) == pytest.approx((1e-2, 0.09))
-    fraction = 9 / 19  # epoch 20 of the 20 epochs 11..30
-    assert schedule(20, 30) == pytest.approx((1e-4 + fraction * (1e-2 - 1e-4), 0.25 + fraction * (0.09 - 0.25)))
-    assert schedule(11, 11) == pytest.approx((1e-2, 0.09))  # a single epoch after warm-up: the end values
+    assert defaults(10, 20) == (0.0, 0.25)
+    assert defaults(11, 20) == pytest.approx((1.09e-3, 0.234))
+    assert defaults(12, 20) == pytest.approx((2.08e-3, 0.218))
+    assert defaults(20, 20) == pytest.approx((1e-2, 0.09))
+
+
+def test_regularizer_warns_only_when_the_warm_up_covers_every_epoch(caplog):
+    caplog.set_level("WARNING", logger="g2g")
+    regularizer = FiringRateRegularizer(warmup_epochs=3)
+    regularizer.warn_if_never_active(4)  # epoch 4 is active (with the end values)
+    assert not caplog.records
+    regularizer.warn_if_never_active(3)
+    assert "never acts" in caplog.text
 
 
 def test_regularizer_loss_term_is_lambda_times_squared_rate_error():
@@ -173,6 +188,41 @@ def test_extractor_gives_512_frozen_features(resnet_weights):
     assert all(not p.requires_grad for p in extractor.parameters())
     extractor.train()
     assert not extractor.network.training, "stays in eval mode (BatchNorm running statistics)"
+
+
+def test_minmax_per_sample_maps_each_row_onto_0_1():
+    rows = torch.tensor([[1.0, 3.0, 5.0], [2.0, 2.0, 2.0], [-4.0, 0.0, 4.0]])
+    expected = torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.0, 0.0], [0.0, 0.5, 1.0]])
+    assert torch.allclose(features.minmax_per_sample(rows), expected, atol=1e-7)
+    assert features.minmax_per_sample(rows.double())[0, 2] == 4 / (4 + 1e-8)  # epsilon in the denominator
+
+
+def test_extractor_features_are_each_image_s_pooled_features_min_max_normalised(resnet_weights):
+    extractor, _ = features.build_extractor(str(resnet_weights), "cifar10", 10)
+    pixels = torch.rand(5, 3072, generator=torch.Generator().manual_seed(3))
+    out = extractor(pixels)
+    with torch.no_grad():
+        images = (pixels.view(-1, 3, 32, 32) - extractor.mean) / extractor.std
+        raw = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(extractor.network.stage2_features(images), 4), 1)
+    assert raw.max() > 1, "the unnormalised features are unbounded (this test needs them above 1)"
+    low, high = raw.min(1, keepdim=True).values, raw.max(1, keepdim=True).values
+    assert torch.allclose(out, (raw - low) / (high - low + 1e-8))
+    assert torch.equal(out.min(1).values, torch.zeros(5))
+    assert torch.allclose(out.max(1).values, torch.ones(5))
+
+
+def test_feature_cache_of_an_earlier_version_is_not_read(tmp_path, resnet_weights):
+    extractor, weights_hash = features.build_extractor(str(resnet_weights), "cifar10", 10)
+    pixels = torch.rand(4, 3072, generator=torch.Generator().manual_seed(4))
+    images_hash = features._images_hash(pixels)
+    stale = tmp_path / f"resnet32_{weights_hash}_{images_hash}.pt"  # version 1's name: unnormalised
+    torch.save(torch.full((4, features.FEATURE_DIM), 7.0), stale)
+    out = features.extract(extractor, pixels, cache_dir=tmp_path, weights_hash=weights_hash)
+    assert torch.equal(out, extractor(pixels)) and out.max() <= 1
+    current = tmp_path / f"resnet32_v{features.CACHE_VERSION}_{weights_hash}_{images_hash}.pt"
+    assert features.CACHE_VERSION == 2 and torch.equal(torch.load(current, weights_only=True), out)
+    torch.save(out + 1, current)  # a current-version file is what a later run reads
+    assert torch.equal(features.extract(extractor, pixels, cache_dir=tmp_path, weights_hash=weights_hash), out + 1)
 
 
 def test_resnet_run_extracts_once_caches_and_leaves_the_extractor_unchanged(

@@ -5,10 +5,15 @@ The network is the CIFAR ResNet of He et al. (2016, "Deep Residual Learning", Se
 channels), with the module names of the widely used pretrained checkpoints of
 chenyaofo/pytorch-cifar-models, so those state dicts load key for key. For the SNN it
 is truncated after its second stage (32 channels at 16x16), average-pooled to 4x4
-and flattened: 512 features per image.
+and flattened: 512 features per image. Those are post-ReLU averages, non-negative
+with no upper bound, so each image's feature vector is min-max normalised into
+[0, 1] (:func:`minmax_per_sample`, as the public re-implementation
+APapafragkakis/G2G-Sparse-Spiking-Neural-Net does before encoding): rate coding
+then gets spike probabilities and current coding inputs on the pixels' scale.
 
 The extractor is frozen, so features are computed once per image set and cached on
-disk (keyed by the weights and the images) and in memory; training never runs it.
+disk (keyed by the weights, the images and :data:`CACHE_VERSION`) and in memory;
+training never runs it.
 
 Train one offline (no internet needed, CIFAR files on disk):
 
@@ -40,10 +45,28 @@ HUB_WEIGHTS = {
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 FEATURE_DIM = 512
+#: part of the on-disk cache's file names; raise it whenever the features change, so
+#: caches of earlier versions are never read (1: unnormalised, 2: min-max per image)
+CACHE_VERSION = 2
+#: added to the max - min denominator of :func:`minmax_per_sample`, as in the public code
+MINMAX_EPSILON = 1e-8
 
 
 class FeaturesUnavailableError(RuntimeError):
     """The ResNet-32 weights cannot be loaded; the message says how to get them."""
+
+
+def minmax_per_sample(features: torch.Tensor, eps: float = MINMAX_EPSILON) -> torch.Tensor:
+    """Each row min-max normalised into [0, 1]: ``(f - min) / (max - min + eps)`` over
+    the row's features, ``[B, D]`` -> ``[B, D]``. A constant row becomes all zeros.
+
+    The public re-implementation's ``_minmax_per_sample`` (``src/train.py`` of
+    APapafragkakis/G2G-Sparse-Spiking-Neural-Net) computes the same, per image over
+    its flattened feature vector, with ``eps`` 1e-8.
+    """
+    low = features.min(dim=1, keepdim=True).values
+    high = features.max(dim=1, keepdim=True).values
+    return (features - low) / (high - low + eps)
 
 
 class BasicBlock(nn.Module):
@@ -101,8 +124,9 @@ class CifarResNet32(nn.Module):
 
 class ResNet32Features(nn.Module):
     """Frozen feature extractor: flattened CIFAR pixels ``[B, 3072]`` in [0, 1]
-    (channel-major, as ``g2g.data.datasets`` stores them) -> ``[B, 512]`` (second stage,
-    average-pooled to 4x4). All parameters have ``requires_grad=False`` and the
+    (channel-major, as ``g2g.data.datasets`` stores them) -> ``[B, 512]`` in [0, 1]
+    (second stage, average-pooled to 4x4, flattened, then :func:`minmax_per_sample`).
+    All parameters have ``requires_grad=False`` and the
     module stays in eval mode (BatchNorm uses its running statistics)."""
 
     def __init__(self, network: CifarResNet32) -> None:
@@ -120,7 +144,7 @@ class ResNet32Features(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         images = (pixels.view(-1, 3, 32, 32) - self.mean) / self.std
         pooled = F.adaptive_avg_pool2d(self.network.stage2_features(images), 4)
-        return torch.flatten(pooled, 1)
+        return minmax_per_sample(torch.flatten(pooled, 1))
 
 
 def load_weights(weights: str, dataset: str) -> dict:
@@ -175,14 +199,17 @@ def extract(
     extractor: ResNet32Features, pixels: torch.Tensor, batch_size: int = 500,
     cache_dir: Path | None = None, weights_hash: str = "",
 ) -> torch.Tensor:
-    """Features of every image, ``[N, 3072]`` -> ``[N, 512]``, on ``pixels``' device.
+    """Features of every image, ``[N, 3072]`` -> ``[N, 512]`` in [0, 1], on ``pixels``'
+    device.
 
-    With ``cache_dir`` the result is stored as ``resnet32_<weights>_<images>.pt`` and
-    reused by any later run with the same weights and images.
+    With ``cache_dir`` the result is stored as
+    ``resnet32_v<CACHE_VERSION>_<weights>_<images>.pt`` and reused by any later run
+    with the same weights, images and feature version (files of other versions are
+    ignored, not read).
     """
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"resnet32_{weights_hash}_{_images_hash(pixels)}.pt"
+        cache = Path(cache_dir) / f"resnet32_v{CACHE_VERSION}_{weights_hash}_{_images_hash(pixels)}.pt"
         if cache.exists():
             log.info("ResNet-32 features from cache %s", cache)
             return torch.load(cache, map_location=pixels.device, weights_only=True)
@@ -198,8 +225,8 @@ def resnet32_features(data, dataset: str, weights: str = "hub", batch_size: int 
                       cache_dir: str | None = None):
     """The ``features=resnet32`` option (built ``_partial_`` from config, then called
     with the data): replace every split of a :class:`g2g.data.datasets.DataSplits` by
-    its frozen ResNet-32 features ``[N, 512]`` (computed once, cached in ``cache_dir``
-    when given). ``features=raw`` builds nothing and leaves the pixels.
+    its frozen ResNet-32 features ``[N, 512]``, each image's min-max normalised into
+    [0, 1] (computed once, cached in ``cache_dir`` when given). ``features=raw`` builds nothing and leaves the pixels.
 
     Args:
         data: the splits, pixels ``[N, 3072]`` in [0, 1]; changed in place and returned.

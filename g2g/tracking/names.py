@@ -75,6 +75,11 @@ METRIC_PARAMETERS_DENSE = "parameters_dense"
 METRIC_SYNOPS_TOTAL = "synops_total"
 METRIC_MACS_TOTAL = "macs_total"
 METRIC_LIF_UPDATES = "lif_updates"
+#: per layer: ``synops_fc2`` (ACs), and with constant-current input ``macs_fc1`` (fc1's
+#: current, computed once) and ``synops_fc1_injection`` (adding it at every step)
+METRIC_SYNOPS_PREFIX = "synops_"
+METRIC_MACS_PREFIX = "macs_"
+METRIC_INJECTION_SUFFIX = "_injection"
 #: MACs of one forward pass of the same-shape non-spiking (ANN) network, fully connected
 METRIC_ANN_MACS = "ann_macs"
 #: energy of one inference in nJ, and of the one-pass ANN reference
@@ -87,6 +92,3 @@ METRIC_VAL_ACCURACY = "val_accuracy"
 METRIC_BEST_ACCURACY_PREFIX = "best_"
 #: hidden width the model was built with (``model=dense_matched`` computes it)
 METRIC_HIDDEN_DIM = "hidden_dim"
-#: the earlier T-step dense reference (replaced by METRIC_ANN_MACS / METRIC_ENERGY_ANN)
-METRIC_OPS_DENSE_EQUIVALENT = "ops_dense_equivalent"
-METRIC_ENERGY_DENSE_EQUIVALENT = "energy_dense_equivalent_nj"

@@ -6,9 +6,14 @@ Loss term, per training step:
 
 where ``r[l, n]`` is neuron n's firing rate in the batch (mean spikes per time step
 and example). Schedule over epochs ``e = 1 .. E`` with warm-up ``W``: for ``e <= W``,
-lambda = 0 and target = ``target_start``; then over the remaining ``E - W`` epochs
-lambda rises linearly from ``lambda_start`` to ``lambda_end`` and the target falls
-linearly from ``target_start`` to ``target_end`` (first and last value included).
+lambda = 0 and target = ``target_start``; after that, with progress
+``(e - W) / (E - W)``, lambda rises linearly from ``lambda_start`` to ``lambda_end``
+and the target falls linearly from ``target_start`` to ``target_end``. Progress 0 is
+the last warm-up epoch, so the first active epoch ``W + 1`` is already one step along
+the ramp (``lambda_start + (lambda_end - lambda_start) / (E - W)``) and the last
+epoch has the end values. This is the schedule of the public re-implementation
+(APapafragkakis/G2G-Sparse-Spiking-Neural-Net, ``get_progressive_params`` in
+``src/train.py``, called with 1-based epochs); see docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ class FiringRateRegularizer:
 
     Args:
         warmup_epochs: W, epochs with lambda 0, >= 0.
-        lambda_start, lambda_end: lambda at the first and last epoch after warm-up.
-        target_start, target_end: target rate (spikes per step) likewise.
+        lambda_start, lambda_end: lambda at the ramp's start (progress 0, the last
+            warm-up epoch, where lambda is still 0) and at its end (the last epoch).
+        target_start, target_end: target rate (spikes per step) likewise; the
+            warm-up epochs use ``target_start``.
     """
 
     def __init__(self, warmup_epochs: int = 10, lambda_start: float = 1e-4, lambda_end: float = 1e-2,
@@ -38,11 +45,18 @@ class FiringRateRegularizer:
         self.target = self.target_start
 
     def schedule(self, epoch: int, total_epochs: int) -> tuple[float, float]:
-        """(lambda, target) for 1-based ``epoch`` of ``total_epochs``."""
+        """(lambda, target) for 1-based ``epoch`` of ``total_epochs`` (schedule in the
+        module docstring).
+
+        Raises:
+            ValueError: ``epoch`` outside ``1 .. total_epochs``.
+        """
+        if not 1 <= epoch <= total_epochs:
+            raise ValueError(f"FiringRateRegularizer.schedule: epoch={epoch} is outside 1..{total_epochs} "
+                             "(total_epochs)")
         if epoch <= self.warmup_epochs:
             return 0.0, self.target_start
-        remaining = total_epochs - self.warmup_epochs
-        fraction = 1.0 if remaining <= 1 else (epoch - self.warmup_epochs - 1) / (remaining - 1)
+        fraction = (epoch - self.warmup_epochs) / (total_epochs - self.warmup_epochs)
         return (self.lambda_start + fraction * (self.lambda_end - self.lambda_start),
                 self.target_start + fraction * (self.target_end - self.target_start))
 
