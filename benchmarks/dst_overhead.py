@@ -1,10 +1,14 @@
-"""Cost of dynamic sparse training's Hebbian accumulation per training step.
+"""Cost of dynamic sparse training per training step: the Hebbian accumulation and the
+Adam step-count restart of regrown entries.
 
-Runs, in one process and interleaved (so machine noise hits both alike), training
-steps of the same sparse network with static masks and with
-``sparsity=dynamic prune=hebb grow=hebb`` (accumulation on every step; the update
-itself runs once per ``update_interval`` steps and is timed separately), then prints
-the step-time ratio.
+Runs, in one process and interleaved (so machine noise hits all alike), training
+steps of the same sparse network with static masks, with
+``sparsity=dynamic prune=hebb grow=hebb`` before any update (accumulation on every
+step, no restarted entry), and with the same after ``--updates`` updates (so the
+optimizer step hooks recompute the restarted entries' Adam update on every step; the
+update itself runs once per ``update_interval`` steps and is timed separately), then
+prints the step-time ratios. The restart hooks alone: ``optimizer.step()`` of the last
+variant against plain Adam on a copy of its parameters, gradients and state.
 
     python benchmarks/dst_overhead.py                       # small setting
     python benchmarks/dst_overhead.py --hidden 2048 --num-steps 50 --batch 256 --repeats 3   # seed defaults
@@ -13,6 +17,7 @@ the step-time ratio.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -35,6 +40,23 @@ def _step(net, optimizer, encoder, x, y, callback=None):
         callback(1, output, inputs)  # step 1: accumulate only, never an update
 
 
+def _optimizer_step_times(net, optimizer, repeats):
+    """Median ``optimizer.step()`` time of ``optimizer`` (with DST's hooks) and of plain
+    Adam on a copy of its parameters, gradients and state, interleaved."""
+    twin = copy.deepcopy(net)
+    for parameter, copied in zip(net.parameters(), twin.parameters()):
+        copied.grad = None if parameter.grad is None else parameter.grad.clone()
+    plain = torch.optim.Adam(twin.parameters(), lr=5e-4)
+    plain.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    times = {optimizer: [], plain: []}
+    for _ in range(repeats):
+        for each in times:
+            started = time.perf_counter()
+            each.step()
+            times[each].append(time.perf_counter() - started)
+    return statistics.median(times[optimizer]), statistics.median(times[plain])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mixer", choices=["index", "random", "mixer"])
@@ -43,6 +65,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--updates", type=int, default=5,
+                        help="DST updates before timing the 'restarted' variant (each restarts 10%% of the active entries)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,19 +75,26 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,))
     encoder = CurrentEncoder(args.num_steps)
     variants = {}
-    for name in ("static", "dynamic hebb/hebb"):
+    for name in ("static", "dynamic hebb/hebb", "dynamic, restarted"):
         net = SpikingNetwork(784, args.hidden, 10, connectivity=args.model, mask_seed=0)
         optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
         dst = DynamicSparsity(net, optimizer, prune="hebb", grow="hebb") if name != "static" else None
         variants[name] = (net, optimizer, dst)
     for net, optimizer, dst in variants.values():  # warm-up
         _step(net, optimizer, encoder, x, y, dst)
+    net, optimizer, dst = variants["dynamic, restarted"]
+    for update in range(args.updates):
+        _step(net, optimizer, encoder, x, y, dst)
+        dst.update(update + 1)
+    restarted = dst.restarted_entries()
+    active = sum(int(layer.mask.sum()) for layer in dst.layers.values())
     times = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, (net, optimizer, dst) in variants.items():
             started = time.perf_counter()
             _step(net, optimizer, encoder, x, y, dst)
             times[name].append(time.perf_counter() - started)
+    hooks, plain = _optimizer_step_times(*variants["dynamic, restarted"][:2], args.repeats)
     dst = variants["dynamic hebb/hebb"][2]
     started = time.perf_counter()
     dst.update(1000)
@@ -71,14 +102,21 @@ def main() -> None:
 
     static = statistics.median(times["static"])
     dynamic = statistics.median(times["dynamic hebb/hebb"])
+    restarted_time = statistics.median(times["dynamic, restarted"])
     print(f"model={args.model} hidden={args.hidden} T={args.num_steps} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(f"restarted variant: {restarted} of {active} active entries restarted ({args.updates} updates)")
     print(f"{'variant':<20} {'median step s':>14} {'samples/s':>10}")
     for name in variants:
         median = statistics.median(times[name])
         print(f"{name:<20} {median:>14.4f} {args.batch / median:>10.1f}")
     print(f"step-time ratio dynamic/static: {dynamic / static:.3f} "
           f"(Hebbian accumulation overhead {100 * (dynamic / static - 1):+.1f}%)")
+    print(f"step-time ratio restarted/static: {restarted_time / static:.3f} (accumulation, restart hooks and "
+          f"the rewired network's own activity)")
+    print(f"optimizer.step() of the restarted variant: {1000 * hooks:.2f} ms with the restart hooks, "
+          f"{1000 * plain:.2f} ms for plain Adam on a copy: the hooks cost {1000 * (hooks - plain):.2f} ms "
+          f"= {100 * (hooks - plain) / static:.1f}% of a static step")
     print(f"one DST update (all three layers): {update_time:.3f} s; "
           f"amortised over 1000 steps: {100 * update_time / 1000 / static:.2f}% of a step")
 

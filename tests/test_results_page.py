@@ -104,8 +104,9 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
     # DST study: the rule against the static model it rewires, paired by seed
     dynamic = [accuracies[(" ".join(RUNS[3]), s)] for s in SEEDS]
     cells = _row(text, "| mixer p=0.1 | set | hebb |", "DST-rule study")
-    assert cells[5] == _paired_text(dynamic, mixer)
-    assert _row(text, "| mixer p=0.1 | static |", "DST-rule study")[6] == "2"
+    assert cells[3] == "cosine", "the Hebbian score of runs that grow by it (the default when not logged)"
+    assert cells[6] == _paired_text(dynamic, mixer)
+    assert _row(text, "| mixer p=0.1 | static |", "DST-rule study")[7] == "2"
     assert "Rewiring every 2 optimizer steps, replacing a fraction 0.1" in text
 
     # seed README architecture, built from masks: dense 784*2048 + 2048*2048 + 2048*10 weights
@@ -344,3 +345,12 @@ def test_the_pages_default_weight_init_is_the_configs():
 
     for model in ("dense", "index", "random", "mixer", "dense_matched"):
         assert compose_config([f"model={model}"]).model.weight_init == DEFAULT_WEIGHT_INIT, model
+
+
+def test_hebbian_score_separates_dst_configurations():
+    base = {"model": "mixer", "p_inter": "0.15", "sparsity": "dynamic", "prune": "hebb", "grow": "hebb"}
+    cosine, unlogged = configuration({**base, "hebbian_score": "cosine"}), configuration(base)
+    correlation = configuration({**base, "hebbian_score": "correlation"})
+    assert cosine == unlogged != correlation
+    assert configuration_label(correlation) == "mixer p=0.15 hebb->hebb hebbian_score=correlation"
+    assert configuration({**base, "prune": "set", "grow": "random", "hebbian_score": "correlation"}).hebbian_score is None

@@ -132,6 +132,17 @@ def test_the_epoch_count_is_not_in_the_config_hash_unless_a_regulariser_schedule
     assert ckpt.config_hash(regularized[0]) != ckpt.config_hash(regularized[1])
 
 
+@pytest.mark.parametrize("schedule, in_hash", [
+    ([], False), (["sparsity.stop_fraction=1.0", "sparsity.fraction_schedule=constant"], False),
+    (["sparsity.stop_fraction=0.75"], True), (["sparsity.fraction_schedule=cosine"], True),
+])
+def test_the_epoch_count_is_in_the_config_hash_when_the_dst_schedule_spans_the_run(schedule, in_hash):
+    one, two = (compose_config(["model=mixer", "sparsity=dynamic", *schedule, f"train.epochs={n}"]) for n in (1, 2))
+    assert ckpt.epochs_in_hash(one) is in_hash
+    assert (ckpt.config_hash(one) != ckpt.config_hash(two)) is in_hash
+    assert ckpt.epoch_dependent_schedules(one) == (schedule if in_hash else [])
+
+
 def test_a_run_asked_for_fewer_epochs_than_a_finished_one_is_refused_naming_both(tmp_path, tiny_data_root):
     run_job(compose_config(["model=index", "train.epochs=2"], tmp_path))
     with pytest.raises(ckpt.CheckpointError, match="already finished with 2 epochs.*asks for 1"):

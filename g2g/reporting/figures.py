@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from g2g.reporting.queries import (  # noqa: E402
-    DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, configuration_label, group_by_configuration,
-    model_order, model_rank,
+    DEFAULT_HEBBIAN_SCORE, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, HEBBIAN_RULE,
+    configuration_label, group_by_configuration, model_order, model_rank,
 )
 from g2g.reporting.statistics import mean_std  # noqa: E402
 from g2g.tracking.names import (  # noqa: E402
@@ -111,7 +111,7 @@ def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
 
 
 def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
-    """Prune x grow heatmap of mean test accuracy, one panel per static configuration
+    """Prune x grow heatmap of mean test accuracy (the default Hebbian score), one panel per static configuration
     that the rules rewire (model, p_inter, readout, ...: runs of different p_inter are
     never averaged together); None unless the rows have dynamic runs with at least two
     rule pairs. Rules in the order of :data:`g2g.sparse.dst.PRUNE_RULES` and
@@ -121,7 +121,8 @@ def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
     dynamic = {key: group for key, group in group_by_configuration(rows).items() if key.sparsity == "dynamic"}
     if len({(key.prune, key.grow) for key in dynamic}) < 2:
         return None
-    bases = list(dict.fromkeys(key._replace(sparsity="static", prune=None, grow=None) for key in dynamic))
+    bases = list(dict.fromkeys(key._replace(sparsity="static", prune=None, grow=None, hebbian_score=None)
+                               for key in dynamic))
     prunes = [p for p in PRUNE_RULES if any(key.prune == p for key in dynamic)]
     grows = [g for g in GROW_RULES if any(key.grow == g for key in dynamic)]
     figure, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3.6), squeeze=False)
@@ -129,7 +130,8 @@ def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
         grid = np.full((len(prunes), len(grows)), np.nan)
         for i, prune in enumerate(prunes):
             for j, grow in enumerate(grows):
-                group = dynamic.get(base._replace(sparsity="dynamic", prune=prune, grow=grow))
+                score = DEFAULT_HEBBIAN_SCORE if HEBBIAN_RULE in (prune, grow) else None  # the default score only
+                group = dynamic.get(base._replace(sparsity="dynamic", prune=prune, grow=grow, hebbian_score=score))
                 if group:
                     grid[i, j] = statistics.mean(r[METRIC_TEST_ACCURACY] for r in group)
         image = axis.imshow(grid, cmap="viridis")

@@ -38,6 +38,9 @@ _SETTINGS = [
     ("grow_init", ("param", "sparsity.grow_init")),
     ("update_interval", ("param", "sparsity.update_interval")),
     ("prune_fraction", ("param", "sparsity.prune_fraction")),
+    ("hebbian_score", ("param", "sparsity.hebbian_score")),
+    ("stop_fraction", ("param", "sparsity.stop_fraction")),
+    ("fraction_schedule", ("param", "sparsity.fraction_schedule")),
     ("readout", ("param", "model.readout")),
     ("weight_init", ("param", "model.weight_init")),
     ("validation_fraction", ("param", "protocol.validation_fraction")),
@@ -180,6 +183,9 @@ DEFAULT_READOUT, LEGACY_WEIGHT_INIT, DEFAULT_VALIDATION_FRACTION = "masked", "un
 DEFAULT_WEIGHT_INIT = "fan_in"
 #: models without masks, for which every ``model.weight_init`` gives the same weights
 UNMASKED_MODELS = ("dense", "dense_matched")
+#: the DST rule that uses a Hebbian score, and the score of runs that did not log one
+#: (``g2g.sparse.dst.HEBBIAN_RULE``, the default of ``sparsity.hebbian_score``)
+HEBBIAN_RULE, DEFAULT_HEBBIAN_SCORE = "hebb", "cosine"
 
 
 class Configuration(NamedTuple):
@@ -202,20 +208,24 @@ class Configuration(NamedTuple):
     readout: str | None = DEFAULT_READOUT
     weight_init: str | None = DEFAULT_WEIGHT_INIT
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    hebbian_score: str | None = None
 
 
 def configuration(row: dict) -> Configuration:
     """The :class:`Configuration` a row trained (params ``model.name``, ``model.p_inter``,
     ``sparsity.name``, ``sparsity.prune``, ``sparsity.grow``, ``model.readout``,
-    ``model.weight_init``, ``protocol.validation_fraction``)."""
+    ``model.weight_init``, ``protocol.validation_fraction``, and ``sparsity.hebbian_score``
+    for a rule that uses the Hebbian score: ``cosine`` when not logged)."""
     dynamic = row.get("sparsity") == "dynamic"
     dense = row["model"] == "dense"
+    hebbian = dynamic and HEBBIAN_RULE in (row.get("prune"), row.get("grow"))
     return Configuration(
         row["model"], None if dense or row.get("p_inter") is None else float(row["p_inter"]),
         row.get("sparsity") or "static", row.get("prune") if dynamic else None, row.get("grow") if dynamic else None,
         None if dense else row.get("readout") or DEFAULT_READOUT,
         None if row["model"] in UNMASKED_MODELS else row.get("weight_init") or LEGACY_WEIGHT_INIT,
-        float(row.get("validation_fraction") or DEFAULT_VALIDATION_FRACTION))
+        float(row.get("validation_fraction") or DEFAULT_VALIDATION_FRACTION),
+        (row.get("hebbian_score") or DEFAULT_HEBBIAN_SCORE) if hebbian else None)
 
 
 def configuration_label(key: Configuration) -> str:
@@ -231,6 +241,8 @@ def configuration_label(key: Configuration) -> str:
         label += f" weight_init={key.weight_init}"
     if key.validation_fraction != DEFAULT_VALIDATION_FRACTION:
         label += f" validation_fraction={key.validation_fraction:g}"
+    if key.hebbian_score not in (None, DEFAULT_HEBBIAN_SCORE):
+        label += f" hebbian_score={key.hebbian_score}"
     return label
 
 
@@ -249,7 +261,8 @@ def configuration_order(key: Configuration) -> tuple:
     return (*model_order(key.model), -1.0 if key.p_inter is None else key.p_inter,
             key.sparsity != "static", _rule_rank(key.prune), _rule_rank(key.grow),
             key.readout not in (None, DEFAULT_READOUT), str(key.readout),
-            key.weight_init not in (None, DEFAULT_WEIGHT_INIT), str(key.weight_init), key.validation_fraction)
+            key.weight_init not in (None, DEFAULT_WEIGHT_INIT), str(key.weight_init), key.validation_fraction,
+            key.hebbian_score not in (None, DEFAULT_HEBBIAN_SCORE), str(key.hebbian_score))
 
 
 #: the params whose values the results page compares (besides ``seed``): the model
@@ -257,7 +270,7 @@ def configuration_order(key: Configuration) -> tuple:
 #: initialisation), the DST rule, and the validation split. The page puts runs that
 #: differ in them into different :class:`Configuration`s, never into one mean.
 VARIED_PARAMS = ("seed", "model.name", "model._target_", "model.connectivity", "model.p_inter", "model.readout",
-                 "model.weight_init", "sparsity.name", "sparsity.prune", "sparsity.grow",
+                 "model.weight_init", "sparsity.name", "sparsity.prune", "sparsity.grow", "sparsity.hebbian_score",
                  "protocol.validation_fraction")
 #: config groups whose options have different keys (a sparse model's ``num_groups``,
 #: DST's ``update_interval``): a run without such a param is not compared on it

@@ -216,25 +216,31 @@ def _dense_connections(row: dict) -> float | None:
 
 
 def dst_table(groups: dict[Configuration, list[dict]]) -> str | None:
-    """Each DST rule against its static baseline (the same configuration without
-    rewiring), paired by seed; None without dynamic runs."""
+    """Each DST rule (and Hebbian score, for the rules that use one) against its static
+    baseline (the same configuration without rewiring), paired by seed; None without
+    dynamic runs."""
     dynamic = {key: group for key, group in groups.items() if key.sparsity == "dynamic"}
     if not dynamic:
         return None
+
+    def static_of(key: Configuration) -> Configuration:
+        return key._replace(sparsity="static", prune=None, grow=None, hebbian_score=None)
+
     rows = []
-    for base in dict.fromkeys(key._replace(sparsity="static", prune=None, grow=None) for key in dynamic):
+    for base in dict.fromkeys(static_of(key) for key in dynamic):
         static = groups.get(base)
         if static:
-            rows.append([configuration_label(base), "static", "", _accuracy(static), _best_epoch_accuracy(static),
-                         "", len(static), *_cost_cells(static)])
+            rows.append([configuration_label(base), "static", "", "", _accuracy(static),
+                         _best_epoch_accuracy(static), "", len(static), *_cost_cells(static)])
         for key, group in dynamic.items():
-            if key._replace(sparsity="static", prune=None, grow=None) != base:
+            if static_of(key) != base:
                 continue
-            rows.append([configuration_label(base), key.prune, key.grow, _accuracy(group),
-                         _best_epoch_accuracy(group), paired_cell(group, static), len(group), *_cost_cells(group)])
+            rows.append([configuration_label(base), key.prune, key.grow, key.hebbian_score or "",
+                         _accuracy(group), _best_epoch_accuracy(group), paired_cell(group, static), len(group),
+                         *_cost_cells(group)])
     return markdown.table(
-        ["model", "prune", "grow", _LAST_EPOCH, _BEST_EPOCH, f"vs static ({_PAIRED})", "seeds", *_COST_HEADERS],
-        rows)
+        ["model", "prune", "grow", "Hebbian score", _LAST_EPOCH, _BEST_EPOCH, f"vs static ({_PAIRED})", "seeds",
+         *_COST_HEADERS], rows)
 
 
 def readout_table(groups: dict[Configuration, list[dict]]) -> str | None:
@@ -329,9 +335,14 @@ def _rewiring_sentence(rows: list[dict]) -> str:
 
     def values(key: str) -> str:
         return " / ".join(sorted({str(row.get(key)) for row in dynamic}))
+    schedule = values("fraction_schedule")
+    stop = values("stop_fraction")
     return (f"Rewiring every {values('update_interval')} optimizer steps, replacing a fraction "
-            f"{values('prune_fraction')} of each layer's active connections per update; grown connections "
-            f"start at `{values('grow_init')}`. The static row is the same model without rewiring.\n\n")
+            f"{values('prune_fraction')} of each layer's active connections per update"
+            + (f" (schedule `{schedule}`: decaying to 0 at the stop)" if "cosine" in schedule else "")
+            + (f", until {stop} of the run's optimizer steps" if stop not in ("None", "1.0") else ", until the end")
+            + f"; grown connections start at `{values('grow_init')}`. The static row is the same model without "
+            "rewiring.\n\n")
 
 
 def _figure(figure: matplotlib.figure.Figure | None, path: Path, page: Path, title: str) -> str:

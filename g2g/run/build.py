@@ -16,6 +16,7 @@ gives everything a training run trains with (``model``, ``train.optimizer``,
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,6 +74,19 @@ def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
     return data if features is None else features(data, cfg.dataset.name)
 
 
+def protocol_epochs(cfg: DictConfig) -> int:
+    """The epochs of every model the protocol trains: ``protocol.epochs`` for
+    cross-validation folds, else ``train.epochs``."""
+    return int(cfg.protocol.epochs if "epochs" in cfg.protocol else cfg.train.epochs)
+
+
+def total_optimizer_steps(cfg: DictConfig, num_train_examples: int) -> int:
+    """Optimizer steps of the whole run: epochs (:func:`protocol_epochs`) x steps per
+    epoch, ``ceil(num_train_examples / train.batch_size)`` (the trainer steps on every
+    batch, the last partial one included)."""
+    return protocol_epochs(cfg) * math.ceil(num_train_examples / cfg.train.batch_size)
+
+
 @dataclass
 class RunObjects:
     """What one training run trains with, built from its config.
@@ -96,15 +110,18 @@ def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects
     """Build the run's objects for ``data`` (its input size and class count) on
     ``device``. Masks, initial weights, the training shuffle and DST each draw from
     their own stream of ``cfg.seed`` (:mod:`g2g.run.random_streams`); the rate encoder
-    from torch's global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`)."""
+    from torch's global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`).
+    DST gets the run's total optimizer steps (:func:`total_optimizer_steps` of
+    ``data``'s training split), which its stop step and prune-fraction schedule need."""
     model = instantiate_option(
         cfg.model, input_dim=data.input_dim, num_classes=data.num_classes,
         mask_seed=stream_seed(cfg.seed, "masks"), init_seed=stream_seed(cfg.seed, "weight_init"),
     ).to(device)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     dynamic_sparsity = instantiate_option(cfg.sparsity)
-    sparsity = None if dynamic_sparsity is None else dynamic_sparsity(model=model, optimizer=optimizer,
-                                                                       seed=stream_seed(cfg.seed, "dst"))
+    sparsity = None if dynamic_sparsity is None else dynamic_sparsity(
+        model=model, optimizer=optimizer, seed=stream_seed(cfg.seed, "dst"),
+        total_steps=total_optimizer_steps(cfg, len(data.train_y)))
     regularizer = instantiate_option(cfg.regularizer)
     encoder = instantiate_option(cfg.encoder)
     trainer = Trainer(

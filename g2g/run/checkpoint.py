@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 #: the epoch counts (holdout's, and each cross-validation fold's): not in the hash
-#: unless a regulariser's schedule depends on them (see :func:`result_config`)
+#: unless a schedule depends on them (see :func:`result_config`)
 EPOCH_KEYS = ("train.epochs", "protocol.epochs")
 
 #: checkpoint entries that are random generator states: torch accepts these only as
@@ -77,12 +77,29 @@ class CheckpointPaths:
                                  for path in (self.checkpoint, self.done_marker, self.lock)))
 
 
+def epoch_dependent_schedules(cfg: DictConfig) -> list[str]:
+    """The settings of ``cfg`` whose schedule is spread over the run's total epochs, so
+    that the first E epochs of a longer run differ from an E-epoch run, e.g.
+    ``["regularizer=firing_rate", "sparsity.stop_fraction=0.75"]``:
+
+    - a regulariser (``regularizer`` other than ``none``): lambda and target per epoch;
+    - DST (``sparsity=dynamic``) with ``sparsity.stop_fraction`` < 1 (its stop step is a
+      fraction of the total optimizer steps) or ``sparsity.fraction_schedule`` other
+      than ``constant`` (the cosine decays to 0 at that stop step).
+    """
+    schedules = [] if cfg.regularizer.name == "none" else [f"regularizer={cfg.regularizer.name}"]
+    if cfg.sparsity.name == "dynamic":
+        if float(cfg.sparsity.get("stop_fraction", 1.0)) < 1.0:
+            schedules.append(f"sparsity.stop_fraction={cfg.sparsity.stop_fraction}")
+        if cfg.sparsity.get("fraction_schedule", "constant") != "constant":
+            schedules.append(f"sparsity.fraction_schedule={cfg.sparsity.fraction_schedule}")
+    return schedules
+
+
 def epochs_in_hash(cfg: DictConfig) -> bool:
-    """Whether the epoch count is part of the config hash: only with a regulariser
-    (``regularizer`` other than ``none``), because its schedule (lambda and target per
-    epoch) is spread over the total epochs, so the first E epochs of a longer run differ
-    from an E-epoch run."""
-    return cfg.regularizer.name != "none"
+    """Whether the epoch count is part of the config hash: only when a schedule is
+    spread over the total epochs (:func:`epoch_dependent_schedules`)."""
+    return bool(epoch_dependent_schedules(cfg))
 
 
 def result_config(cfg: DictConfig) -> dict:

@@ -16,11 +16,11 @@ import logging
 from omegaconf import DictConfig
 
 from g2g.run import checkpoint as ckpt
-from g2g.run.build import instantiate_option
+from g2g.run.build import instantiate_option, protocol_epochs
 from g2g.run.hydra_runtime import sweep_context, threads_per_job
 from g2g.run.lock import ExperimentLock
 from g2g.run.paths import absolute_paths
-from g2g.run.protocols import RunContext, protocol_epochs, run_protocol
+from g2g.run.protocols import RunContext, run_protocol
 from g2g.run.validation import validate
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import find_run, log_reused_run

@@ -66,12 +66,6 @@ def run_protocol(context: RunContext) -> dict:
     return instantiate_option(context.cfg.protocol)(context)
 
 
-def protocol_epochs(cfg: DictConfig) -> int:
-    """The epochs of every model the protocol trains: ``protocol.epochs`` for
-    cross-validation folds, else ``train.epochs``."""
-    return int(cfg.protocol.epochs if "epochs" in cfg.protocol else cfg.train.epochs)
-
-
 def holdout(context: RunContext, *, validation_fraction: float = 0.0) -> dict:
     """Train ``train.epochs`` epochs on the training split, evaluating the test split
     (``test_*`` metrics) after each. Returns :func:`train_model`'s summary.
@@ -188,9 +182,9 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
     if paths.checkpoint.exists() and cfg.checkpoint.resume:
         resume = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
     elif ckpt.epochs_in_hash(cfg):
-        log.info("regularizer=%s spreads its schedule over the total epochs, so the epoch count is part "
-                 "of the checkpoint name: a run with another epoch count starts over rather than "
-                 "continuing one", cfg.regularizer.name)
+        log.info("the schedule of %s spans the total epochs, so the epoch count is part of the checkpoint "
+                 "name: a run with another epoch count starts over rather than continuing one",
+                 " and ".join(ckpt.epoch_dependent_schedules(cfg)))
     resume_id = resume["mlflow_run_id"] if resume else None
     recorded_id = ckpt.read_json(paths.run_record).get("run_id") if paths.run_record.exists() else None
     for earlier_id in {resume_id, recorded_id} - {None}:  # a process killed hard left it RUNNING

@@ -50,6 +50,10 @@ def open_unit_interval(value) -> str | None:
     return None if _is_number(value) and 0.0 < value < 1.0 else "must be a fraction in the open interval (0, 1)"
 
 
+def fraction_up_to_one(value) -> str | None:
+    return None if _is_number(value) and 0.0 < value <= 1.0 else "must be a fraction in (0, 1]"
+
+
 def validation_fraction(value) -> str | None:
     return None if _is_number(value) and 0.0 <= value < 1.0 else "must be a fraction in [0, 1) (0: no validation split)"
 
@@ -191,6 +195,9 @@ class DynamicSparsitySchema:
     update_interval: int = value(check=positive_int)
     prune_fraction: float = value(check=open_unit_interval)
     grow_init: str = value(check=one_of("g2g.sparse.dst:GROW_INITS"))
+    stop_fraction: float = value(check=fraction_up_to_one)
+    fraction_schedule: str = value(check=one_of("g2g.sparse.dst:FRACTION_SCHEDULES"))
+    hebbian_score: str = value(check=one_of("g2g.sparse.dst:HEBBIAN_SCORES"))
 
 
 # --- encoder ---------------------------------------------------------------------

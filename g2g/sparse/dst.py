@@ -1,11 +1,13 @@
 """Dynamic sparse training (DST): prune and grow connections of the masked layers.
 
-Every ``update_interval`` optimizer steps (never at step 0), for every masked layer
-(fc1, fc2, fc3):
+Every ``update_interval`` optimizer steps (never at step 0, and never after the stop
+step ``stop_fraction * total_steps``), for every masked layer (fc1, fc2, fc3):
 
-1. ``k = min(floor(prune_fraction * active), inactive)`` where ``active`` is the
-   number of connections in the mask and ``inactive`` the number outside it; the
-   product is exact: ``prune_fraction`` is taken as the decimal it was written as
+1. ``k = min(floor(f * active), inactive)`` where ``f`` is the update's prune fraction
+   (``prune_fraction``, or with ``fraction_schedule=cosine`` its cosine decay after RigL,
+   Evci et al. 2020, :meth:`DynamicSparsity.fraction_at`), ``active`` is the number of
+   connections in the mask and ``inactive`` the number outside it; the
+   product is exact: the fraction is taken as the decimal it was written as
    (``0.57`` of 100 is 57, not the 56 of the binary float ``0.57 * 100 = 56.99...``);
 2. prune exactly ``k`` active connections: the smallest ``|w|`` (``set``, after SET,
    Mocanu et al. 2018), uniformly at random (``random``) or the lowest Hebbian score
@@ -14,22 +16,54 @@ Every ``update_interval`` optimizer steps (never at step 0), for every masked la
    highest Hebbian score (``hebb``) or uniformly at random (``random``);
 4. pruned weights become 0, grown weights start at ``grow_init`` (``zero``, or
    ``uniform``: nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and
-   Adam's first and second moments of every changed entry are reset to 0.
+   the optimizer state of every changed entry restarts: Adam's first and second
+   moments become 0 and the entry gets its own step count from here on (below).
 
 The number of active connections of every layer never changes.
+
+Optimizer state of restarted entries: Adam keeps one step count ``t`` per tensor, and its
+bias correction (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", ICLR,
+Algorithm 1) divides the moments by ``1 - beta1^t`` and ``1 - beta2^t``. Zeroing the
+moments of an entry at step ``r`` without restarting its count would correct them for
+``t`` steps when they hold ``s = t - r``: the first update of a regrown weight would be
+``(1 - beta1) / sqrt(1 - beta2)`` (about 3.2 at the defaults) times a fresh parameter's.
+So, for ``torch.optim.Adam`` (and AdamW) with ``amsgrad=False`` and ``maximize=False``,
+DST records the step ``r`` at which every entry restarted (:attr:`DynamicSparsity.restart_steps`)
+and, through torch's optimizer step hooks, snapshots the restarted active entries
+before ``optimizer.step()`` and replaces torch's update of them afterwards by the
+update with their own count ``s``:
+``p = p_before - lr * (m / (1 - beta1^s)) / (sqrt(v) / sqrt(1 - beta2^s) + eps)``,
+where ``m``, ``v`` are Adam's moments after the step (they hold the L2 ``weight_decay``
+term of the gradient; with decoupled weight decay ``p_before`` is first multiplied by
+``1 - lr * weight_decay``, as torch does). Entries never restarted keep torch's update
+bit for bit. Any other optimizer gets its per-entry state zeroed only (a warning says so).
 
 Hebbian score (rate-based): for each training step since the last update the layer's
 presynaptic activity ``a_pre`` (for fc1 the encoded input; otherwise the previous
 layer's spikes) and postsynaptic spikes ``a_post`` are summed over the T time steps,
-giving spike counts per example, ``[B, N_in]`` and ``[B, N_out]``. The trace
-accumulates ``C += a_post^T a_pre`` and the squared norms of every neuron's counts;
-the score is the cosine similarity ``C[o, i] / (||post_o|| * ||pre_i||)``. Summing over
-time before the outer product costs ``B*N_in*N_out`` multiply-adds per step, 1/T of the
-layer's forward matmul, and everything stays on the device.
+giving spike counts per example, ``[B, N_in]`` and ``[B, N_out]``. ``hebbian_score``:
+
+- ``cosine`` (default): the trace accumulates ``C += a_post^T a_pre`` and the squared
+  norms of every neuron's counts; the score is the cosine similarity
+  ``C[o, i] / (||post_o|| * ||pre_i||)`` (0 where a neuron never fired);
+- ``correlation``: the Pearson correlation of each post and pre neuron's counts over
+  every example since the last update, i.e. the cosine of the *centred* counts, so a
+  neuron that is active on every example scores 0 with every partner instead of
+  scoring high with every active one. Running sums of the counts, their squares and
+  products and the example count n, in float64 and shifted by the first example's
+  counts (the "shifted data" algorithm, Chan, Golub & LeVeque 1983), so that the
+  differences ``sum(x y)/n - mean(x) mean(y)`` do not cancel; a neuron whose count never
+  changes (zero variance, e.g. silent) scores 0.
+
+Summing over time before the outer product costs ``B*N_in*N_out`` multiply-adds per
+step, 1/T of the layer's forward matmul, and everything stays on the device
+(``correlation``'s float64 sums: on the CPU for devices without float64, see
+:func:`float64_device`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,6 +72,8 @@ from typing import Callable, NamedTuple
 import torch
 
 from g2g.sparse.layers import MaskedLinear
+
+log = logging.getLogger(__name__)
 
 #: ``(dst, layer_name, layer) -> [N_out, N_in]`` scores of a prune or grow rule
 Scores = Callable[["DynamicSparsity", str, MaskedLinear], torch.Tensor]
@@ -54,7 +90,7 @@ def _random_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -
 
 
 def _hebbian_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
-    """The cosine-normalised Hebbian trace of the layer (module docstring)."""
+    """The Hebbian score of the layer's trace (``hebbian_score``, module docstring)."""
     return dst.traces[layer_name].score()
 
 
@@ -80,6 +116,13 @@ GROW_INITIALIZERS: dict[str, Callable[[DynamicSparsity, MaskedLinear, int], torc
 PRUNE_RULES = tuple(PRUNE_SCORES)
 GROW_RULES = tuple(GROW_SCORES)
 GROW_INITS = tuple(GROW_INITIALIZERS)
+#: the Hebbian score (``sparsity.hebbian_score``): ``cosine`` of the spike counts, or their
+#: Pearson ``correlation`` (module docstring)
+HEBBIAN_SCORES = ("cosine", "correlation")
+#: how the prune fraction changes over training (``sparsity.fraction_schedule``):
+#: ``constant``, or ``cosine`` (RigL, Evci et al. 2020: from ``prune_fraction`` at step 0
+#: to 0 at the stop step)
+FRACTION_SCHEDULES = ("constant", "cosine")
 #: the rule that needs a Hebbian trace
 HEBBIAN_RULE = "hebb"
 
@@ -102,44 +145,116 @@ def spike_counts(activity: torch.Tensor) -> torch.Tensor:
     return activity.sum(0)
 
 
+def float64_device(device: torch.device | str) -> torch.device:
+    """Where float64 running sums of a layer on ``device`` live: ``device`` itself, or
+    the CPU for MPS and DirectML (``privateuseone``), which have no float64."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type in ("mps", "privateuseone") else device
+
+
 class HebbianTrace:
-    """Running pre/post activity correlation of one layer, on the layer's device.
+    """Running pre/post activity statistics of one layer, and the Hebbian score from
+    them (module docstring).
 
     Args:
         out_features, in_features: layer shape.
-        device: where the running sums live.
+        device: the layer's device (where the counts come from and the score goes).
+        score: ``cosine`` or ``correlation`` (:data:`HEBBIAN_SCORES`).
+    Raises:
+        ValueError: an unknown ``score``.
     """
 
-    def __init__(self, out_features: int, in_features: int, device: torch.device | str = "cpu"):
-        self.correlation = torch.zeros(out_features, in_features, device=device)
-        self.pre_square = torch.zeros(in_features, device=device)
-        self.post_square = torch.zeros(out_features, device=device)
+    def __init__(self, out_features: int, in_features: int, device: torch.device | str = "cpu",
+                 score: str = "cosine"):
+        if score not in HEBBIAN_SCORES:
+            raise ValueError(f"sparsity.hebbian_score={score!r} is unknown; allowed: {', '.join(HEBBIAN_SCORES)}")
+        self.score_name = score
+        self.device = torch.device(device)
+        centred = score == "correlation"
+        sums = {"dtype": torch.float64, "device": float64_device(device)} if centred else {"device": device}
+        #: sum over examples of post x pre counts ``[N_out, N_in]`` (shifted with ``correlation``)
+        self.correlation = torch.zeros(out_features, in_features, **sums)
+        self.pre_square = torch.zeros(in_features, **sums)
+        self.post_square = torch.zeros(out_features, **sums)
+        if centred:
+            self.pre_sum = torch.zeros(in_features, **sums)
+            self.post_sum = torch.zeros(out_features, **sums)
+            #: the counts of the first example since the reset, subtracted from every example's
+            self.pre_shift = torch.zeros(in_features, device=device)
+            self.post_shift = torch.zeros(out_features, device=device)
+            self.examples = 0
 
     @torch.no_grad()
     def accumulate_counts(self, pre_counts: torch.Tensor, post_counts: torch.Tensor) -> None:
         """Add one step's activity summed over time: ``[B, N_in]`` and ``[B, N_out]``."""
-        self.correlation.addmm_(post_counts.T, pre_counts)
-        self.pre_square.add_(pre_counts.square().sum(0))
-        self.post_square.add_(post_counts.square().sum(0))
+        if self.score_name == "cosine":
+            self.correlation.addmm_(post_counts.T, pre_counts)
+            self.pre_square.add_(pre_counts.square().sum(0))
+            self.post_square.add_(post_counts.square().sum(0))
+            return
+        if self.examples == 0:
+            self.pre_shift.copy_(pre_counts[0])
+            self.post_shift.copy_(post_counts[0])
+        pre, post = pre_counts - self.pre_shift, post_counts - self.post_shift
+        # one batch's products in the counts' dtype: exact for spike counts (integers, |x| <= T)
+        # while B * T^2 < 2^24; summed over batches in float64
+        self.correlation.add_((post.T @ pre).to(self.correlation))
+        pre, post = pre.to(self.pre_sum), post.to(self.post_sum)
+        self.pre_sum.add_(pre.sum(0))
+        self.post_sum.add_(post.sum(0))
+        self.pre_square.add_(pre.square().sum(0))
+        self.post_square.add_(post.square().sum(0))
+        self.examples += pre_counts.shape[0]
 
     def score(self, eps: float = 1e-12) -> torch.Tensor:
-        """Cosine-normalised correlation ``[N_out, N_in]`` in [-1, 1] (0 where a neuron
-        never fired)."""
-        norms = self.post_square.sqrt()[:, None] * self.pre_square.sqrt()[None, :]
-        return self.correlation / norms.clamp_min(eps)
+        """The Hebbian score ``[N_out, N_in]`` in [-1, 1], float32 on the layer's device:
+        cosine similarity (0 where a neuron never fired) or Pearson correlation (0 where
+        a neuron's count never changed) of the counts accumulated since the reset."""
+        if self.score_name == "cosine":
+            norms = self.post_square.sqrt()[:, None] * self.pre_square.sqrt()[None, :]
+            return self.correlation / norms.clamp_min(eps)
+        n = max(self.examples, 1)
+        pre_mean, post_mean = self.pre_sum / n, self.post_sum / n
+        covariance = self.correlation / n - post_mean[:, None] * pre_mean[None, :]
+        pre_deviation = (self.pre_square / n - pre_mean.square()).clamp_min(0).sqrt()
+        post_deviation = (self.post_square / n - post_mean.square()).clamp_min(0).sqrt()
+        deviations = post_deviation[:, None] * pre_deviation[None, :]
+        positive = deviations > 0
+        pearson = torch.where(positive, covariance / torch.where(positive, deviations, 1.0), 0.0)
+        return pearson.clamp(-1.0, 1.0).to(device=self.device, dtype=torch.float32)
 
     def reset(self) -> None:
-        self.correlation.zero_()
-        self.pre_square.zero_()
-        self.post_square.zero_()
+        for value in self.state_dict().values():
+            if torch.is_tensor(value):
+                value.zero_()
+        if self.score_name == "correlation":
+            self.examples = 0
 
     def state_dict(self) -> dict:
-        return {"correlation": self.correlation, "pre_square": self.pre_square,
-                "post_square": self.post_square}
+        """The running sums (``cosine``: ``correlation``, ``pre_square``, ``post_square``;
+        ``correlation`` adds ``pre_sum``, ``post_sum``, ``pre_shift``, ``post_shift`` and
+        ``examples``)."""
+        state = {"correlation": self.correlation, "pre_square": self.pre_square,
+                 "post_square": self.post_square}
+        if self.score_name == "correlation":
+            state.update(pre_sum=self.pre_sum, post_sum=self.post_sum, pre_shift=self.pre_shift,
+                         post_shift=self.post_shift, examples=self.examples)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (of a trace with the same score).
+
+        Raises:
+            ValueError: ``state`` is another score's (its keys differ).
+        """
+        if set(state) != set(self.state_dict()):
+            raise ValueError(f"a Hebbian trace state with {sorted(state)} cannot be loaded into a "
+                             f"sparsity.hebbian_score={self.score_name!r} trace ({sorted(self.state_dict())})")
         for name, value in state.items():
-            getattr(self, name).copy_(value)
+            if name == "examples":
+                self.examples = int(value)
+            else:
+                getattr(self, name).copy_(value)
 
 
 @dataclass
@@ -154,13 +269,19 @@ class UpdateRecord:
     density: float
     density_intra: float
     density_inter: float
+    #: the update's prune fraction (:meth:`DynamicSparsity.fraction_at`); None in the
+    #: records of checkpoints written before it was recorded
+    prune_fraction: float | None = None
 
     def metrics(self) -> dict[str, float]:
         prefix = f"dst_{self.layer}_"
-        return {prefix + "pruned": self.pruned, prefix + "grown": self.grown,
-                prefix + "grown_inter_fraction": self.grown_inter_fraction,
-                prefix + "density": self.density, prefix + "density_intra": self.density_intra,
-                prefix + "density_inter": self.density_inter}
+        metrics = {prefix + "pruned": self.pruned, prefix + "grown": self.grown,
+                   prefix + "grown_inter_fraction": self.grown_inter_fraction,
+                   prefix + "density": self.density, prefix + "density_intra": self.density_intra,
+                   prefix + "density_inter": self.density_inter}
+        if self.prune_fraction is not None:
+            metrics[prefix + "prune_fraction"] = self.prune_fraction
+        return metrics
 
 
 def group_densities(layer: MaskedLinear) -> tuple[float, float]:
@@ -184,24 +305,58 @@ def _highest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tenso
     return torch.topk(masked.flatten(), k, largest=True, sorted=False).indices
 
 
+def restart_unsupported(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why the optimizer state of restarted entries cannot be restarted exactly for
+    ``optimizer`` (module docstring), or None when it can: ``torch.optim.Adam`` or a
+    subclass (AdamW) with ``amsgrad=False`` and ``maximize=False`` in every group."""
+    if not isinstance(optimizer, torch.optim.Adam):
+        return f"{type(optimizer).__name__} is not torch.optim.Adam"
+    for group in optimizer.param_groups:
+        for option in ("amsgrad", "maximize"):
+            if group.get(option):
+                return f"{type(optimizer).__name__} has {option}=True"
+    return None
+
+
+def _step_count(value) -> int:
+    """Adam's ``state["step"]`` (a tensor, or a number in old state dicts) as an int."""
+    return int(value.item() if torch.is_tensor(value) else value)
+
+
 class DynamicSparsity:
     """Prunes and grows the masked layers of a sparse network during training.
 
     Use it as a trainer step callback: ``dst(global_step, output, inputs)`` after
-    every ``optimizer.step()``.
+    every ``optimizer.step()``. Which steps update, and with which prune fraction, is a
+    pure function of the step (:meth:`updates_at`, :meth:`fraction_at`), so a resumed
+    run continues the same schedule.
 
     Args:
         model: a sparse network (:class:`g2g.models.network.SpikingNetwork` with connectivity
             ``index``, ``random`` or ``mixer``): its ``masked_layers()`` are rewired.
-        optimizer: the model's optimizer; moments of changed entries are reset.
+        optimizer: the model's optimizer; the state of changed entries restarts (module
+            docstring: exactly for Adam through its step hooks, else zeroed).
         prune: ``set``, ``random`` or ``hebb``.
         grow: ``hebb`` or ``random``.
         update_interval: optimizer steps between updates, >= 1.
-        prune_fraction: fraction of active connections replaced per update, in (0, 1).
+        prune_fraction: fraction of active connections replaced per update, in (0, 1)
+            (with ``fraction_schedule=cosine``: at step 0).
         grow_init: ``zero`` or ``uniform`` (see module docstring).
         seed: seed of the random choices (random prune/grow, uniform init).
+        stop_fraction: no update after ``stop_fraction * total_steps`` optimizer steps, in
+            (0, 1]; 1: updates through the last step.
+        fraction_schedule: ``constant`` (every update replaces ``prune_fraction``) or
+            ``cosine``: the update at step t replaces
+            ``prune_fraction / 2 * (1 + cos(pi * t / T_end))`` with
+            ``T_end = stop_fraction * total_steps`` (RigL's f_decay, Evci et al. 2020,
+            "Rigging the Lottery: Making All Tickets Winners", ICML).
+        total_steps: the run's total optimizer steps (epochs x batches per epoch); needed
+            unless ``stop_fraction`` is 1 and ``fraction_schedule`` is ``constant``.
+        hebbian_score: the score of the ``hebb`` rules: ``cosine`` of the spike counts or
+            their Pearson ``correlation`` (module docstring).
     Raises:
-        ValueError: a dense model or an unknown rule.
+        ValueError: a dense model, an unknown rule or schedule, ``stop_fraction`` outside
+            (0, 1], or a stop or schedule without ``total_steps``.
     """
 
     def __init__(
@@ -215,6 +370,10 @@ class DynamicSparsity:
         prune_fraction: float = 0.1,
         grow_init: str = "zero",
         seed: int = 0,
+        stop_fraction: float = 1.0,
+        fraction_schedule: str = "constant",
+        total_steps: int | None = None,
+        hebbian_score: str = "cosine",
     ) -> None:
         if model.connectivity == "dense":
             raise ValueError(
@@ -223,9 +382,16 @@ class DynamicSparsity:
             )
         for key, value, allowed in (("sparsity.prune", prune, PRUNE_RULES),
                                     ("sparsity.grow", grow, GROW_RULES),
-                                    ("sparsity.grow_init", grow_init, GROW_INITS)):
+                                    ("sparsity.grow_init", grow_init, GROW_INITS),
+                                    ("sparsity.fraction_schedule", fraction_schedule, FRACTION_SCHEDULES),
+                                    ("sparsity.hebbian_score", hebbian_score, HEBBIAN_SCORES)):
             if value not in allowed:
                 raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
+        if not 0.0 < stop_fraction <= 1.0:
+            raise ValueError(f"sparsity.stop_fraction={stop_fraction!r}: must be a fraction in (0, 1]")
+        if total_steps is None and (stop_fraction < 1.0 or fraction_schedule != "constant"):
+            raise ValueError(f"sparsity.stop_fraction={stop_fraction!r} with sparsity.fraction_schedule="
+                             f"{fraction_schedule!r} needs the run's total optimizer steps (total_steps)")
         self.model = model
         self.optimizer = optimizer
         self.prune = prune
@@ -233,26 +399,69 @@ class DynamicSparsity:
         self.update_interval = int(update_interval)
         self.prune_fraction = float(prune_fraction)
         self.grow_init = grow_init
+        self.hebbian_score = hebbian_score
+        self.stop_fraction = float(stop_fraction)
+        self.fraction_schedule = fraction_schedule
+        self.total_steps = None if total_steps is None else int(total_steps)
+        #: T_end, exactly (the fraction as written, like :func:`prune_count`); None: no stop
+        self.stop_step = (None if total_steps is None
+                          else Fraction(repr(self.stop_fraction)) * self.total_steps)
         self.generator = torch.Generator().manual_seed(seed)
         # the layers with a mask (a dense readout, ``model.readout=dense``, has none and is not rewired)
         self.layers = {name: layer for name, layer in model.masked_layers().items() if layer.mask is not None}
         self.uses_hebbian = HEBBIAN_RULE in (prune, grow)
         self.traces = {
-            name: HebbianTrace(layer.out_features, layer.in_features, layer.weight.device)
+            name: HebbianTrace(layer.out_features, layer.in_features, layer.weight.device, hebbian_score)
             for name, layer in self.layers.items()
         } if self.uses_hebbian else {}
         self.update_count = 0
         self.records: list[UpdateRecord] = []
+        #: per layer ``[N_out, N_in]`` int32: the optimizer's step count when each entry's
+        #: state last restarted (0: never, which is the same as restarting at step 0)
+        self.restart_steps = {name: torch.zeros(layer.weight.shape, dtype=torch.int32, device=layer.weight.device)
+                              for name, layer in self.layers.items()}
+        #: per layer: (flat indices of the restarted active entries, index of each into
+        #: ``steps``, ``steps``: their distinct restart steps)
+        self._restarted: dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+        self._snapshots: dict[str, torch.Tensor] = {}
+        self._groups = {name: group for name, layer in self.layers.items() for group in optimizer.param_groups
+                        if any(parameter is layer.weight for parameter in group["params"])}
+        unsupported = restart_unsupported(optimizer)
+        self.restarts_optimizer_state = unsupported is None
+        if unsupported is None:
+            optimizer.register_step_pre_hook(self._before_optimizer_step)
+            optimizer.register_step_post_hook(self._after_optimizer_step)
+        else:
+            log.warning("DST zeroes the per-entry optimizer state of pruned and regrown connections, but "
+                        "their step count cannot be restarted: %s (supported: torch.optim.Adam with "
+                        "amsgrad=False, maximize=False); regrown weights take their first steps with the "
+                        "bias correction of the whole tensor's step count", unsupported)
+
+    def updates_at(self, global_step: int) -> bool:
+        """Whether the step callback of ``global_step`` updates: a positive multiple of
+        ``update_interval`` that is not after the stop step T_end."""
+        return (global_step > 0 and global_step % self.update_interval == 0
+                and (self.stop_step is None or global_step <= self.stop_step))
+
+    def fraction_at(self, global_step: int) -> float:
+        """The prune fraction of an update at ``global_step``: ``prune_fraction``
+        (``constant``), or ``prune_fraction / 2 * (1 + cos(pi * t / T_end))``
+        (``cosine``; RigL's f_decay, Evci et al. 2020), 0 at and after T_end."""
+        if self.fraction_schedule == "constant":
+            return self.prune_fraction
+        progress = min(global_step / float(self.stop_step), 1.0)
+        return self.prune_fraction / 2 * (1 + math.cos(math.pi * progress))
 
     def __call__(self, global_step: int, output: NamedTuple, inputs: torch.Tensor) -> None:
-        """Accumulate Hebbian activity and, on update steps, rewire every layer."""
-        if self.uses_hebbian:
+        """Accumulate Hebbian activity (up to the stop step) and, on update steps
+        (:meth:`updates_at`), rewire every layer."""
+        if self.uses_hebbian and (self.stop_step is None or global_step <= self.stop_step):
             # each layer's spikes are the post of one layer and the pre of the next: count once
             counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
             for (name, _), pre, post in zip(self.model.masked_layers().items(), counts[:-1], counts[1:]):
                 if name in self.traces:
                     self.traces[name].accumulate_counts(pre, post)
-        if global_step > 0 and global_step % self.update_interval == 0:
+        if self.updates_at(global_step):
             self.update(global_step)
 
     @torch.no_grad()
@@ -269,12 +478,14 @@ class DynamicSparsity:
 
     @torch.no_grad()
     def update_layer(self, name: str, layer: MaskedLinear, global_step: int) -> UpdateRecord:
-        """Prune and grow one layer (steps 1-4 of the module docstring) from the
-        Hebbian trace accumulated so far; does not reset the trace."""
+        """Prune and grow one layer (steps 1-4 of the module docstring) with the prune
+        fraction of ``global_step`` (:meth:`fraction_at`), from the Hebbian trace
+        accumulated so far; does not reset the trace."""
         mask = layer.mask
         active = mask.bool()
         inactive = ~active
-        k = min(prune_count(self.prune_fraction, int(active.sum())), int(inactive.sum()))
+        fraction = self.fraction_at(global_step)
+        k = min(prune_count(fraction, int(active.sum())), int(inactive.sum()))
         if k > 0:
             prune_scores = PRUNE_SCORES[self.prune](self, name, layer)
             grow_scores = GROW_SCORES[self.grow](self, name, layer)
@@ -285,34 +496,95 @@ class DynamicSparsity:
             flat_mask[grown] = 1.0
             flat_weight[pruned] = 0.0
             flat_weight[grown] = GROW_INITIALIZERS[self.grow_init](self, layer, k)
-            self._reset_optimizer_state(layer.weight, torch.cat([pruned, grown]))
+            self._restart_optimizer_state(name, layer.weight, torch.cat([pruned, grown]))
             grown_inter = (~layer.same_group().view(-1)[grown]).float().mean().item()
         else:
             grown_inter = 0.0
         intra, inter = group_densities(layer)
-        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter)
+        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter, fraction)
 
-    def _reset_optimizer_state(self, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
+    def _restart_optimizer_state(self, name: str, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
         """Zero every per-element optimizer state tensor (Adam's ``exp_avg``,
-        ``exp_avg_sq``, ...) of ``weight`` at the changed entries."""
-        for value in self.optimizer.state.get(weight, {}).values():
+        ``exp_avg_sq``, ...) of ``weight`` at the changed entries and record the
+        optimizer's step count there as their restart step."""
+        state = self.optimizer.state.get(weight, {})
+        for value in state.values():
             if torch.is_tensor(value) and value.shape == weight.shape:
                 value.view(-1)[flat_indices] = 0
+        self.restart_steps[name].view(-1)[flat_indices] = _step_count(state.get("step", 0))
+        self._find_restarted(name)
+
+    def _find_restarted(self, name: str) -> None:
+        """Cache the restarted active entries of layer ``name`` (after an update or a load)."""
+        restarted = (self.restart_steps[name] > 0) & self.layers[name].mask.bool()
+        indices = restarted.view(-1).nonzero().squeeze(1)
+        if indices.numel() == 0:
+            self._restarted.pop(name, None)
+            return
+        steps, which = torch.unique(self.restart_steps[name].view(-1)[indices], return_inverse=True)
+        self._restarted[name] = (indices, which, steps.tolist())
+
+    def restarted_entries(self) -> int:
+        """How many active entries have restarted optimizer state (with Adam, their update
+        is recomputed after every optimizer step)."""
+        return sum(int(indices.numel()) for indices, _, _ in self._restarted.values())
+
+    @torch.no_grad()
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        """Step pre-hook: snapshot the restarted active entries of every layer that gets
+        a step now (is in the optimizer and has a gradient)."""
+        self._snapshots = {name: self.layers[name].weight.view(-1).index_select(0, indices)
+                           for name, (indices, _, _) in self._restarted.items()
+                           if name in self._groups and self.layers[name].weight.grad is not None}
+
+    @torch.no_grad()
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        """Step post-hook: replace torch's update of the snapshot entries by Adam's
+        update with their own step count ``s = t - restart_step`` (module docstring)."""
+        for name, before in self._snapshots.items():
+            indices, which, steps = self._restarted[name]
+            weight, group = self.layers[name].weight, self._groups[name]
+            state = optimizer.state[weight]
+            step = _step_count(state["step"])
+            beta1, beta2 = (float(beta) for beta in group["betas"])
+            lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+            # as torch computes them for a tensor at step s: Python floats, then the weight's dtype
+            step_size = torch.tensor([lr / (1 - beta1 ** (step - restart)) for restart in steps], dtype=weight.dtype)
+            correction2_sqrt = torch.tensor([(1 - beta2 ** (step - restart)) ** 0.5 for restart in steps],
+                                            dtype=weight.dtype)
+            step_size, correction2_sqrt = (value.to(weight.device).index_select(0, which)
+                                           for value in (step_size, correction2_sqrt))
+            if weight_decay != 0 and group.get("decoupled_weight_decay", False):
+                before = before * (1 - lr * weight_decay)
+            denominator = (state["exp_avg_sq"].view(-1).index_select(0, indices).sqrt() / correction2_sqrt).add_(eps)
+            update = state["exp_avg"].view(-1).index_select(0, indices).div_(denominator).mul_(step_size)
+            weight.view(-1).index_copy_(0, indices, before.sub_(update))
+        self._snapshots = {}
 
     def state_dict(self) -> dict:
-        """Traces, update count, random generator state and records (masks live in
-        the model's state dict)."""
+        """Traces, update count, random generator state, records and restart steps
+        (masks live in the model's state dict, moments in the optimizer's)."""
         return {
             "update_count": self.update_count,
             "generator": self.generator.get_state(),
             "traces": {name: trace.state_dict() for name, trace in self.traces.items()},
             "records": [vars(record) for record in self.records],
+            "restart_steps": dict(self.restart_steps),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; one without ``restart_steps`` (written before
+        they were recorded) loads as "no entry ever restarted"."""
         self.update_count = state["update_count"]
         self.generator.set_state(state["generator"])
         for name, trace_state in state["traces"].items():
             self.traces[name].load_state_dict(trace_state)
         self.records = [UpdateRecord(**record) for record in state["records"]]
+        restart_steps = state.get("restart_steps", {})
+        for name, steps in self.restart_steps.items():
+            if name in restart_steps:
+                steps.copy_(restart_steps[name])
+            else:
+                steps.zero_()
+            self._find_restarted(name)
 
