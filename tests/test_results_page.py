@@ -348,7 +348,8 @@ def test_the_pages_default_weight_init_is_the_configs():
 
 
 def test_hebbian_score_separates_dst_configurations():
-    base = {"model": "mixer", "p_inter": "0.15", "sparsity": "dynamic", "prune": "hebb", "grow": "hebb"}
+    base = {"model": "mixer", "p_inter": "0.15", "sparsity": "dynamic", "prune": "hebb", "grow": "hebb",
+            "weight_init": "fan_in"}
     cosine, unlogged = configuration({**base, "hebbian_score": "cosine"}), configuration(base)
     correlation = configuration({**base, "hebbian_score": "correlation"})
     assert cosine == unlogged != correlation

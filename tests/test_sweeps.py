@@ -185,7 +185,7 @@ def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
         for model, p_inter, energy in (("dense", None, 900.0), ("mixer", "0.1", 300.0), ("mixer", "0.2", 400.0)):
             rows.append({"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": "static",
                          "prune": None, "grow": None, "seed": str(seed), "test_accuracy": accuracy,
-                         "energy_nj": energy, "synops_total": energy * 100, "macs_total": 10.0})
+                         "weight_init": "fan_in", "energy_nj": energy, "synops_total": energy * 100, "macs_total": 10.0})
     assert len(group_by_configuration(rows)) == 3
     figure = accuracy_vs_cost_figure(rows)
     left, right = figure.axes
@@ -205,7 +205,7 @@ def test_configurations_in_the_seed_readme_order_with_one_colour_per_model():
     from g2g.reporting.queries import group_by_configuration
 
     rows = [{"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": sparsity, "prune": prune,
-             "grow": grow, "test_accuracy": 0.8}
+             "grow": grow, "weight_init": "fan_in", "test_accuracy": 0.8}
             for model, p_inter, sparsity, prune, grow in (
                 ("mixer", "0.2", "dynamic", "hebb", "random"), ("mixer", "0.2", "dynamic", "set", "hebb"),
                 ("random", "0.1", "static", None, None), ("mixer", "0.1", "static", None, None),
