@@ -87,7 +87,7 @@ class SpikingNetwork(nn.Module):
         surrogate_slope: float = 2.0,
         mask_seed: int = 0,
         init_seed: int = 0,
-        weight_init: str = "uniform",
+        weight_init: str = "fan_in",
         readout: str = "masked",
         spike_matmul: str = "auto",
         name: str | None = None,
