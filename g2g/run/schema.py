@@ -124,52 +124,52 @@ class DatasetSchema:
 
 
 @dataclass
-class DenseModelSchema:
+class NetworkSchema:
+    """The keys every model option has: its label, hidden width, LIF settings, spike
+    products and weight initialisation."""
+
+    name: str = value()
+    hidden_dim: int = value(check=positive_int)
+    beta: float = value(check=probability)
+    threshold: float = value(check=positive_number)
+    learn_beta: bool = value()
+    learn_threshold: bool = value()
+    surrogate_slope: float = value(check=positive_number)
+    spike_matmul: str = value(check=one_of("g2g.sparse.layers:SPIKE_MATMUL_MODES"))
+    weight_init: str = value(check=one_of("g2g.sparse.layers:WEIGHT_INITS"))
+
+
+@dataclass
+class DenseModelSchema(NetworkSchema):
     """``model=dense`` (:class:`g2g.models.network.SpikingNetwork`, fully connected)."""
 
     _target_: str = "g2g.models.network.SpikingNetwork"
-    name: str = value()
     connectivity: str = value(check=one_of("g2g.models.network:MODELS"))
-    hidden_dim: int = value(check=positive_int)
-    beta: float = value(check=probability)
-    threshold: float = value(check=positive_number)
-    learn_beta: bool = value()
-    learn_threshold: bool = value()
-    surrogate_slope: float = value(check=positive_number)
-    spike_matmul: str = value(check=one_of("g2g.sparse.layers:SPIKE_MATMUL_MODES"))
-    weight_init: str = value(check=one_of("g2g.sparse.layers:WEIGHT_INITS"))
 
 
 @dataclass
-class SparseModelSchema(DenseModelSchema):
+class GroupsSchema:
+    """The keys of a G2G network's groups: ``num_groups`` per layer, ``p_intra`` inside,
+    ``p_inter`` between groups, and the ``readout`` (fc3 masked or dense)."""
+
+    num_groups: int = value(check=positive_int)
+    p_intra: float = value(check=probability)
+    p_inter: float = value(check=probability)
+    readout: str = value(check=one_of("g2g.models.network:READOUTS"))
+
+
+@dataclass
+class SparseModelSchema(GroupsSchema, DenseModelSchema):
     """``model=index|random|mixer``: G2G groups with ``p_intra`` inside, ``p_inter`` between."""
 
-    num_groups: int = value(check=positive_int)
-    p_intra: float = value(check=probability)
-    p_inter: float = value(check=probability)
-    readout: str = value(check=one_of("g2g.models.network:READOUTS"))
-
 
 @dataclass
-class DenseMatchedModelSchema:
+class DenseMatchedModelSchema(GroupsSchema, NetworkSchema):
     """``model=dense_matched`` (:func:`g2g.models.network.parameter_matched_dense`): fully
     connected, as wide as gives the parameter count of the G2G network described by
-    ``hidden_dim``, ``num_groups``, ``p_intra``, ``p_inter`` and ``readout``."""
+    ``hidden_dim`` and the :class:`GroupsSchema` keys."""
 
     _target_: str = "g2g.models.network.parameter_matched_dense"
-    name: str = value()
-    hidden_dim: int = value(check=positive_int)
-    beta: float = value(check=probability)
-    threshold: float = value(check=positive_number)
-    learn_beta: bool = value()
-    learn_threshold: bool = value()
-    surrogate_slope: float = value(check=positive_number)
-    spike_matmul: str = value(check=one_of("g2g.sparse.layers:SPIKE_MATMUL_MODES"))
-    weight_init: str = value(check=one_of("g2g.sparse.layers:WEIGHT_INITS"))
-    num_groups: int = value(check=positive_int)
-    p_intra: float = value(check=probability)
-    p_inter: float = value(check=probability)
-    readout: str = value(check=one_of("g2g.models.network:READOUTS"))
 
 
 # --- sparsity --------------------------------------------------------------------
