@@ -200,11 +200,19 @@ def p_inter_table(groups: dict[Configuration, list[dict]]) -> str | None:
                           else paired_cell(group, static.get(key._replace(model=DENSE_MATCHED, weight_init=None))))
         rows.append([key.model, "" if key.p_inter is None else f"{key.p_inter:g}", _hidden_width(group),
                      _accuracy(group), _best_epoch_accuracy(group), versus_dense, versus_matched, len(group),
-                     _ratio(_mean(group, METRIC_CONNECTIONS_TOTAL), _dense_connections(group[0])),
+                     _density(group),
                      _number(_mean(group, METRIC_PARAMETERS_TOTAL)), *_cost_cells(group)])
     return markdown.table(
         ["model", "p_inter", "hidden width", _LAST_EPOCH, _BEST_EPOCH, f"vs dense ({_PAIRED})",
          f"vs dense_matched, same p_inter ({_PAIRED})", "seeds", "density", "parameters", *_COST_HEADERS], rows)
+
+
+def _density(group: list[dict]) -> str:
+    """Active connections over those of the fully connected network of the same shape,
+    per run (a ``dense_matched`` run's width can differ by seed), mean over the runs."""
+    ratios = [row[METRIC_CONNECTIONS_TOTAL] / _dense_connections(row) for row in group
+              if row.get(METRIC_CONNECTIONS_TOTAL) is not None and _dense_connections(row)]
+    return f"{100 * statistics.mean(ratios):.1f}%" if ratios else ""
 
 
 def _dense_connections(row: dict) -> float | None:
@@ -303,7 +311,7 @@ def measured_sizes_table(groups: dict[Configuration, list[dict]]) -> str:
         densities = [_mean(group, METRIC_DENSITY_PREFIX + layer) for layer in LAYER_NAMES]
         connections, parameters = _mean(group, METRIC_CONNECTIONS_TOTAL), _mean(group, METRIC_PARAMETERS_TOTAL)
         rows.append([configuration_label(key)] + ["" if value is None else f"{value:.4f}" for value in densities]
-                    + [_ratio(connections, _dense_connections(group[0])), _number(connections),
+                    + [_density(group), _number(connections),
                        _number(parameters), _ratio(parameters, _mean(group, METRIC_PARAMETERS_DENSE))])
     return markdown.table(["model"] + [f"density {layer}" for layer in LAYER_NAMES]
                           + ["density (all)", "connections", "parameters", "of dense"], rows)
@@ -410,7 +418,8 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
     table = p_inter_table(groups)
     if table:
         parts += ["### p_inter study\n\n",
-                  "Static masks, masked readout, uniform weight initialisation, no validation split.\n\n",
+                  f"Static masks, masked readout, `{DEFAULT_WEIGHT_INIT}` weight initialisation (the default), "
+                  "no validation split.\n\n",
                   _figure(accuracy_vs_p_inter_figure(main_rows), figures / "results_accuracy_vs_p_inter.png",
                           page, "test accuracy against p_inter"), table, "\n"]
     parts += ["### Accuracy against inference cost\n\n",
