@@ -10,6 +10,14 @@ from dataclasses import replace
 from g2g.data.datasets import DataSplits
 
 
+def _shuffled_classes(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Each class's example indices (``labels`` ``[N]`` on the CPU), in class order, each
+    shuffled by one generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [members[torch.randperm(len(members), generator=generator)]
+            for members in ((labels == label).nonzero().flatten() for label in labels.unique().tolist())]
+
+
 def stratified_folds(labels: torch.Tensor, k_folds: int, seed: int) -> list[torch.Tensor]:
     """Split example indices into ``k_folds`` stratified folds: each class's examples
     are shuffled (seeded) and dealt round-robin, so every fold has each class's share
@@ -24,13 +32,10 @@ def stratified_folds(labels: torch.Tensor, k_folds: int, seed: int) -> list[torc
     """
     if len(labels) < k_folds:
         raise ValueError(f"protocol.k_folds={k_folds} is more than the {len(labels)} training examples")
-    generator = torch.Generator().manual_seed(seed)
     labels = labels.cpu()
     assignment = torch.empty(len(labels), dtype=torch.int64)
     offset = 0
-    for label in labels.unique().tolist():
-        members = (labels == label).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
+    for members in _shuffled_classes(labels, seed):
         assignment[members] = (torch.arange(len(members)) + offset) % k_folds
         offset += len(members)  # continue dealing where the previous class stopped
     return [(assignment == fold).nonzero().flatten() for fold in range(k_folds)]
@@ -68,14 +73,9 @@ def hold_out_validation(data: DataSplits, fraction: float, seed: int) -> DataSpl
         raise ValueError(f"protocol.validation_fraction={fraction}: must be a fraction in [0, 1)")
     if fraction == 0.0:
         return data
-    generator = torch.Generator().manual_seed(seed)
     labels = data.train_y.cpu()
-    held_out = []
-    for label in labels.unique().tolist():
-        members = (labels == label).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        held_out.append(members[: round(fraction * len(members))])
-    held_out = torch.cat(held_out).sort().values
+    held_out = torch.cat([members[: round(fraction * len(members))]
+                          for members in _shuffled_classes(labels, seed)]).sort().values
     if len(held_out) == 0 or len(held_out) == len(labels):
         raise ValueError(f"protocol.validation_fraction={fraction} leaves an empty split of the "
                          f"{len(labels)} training examples")
