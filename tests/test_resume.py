@@ -25,7 +25,7 @@ from g2g.sparse.dst import DynamicSparsity
 DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.update_interval=3", "sparsity.prune=set",
            "sparsity.grow=random", "train.epochs=3"]
 #: metrics whose values are wall-clock times (their steps are still compared)
-WALL_CLOCK = {"epoch_time_s"}
+WALL_CLOCK = {"epoch_time_s", "evaluation_time_s"}
 
 
 def _client(tmp_path: Path) -> MlflowClient:

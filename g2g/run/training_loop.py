@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from g2g.run import checkpoint as ckpt
 from g2g.run.build import RunObjects
 from g2g.run.hardware import rng_state, set_rng_state
 from g2g.run.signals import TrainingInterrupted, stop_on_signals
+from g2g.tracking.names import METRIC_EVALUATION_TIME
 from g2g.tracking.run_logger import RunLogger
 from g2g.training.trainer import EpochInterrupted
 
@@ -102,10 +104,12 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
                     f"stopped in epoch {epoch} after global step {trainer.global_step}; checkpoint "
                     f"{writer.path}; run the same command to resume", received[0]) from None
             epoch_progress = None
+            evaluation_started = time.perf_counter()
             if data.val_x is not None:  # only its loss and accuracy: rates and SynOps are the test split's
                 row.update({key: value for key, value in trainer.evaluate(data.val_x, data.val_y, prefix="val").items()
                             if key.startswith("val_")})
             row.update(trainer.evaluate(data.test_x, data.test_y, prefix=eval_prefix))
+            row[METRIC_EVALUATION_TIME] = time.perf_counter() - evaluation_started
             for prefix in ("val", eval_prefix) if data.val_x is not None else (eval_prefix,):
                 row.update(best_epoch(history, row, prefix))
             row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})

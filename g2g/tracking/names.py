@@ -56,6 +56,9 @@ METRIC_TRAIN_ACCURACY = "train_accuracy"
 METRIC_TRAIN_LOSS = "train_loss"
 #: seconds one training epoch took (logged per epoch)
 METRIC_EPOCH_TIME = "epoch_time_s"
+#: seconds the evaluation after an epoch took (validation split, when held out, and test
+#: split; logged per epoch)
+METRIC_EVALUATION_TIME = "evaluation_time_s"
 #: cross-validation: mean and sample standard deviation of the folds' validation accuracy
 METRIC_CV_VAL_ACCURACY_MEAN = "cv_val_accuracy_mean"
 METRIC_CV_VAL_ACCURACY_STD = "cv_val_accuracy_std"
