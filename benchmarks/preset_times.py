@@ -18,6 +18,14 @@ It extrapolates
 and prints a Markdown table. Times come from ``time.perf_counter`` around work that
 ends in a host synchronisation (``torch.cuda.synchronize`` on a GPU). Start-up (data
 loading, MLflow) is not included: add ~5-10 s per run.
+
+    python benchmarks/preset_times.py --from-runs g2g_published
+
+instead prints what real runs took: every finished run of that MLflow experiment
+(``--tracking-uri``, default ``sqlite:///$PWD/mlflow.db``) with its summed training
+time (metric ``epoch_time_s``) and evaluation time (``evaluation_time_s``; blank for
+runs logged before it existed), the device and torch threads it ran with. No
+extrapolation: whole runs, as the preset table of the README reports them.
 """
 
 from __future__ import annotations
@@ -90,6 +98,41 @@ def time_preset(preset: str, model: str, sparsity: str, *, hardware: str, steps:
             "run_s": cfg.train.epochs * epoch_s}
 
 
+def measured_runs(experiment: str, tracking_uri: str) -> list[dict]:
+    """The finished training runs of MLflow experiment ``experiment``: configuration,
+    seed, setting, device and threads, summed training and evaluation seconds.
+
+    Raises:
+        g2g.reporting.queries.ResultsError: no such experiment or no finished run.
+    """
+    from g2g.reporting.queries import configuration, configuration_label, experiment_rows, open_store  # noqa: PLC0415
+    from g2g.tracking.names import METRIC_EVALUATION_TIME  # noqa: PLC0415
+
+    client = open_store(tracking_uri)
+    runs = []
+    for row in experiment_rows(client, experiment):
+        evaluations = client.get_metric_history(row["run_id"], METRIC_EVALUATION_TIME)
+        runs.append({"configuration": configuration_label(configuration(row)), "seed": int(row["seed"]),
+                     "hidden": row["hidden_dim"], "num_steps": row["num_steps"], "batch": row["batch_size"],
+                     "epochs": row["epochs"], "device": f"{row['device']}, {row['num_threads']} thread(s)",
+                     "train_s": row["train_time_s"],
+                     "evaluation_s": sum(m.value for m in evaluations) if evaluations else None})
+    return sorted(runs, key=lambda run: (run["configuration"], run["seed"]))
+
+
+def print_measured_runs(experiment: str, tracking_uri: str) -> None:
+    """Print :func:`measured_runs` as a Markdown table."""
+    print(f"finished runs of the MLflow experiment {experiment!r} ({tracking_uri})\n")
+    print("| model | seed | hidden | steps | batch | epochs | device | training | evaluation | run |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for run in measured_runs(experiment, tracking_uri):
+        evaluation = "" if run["evaluation_s"] is None else _duration(run["evaluation_s"])
+        total = run["train_s"] + (run["evaluation_s"] or 0.0)
+        print(f"| {run['configuration']} | {run['seed']} | {run['hidden']} | {run['num_steps']} | {run['batch']} "
+              f"| {run['epochs']} | {run['device']} | {_duration(run['train_s'])} | {evaluation} "
+              f"| {_duration(total)}{'' if run['evaluation_s'] is not None else ' (training only)'} |")
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
 
@@ -105,7 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per preset and model")
     parser.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (scaled to 10000)")
     parser.add_argument("--data-root", default=str(REPO / "data"))
+    parser.add_argument("--from-runs", metavar="EXPERIMENT", default=None,
+                        help="print what the finished runs of this MLflow experiment took instead of timing")
+    parser.add_argument("--tracking-uri", default=None, help="with --from-runs; default: sqlite:///$PWD/mlflow.db")
     args = parser.parse_args(argv)
+    if args.from_runs:
+        from g2g.reporting.queries import ResultsError  # noqa: PLC0415
+        from g2g.tracking.store import default_tracking_uri  # noqa: PLC0415
+
+        try:
+            print_measured_runs(args.from_runs, args.tracking_uri or default_tracking_uri())
+        except (ResultsError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     device = select_device(args.hardware)
     data, source = _data(args.data_root, torch.device("cpu"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

@@ -21,3 +21,23 @@ def test_preset_times_composes_the_real_presets_and_prints_a_row_per_model(tmp_p
     rows = [line for line in result.stdout.splitlines() if line.startswith("| quick |")]
     assert [row.split("|")[2:4] for row in rows] == [[" dense ", " static "], [" mixer ", " dynamic "]]
     assert all("| 512 | 25 | 128 | 4 |" in row for row in rows)  # conf/experiment/quick.yaml
+
+
+def test_preset_times_reports_what_finished_runs_took(tmp_path):
+    from conftest import compose_config
+    from g2g.run.job import run_job
+
+    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
+    run_job(compose_config(["model=mixer", "seed=3", "tracking.experiment=timed", "train.progress=false",
+                            "hardware=cpu", "hardware.num_threads=1"], tmp_path))
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "preset_times.py"), "--tracking-uri",
+               f"sqlite:///{tmp_path / 'mlflow.db'}", "--from-runs"]
+    result = subprocess.run(command + ["timed"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| mixer p=")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:7] == ["3", "16", "4", "16", "2", "cpu, 1 thread(s)"]  # the conftest's tiny setting
+    assert all(cell.endswith(" min") for cell in cells[7:10]) and "(training only)" not in cells[9]
+
+    missing = subprocess.run(command + ["nope"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert missing.returncode == 1 and "no MLflow experiment named 'nope'" in missing.stderr
