@@ -21,7 +21,7 @@ from g2g.run.job import run_job
 from g2g.models.network import SpikingNetwork
 from g2g.run.random_streams import stream_seed
 from g2g.reporting.queries import ResultsError, configuration, configuration_label, experiment_rows
-from g2g.reporting.results_page import END, START, generate
+from g2g.reporting.results_page import END, PUBLISHED_END, PUBLISHED_START, START, generate, write_page
 from g2g.reporting.statistics import paired_difference
 
 RUNS = [["model=dense"], ["model=mixer", "model.p_inter=0.1"], ["model=mixer", "model.p_inter=0.3"],
@@ -258,7 +258,27 @@ def fake_store(tmp_path_factory) -> tuple[MlflowClient, Path]:
                             _sparse(1, "mixer", "0.15", 0.8, **{"train.lr": "0.001", "model.num_groups": "4"}),
                             _sparse(2, "mixer", "0.15", 0.8)):
         _log_run(client, mixed, params | {"tracking.experiment": "mixed"}, metrics)
+    published = client.create_experiment("published")
+    for params, metrics in PUBLISHED_RUNS:
+        _log_run(client, published, params | {"tracking.experiment": "published"}, metrics)
     return client, folder
+
+
+#: the published-setting study in miniature: (params, metrics) of dense, dense_matched and
+#: mixer p=0.15 (seeds 1, 2) and mixer rewired by set->hebb (seed 1 only)
+PUBLISHED_RUNS = [
+    (_dense(1, 0.80, 0.81)[0], {"test_accuracy": 0.80, "best_test_accuracy": 0.81, "best_test_epoch": 3.0}),
+    (_dense(2, 0.82, 0.83)[0], {"test_accuracy": 0.82, "best_test_accuracy": 0.83, "best_test_epoch": 2.0}),
+    *(_sparse(seed, "dense_matched", "0.15", accuracy, metrics={"hidden_dim": 400.0, "best_test_accuracy": best,
+                                                                  "best_test_epoch": 1.0}, **{
+        "model._target_": "g2g.models.network.parameter_matched_dense", "model.connectivity": "dense"})
+      for seed, accuracy, best in ((1, 0.81, 0.82), (2, 0.80, 0.81))),
+    *(_sparse(seed, "mixer", "0.15", accuracy, metrics={"best_test_accuracy": best, "best_test_epoch": epoch,
+                                                        "energy_nj": 100.0, "energy_ann_nj": 400.0})
+      for seed, accuracy, best, epoch in ((1, 0.83, 0.85, 2.0), (2, 0.84, 0.86, 3.0))),
+    _sparse(1, "mixer", "0.15", 0.86, metrics={"best_test_accuracy": 0.87, "best_test_epoch": 3.0}, **{
+        "sparsity.name": "dynamic", "sparsity.prune": "set", "sparsity.grow": "hebb"}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +375,41 @@ def test_hebbian_score_separates_dst_configurations():
     assert cosine == unlogged != correlation
     assert configuration_label(correlation) == "mixer p=0.15 hebb->hebb hebbian_score=correlation"
     assert configuration({**base, "prune": "set", "grow": "random", "hebbian_score": "correlation"}).hebbian_score is None
+
+
+def test_published_section_compares_last_and_best_epoch_with_the_public_numbers(fake_store):
+    client, folder = fake_store
+    page = folder / "published.md"
+    page.write_text(f"intro\n{START}\nstudies\n{END}\n\n{PUBLISHED_START}\nold\n{PUBLISHED_END}\nend\n")
+    result = subprocess.run([sys.executable, "-m", "g2g.report", "published", "--page", str(page), "--section",
+                             "published", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
+                            capture_output=True, text=True, timeout=120, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert f"{START}\nstudies\n{END}" in text and "\nold\n" not in text, "only the published markers are replaced"
+    assert "--section published" in text and "from 7 finished runs of the MLflow experiment `published`" in text
+
+    def row(first_cell: str) -> list[str]:
+        (line,) = [line for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    dense, matched, mixer = [0.80, 0.82], [0.81, 0.80], [0.83, 0.84]
+    assert row("mixer p=0.15")[:11] == [
+        "mixer p=0.15", "16", "1, 2", "83.50 ± 0.71", "85.50", "2, 3", _paired_text(mixer, dense),
+        _paired_text([0.85, 0.86], [0.81, 0.83]), _paired_text(mixer, matched), "", "88.5–89.2 (p_inter 0–0.25)"]
+    assert row("mixer p=0.15")[12] == "25.0%", "energy against the one-pass ANN"
+    assert row("mixer p=0.15 set->hebb")[2:11] == [
+        "1", "86.00", "87.00", "3", "+6.00 (n=1)", "+6.00 (n=1)", "+5.00 (n=1)", "+3.00 (n=1)", ""], \
+        "one seed: differences without an interval; the DST rule against its static model"
+    assert row("dense_matched p=0.15")[1] == "400" and row("dense_matched p=0.15")[10] == "87.04 (dense, 447 wide)"
+    assert row("dense")[6:10] == ["", "", "", ""]
+
+
+def test_write_page_names_an_unknown_section(fake_store, tmp_path):
+    client, _ = fake_store
+    with pytest.raises(ValueError, match=r"section='best' is not one of \['published', 'results'\]"):
+        write_page(client, "published", tmp_path / "results.md", "cmd", section="best")
+    page = tmp_path / "no_markers.md"
+    page.write_text(f"{START}\n{END}\n")
+    with pytest.raises(ValueError, match="has no <!-- published:start --> ... <!-- published:end --> markers"):
+        write_page(client, "published", page, "cmd", section="published")

@@ -54,6 +54,8 @@ _FIRING_RATE_LAYERS = ("lif1", "lif2")
 #: the best epoch's test and validation accuracy (running best; its last value is the run's)
 BEST_TEST_ACCURACY = names.METRIC_BEST_ACCURACY_PREFIX + names.METRIC_TEST_ACCURACY
 BEST_VAL_ACCURACY = names.METRIC_BEST_ACCURACY_PREFIX + names.METRIC_VAL_ACCURACY
+#: the number of the best epoch of the test split (1 = the first epoch)
+BEST_TEST_EPOCH = names.METRIC_BEST_ACCURACY_PREFIX + "test_epoch"
 
 
 @functools.cache
@@ -71,7 +73,8 @@ def columns() -> tuple[tuple[str, tuple[str, str]], ...]:
 
     return tuple(
         _SETTINGS
-        + metrics(names.METRIC_TEST_ACCURACY, BEST_TEST_ACCURACY, names.METRIC_VAL_ACCURACY, BEST_VAL_ACCURACY,
+        + metrics(names.METRIC_TEST_ACCURACY, BEST_TEST_ACCURACY, BEST_TEST_EPOCH, names.METRIC_VAL_ACCURACY,
+                  BEST_VAL_ACCURACY,
                   names.METRIC_TRAIN_ACCURACY, names.METRIC_TRAIN_LOSS,
                   *(names.METRIC_FIRING_RATE_PREFIX + layer for layer in _FIRING_RATE_LAYERS),
                   *(names.METRIC_DENSITY_PREFIX + layer for layer in LAYER_NAMES),

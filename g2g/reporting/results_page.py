@@ -59,8 +59,9 @@ from typing import TYPE_CHECKING
 from g2g.reporting import markdown
 from g2g.reporting.figures import accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, dst_rules_figure, save
 from g2g.reporting.queries import (
-    BEST_TEST_ACCURACY, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, Configuration,
-    configuration, configuration_label, experiment_rows, group_by_configuration, refuse_mixed_settings,
+    BEST_TEST_ACCURACY, BEST_TEST_EPOCH, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, Configuration,
+    UNMASKED_MODELS, configuration, configuration_label, experiment_rows, group_by_configuration,
+    refuse_mixed_settings,
 )
 from g2g.reporting.statistics import mean_std, paired_difference
 from g2g.tracking.names import (
@@ -455,6 +456,80 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
     return "".join(parts)
 
 
+#: the markers of the published-setting section (``--section published``)
+PUBLISHED_START, PUBLISHED_END = "<!-- published:start -->", "<!-- published:end -->"
+#: what the public spiking re-implementation (github.com/APapafragkakis/G2G-Sparse-Spiking-Neural-Net)
+#: reported at ``experiment=fmnist_h1024``: best-epoch test accuracy in percent, one seed, the
+#: sparse models over p_inter 0 to 0.25; its dense network was 447 wide (parameter-matched to
+#: its own 4-layer G2G network), so it sits beside ``dense_matched``
+PUBLIC_BEST_EPOCH = {"dense_matched": "87.04 (dense, 447 wide)", "index": "87.7–88.8 (p_inter 0–0.25)",
+                     "random": "87.4–88.3 (p_inter 0–0.25)", "mixer": "88.5–89.2 (p_inter 0–0.25)"}
+
+
+def _best_epochs(group: list[dict]) -> str:
+    """The best epoch of each run (metric ``best_test_epoch``), in seed order."""
+    epochs = [row.get(BEST_TEST_EPOCH) for row in sorted(group, key=lambda row: int(row["seed"]))]
+    return "" if None in epochs else ", ".join(f"{epoch:.0f}" for epoch in epochs)
+
+
+def _minutes_per_run(group: list[dict]) -> str:
+    """Mean over the runs of the summed epoch training times, in minutes."""
+    seconds = _mean(group, "train_time_s")
+    return "" if seconds is None else f"{seconds / 60:.0f}"
+
+
+def published_table(groups: dict[Configuration, list[dict]]) -> str:
+    """Every configuration of the published-setting study: last- and best-epoch test
+    accuracy, the best epoch, the difference to ``dense`` (last and best epoch), to
+    ``dense_matched`` at the same p_inter and, for a DST rule, to the static model it
+    rewires, each paired by seed; the public re-implementation's number beside it
+    (:data:`PUBLIC_BEST_EPOCH`)."""
+    dense = groups.get(_dense_key(Configuration("dense", None, "static", None, None)))
+    rows = []
+    for key, group in groups.items():
+        static_key = key._replace(sparsity="static", prune=None, grow=None, hebbian_score=None)
+        matched = (None if key.model in UNMASKED_MODELS
+                   else groups.get(static_key._replace(model=DENSE_MATCHED, weight_init=None)))
+        static = groups.get(static_key) if key.sparsity == "dynamic" else None
+        seeds = ", ".join(str(seed) for seed in sorted(int(row["seed"]) for row in group))
+        rows.append([configuration_label(key), _hidden_width(group), seeds, _accuracy(group),
+                     _best_epoch_accuracy(group), _best_epochs(group),
+                     "" if key.model == "dense" else paired_cell(group, dense),
+                     "" if key.model == "dense" else paired_cell(group, dense, BEST_TEST_ACCURACY),
+                     "" if matched is None else paired_cell(group, matched),
+                     "" if static is None else paired_cell(group, static),
+                     PUBLIC_BEST_EPOCH.get(key.model, "") if key.sparsity == "static" else "",
+                     _density(group), _ratio(_mean(group, METRIC_ENERGY), _mean(group, METRIC_ENERGY_ANN)),
+                     _minutes_per_run(group)])
+    return markdown.table(
+        ["model", "hidden width", "seeds", _LAST_EPOCH, _BEST_EPOCH, "best epoch (per seed)",
+         f"vs dense, last epoch ({_PAIRED})", f"vs dense, best epoch ({_PAIRED})",
+         f"vs dense_matched, last epoch ({_PAIRED})", f"vs static, last epoch ({_PAIRED})",
+         "public re-implementation: best-epoch test accuracy % (one seed)", "density", "energy vs one-pass ANN",
+         "training time per run (min)"], rows)
+
+
+def generate_published(client: MlflowClient, experiment_name: str, command: str) -> str:
+    """The generated Markdown of the published-setting section: the setting the runs
+    share, what ran (seeds per configuration) and :func:`published_table`.
+
+    Raises:
+        ResultsError: see :func:`~g2g.reporting.queries.experiment_rows` and
+            :func:`~g2g.reporting.queries.refuse_mixed_settings`.
+    """
+    rows = experiment_rows(client, experiment_name)
+    refuse_mixed_settings(rows)
+    setting = shared_setting(rows)
+    devices = sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows})
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return "".join([
+        f"_Generated on {when} by `{command}` from {len(rows)} finished runs of the MLflow experiment "
+        f"`{experiment_name}`. Do not edit between the markers: rerun the command._\n\n",
+        markdown.table([header for _, header in SETTING] + ["device"],
+                       [[setting[key] for key, _ in SETTING] + ["; ".join(devices)]]),
+        "\n", published_table(group_by_configuration(rows)), "\n"])
+
+
 DEFAULT_PAGE = """# Results
 
 Produced by this tool and regenerated from MLflow with the command in the generated part.
@@ -464,18 +539,30 @@ Produced by this tool and regenerated from MLflow with the command in the genera
 """
 
 
-def write_page(client: MlflowClient, experiment_name: str, page: Path, command: str) -> Path:
-    """Regenerate the marked part of ``page`` (created with a bare header when missing).
+#: the page's generated sections: their markers
+SECTIONS = {"results": (START, END), "published": (PUBLISHED_START, PUBLISHED_END)}
+
+
+def write_page(client: MlflowClient, experiment_name: str, page: Path, command: str,
+               section: str = "results") -> Path:
+    """Regenerate one marked section of ``page`` (created with a bare header when
+    missing): ``results`` (:func:`generate`, between :data:`START` and :data:`END`) or
+    ``published`` (:func:`generate_published`, between :data:`PUBLISHED_START` and
+    :data:`PUBLISHED_END`).
 
     Raises:
         ResultsError: see :func:`generate`; nothing is written then.
-        ValueError: the page exists without the markers.
+        ValueError: an unknown ``section``, or the page exists without its markers.
     """
+    if section not in SECTIONS:
+        raise ValueError(f"section={section!r} is not one of {sorted(SECTIONS)}")
+    start, end = SECTIONS[section]
     page = Path(page)
     text = page.read_text() if page.exists() else DEFAULT_PAGE.format(start=START, end=END)
-    if markdown.generated_block(text, START, END) is None:
-        raise ValueError(f"{page} has no {START} ... {END} markers to replace")
-    content = generate(client, experiment_name, page, command)
+    if markdown.generated_block(text, start, end) is None:
+        raise ValueError(f"{page} has no {start} ... {end} markers to replace")
+    content = (generate(client, experiment_name, page, command) if section == "results"
+               else generate_published(client, experiment_name, command))
     page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(markdown.replace_generated_block(text, START, END, content))
+    page.write_text(markdown.replace_generated_block(text, start, end, content))
     return page

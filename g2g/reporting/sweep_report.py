@@ -14,7 +14,11 @@ model (``dst_rules_heatmap.png``). The files go to ``--out`` (default:
     python -m g2g.report <experiment-name> --page docs/results.md
 
 instead writes the results page (:mod:`g2g.reporting.results_page`) from every finished run
-of the experiment.
+of the experiment, and
+
+    python -m g2g.report <experiment-name> --page docs/results.md --section published
+
+its published-setting section (the runs of ``sweeps/published.yaml``).
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="sweep_report", help="folder for the files (default: sweep_report)")
     parser.add_argument("--page", default=None, metavar="PATH",
                         help="write the results page (e.g. docs/results.md) of experiment TARGET instead")
+    parser.add_argument("--section", default="results", choices=("results", "published"),
+                        help="with --page: the part of the page to regenerate: the studies (results, the "
+                             "default) or the published setting (published)")
     args = parser.parse_args(argv)
     from g2g.tracking.store import default_tracking_uri  # noqa: PLC0415 (MLflow only after the arguments)
 
@@ -108,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from g2g.reporting.results_page import write_page  # noqa: PLC0415
 
         command = " ".join(["python -m g2g.report", args.target, "--page", args.page]
+                           + (["--section", args.section] if args.section != "results" else [])
                            + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))
         try:
-            page = write_page(client, args.target, Path(args.page), command)
+            page = write_page(client, args.target, Path(args.page), command, args.section)
         except (ResultsError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
