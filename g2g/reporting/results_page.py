@@ -390,6 +390,23 @@ EXPLANATION = """\
 """
 
 
+def _poolable_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
+    """The experiment's finished runs, once :func:`refuse_mixed_settings` let them be pooled."""
+    rows = experiment_rows(client, experiment_name)
+    refuse_mixed_settings(rows)
+    return rows
+
+
+def _provenance(command: str, num_runs: int, experiment_name: str) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return (f"_Generated on {when} by `{command}` from {num_runs} finished runs of the MLflow experiment "
+            f"`{experiment_name}`. Do not edit between the markers: rerun the command._\n\n")
+
+
+def _devices(rows: list[dict]) -> str:
+    return "; ".join(sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows}))
+
+
 def generate(client: MlflowClient, experiment_name: str, page: Path, command: str) -> str:
     """The generated Markdown (what goes between the markers); writes the figures to
     ``page``'s folder under ``figures/results_*.png``.
@@ -398,21 +415,17 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
         ResultsError: see :func:`~g2g.reporting.queries.experiment_rows` and
             :func:`~g2g.reporting.queries.refuse_mixed_settings`.
     """
-    rows = experiment_rows(client, experiment_name)
-    refuse_mixed_settings(rows)
+    rows = _poolable_rows(client, experiment_name)
     setting = shared_setting(rows)
     groups = group_by_configuration(rows)
     main_rows = [row for row in rows if is_main_variant(configuration(row))]
     seeds = sorted({int(row["seed"]) for row in rows})
-    devices = sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows})
     figures = page.parent / "figures"
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     parts = [
-        f"_Generated on {when} by `{command}` from {len(rows)} finished runs of the MLflow experiment "
-        f"`{experiment_name}`. Do not edit between the markers: rerun the command._\n\n",
+        _provenance(command, len(rows), experiment_name),
         "### Setting\n\n",
         markdown.table([header for _, header in SETTING] + ["seeds", "device"],
-                       [[setting[key] for key, _ in SETTING] + [", ".join(map(str, seeds)), "; ".join(devices)]]),
+                       [[setting[key] for key, _ in SETTING] + [", ".join(map(str, seeds)), _devices(rows)]]),
         "\nThe runs share every other result-affecting setting (the page refuses to pool runs that "
         "differ in one).\n\n" + EXPLANATION,
     ]
@@ -517,16 +530,12 @@ def generate_published(client: MlflowClient, experiment_name: str, command: str)
         ResultsError: see :func:`~g2g.reporting.queries.experiment_rows` and
             :func:`~g2g.reporting.queries.refuse_mixed_settings`.
     """
-    rows = experiment_rows(client, experiment_name)
-    refuse_mixed_settings(rows)
+    rows = _poolable_rows(client, experiment_name)
     setting = shared_setting(rows)
-    devices = sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows})
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     return "".join([
-        f"_Generated on {when} by `{command}` from {len(rows)} finished runs of the MLflow experiment "
-        f"`{experiment_name}`. Do not edit between the markers: rerun the command._\n\n",
+        _provenance(command, len(rows), experiment_name),
         markdown.table([header for _, header in SETTING] + ["device"],
-                       [[setting[key] for key, _ in SETTING] + ["; ".join(devices)]]),
+                       [[setting[key] for key, _ in SETTING] + [_devices(rows)]]),
         "\n", published_table(group_by_configuration(rows)), "\n"])
 
 
