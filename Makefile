@@ -3,7 +3,8 @@
 #   make test                      the test suite
 #   make sweep STUDY=p_inter       a named study from sweeps/ with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db (http://127.0.0.1:5000)
-#   make results                   the results studies (87 jobs, ~2.5 h on 2 cores), then docs/results.md
+#   make results                   the results studies (108 jobs, ~3.2 h on 2 cores), then docs/results.md
+#   make published                 the published setting (6 jobs of 20 epochs, ~3.5 h on 2 cores), then its section
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ ARGS ?=
 
 STUDY ?= p_inter
 
-.PHONY: run test ui data sweep results clean-venv
+.PHONY: run test ui data sweep results published clean-venv
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,12 @@ results: data
 	$(BIN)/python run.py -m --config-dir sweeps --config-name results_init
 	$(BIN)/python run.py -m --config-dir sweeps --config-name results_p_inter
 	$(BIN)/python run.py -m --config-dir sweeps --config-name results_readout
+	$(BIN)/python run.py -m --config-dir sweeps --config-name results_dst
 	$(BIN)/python -m g2g.report g2g_results --page docs/results.md
+
+published: data
+	$(BIN)/python run.py -m --config-dir sweeps --config-name published
+	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
 
 ui: $(INSTALLED)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -276,3 +276,20 @@ def test_results_studies_share_the_setting_the_results_page_needs():
                           cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.encoder.name))
     # one experiment and one setting (the quick preset): g2g.reporting.results_page refuses mixed settings
     assert settings == {("g2g_results", "fashionmnist", 512, 25, 4, 128, 0.0005, "current")}
+
+
+def test_published_study_runs_the_public_setting_in_its_own_experiment():
+    from hydra.types import RunMode
+
+    jobs, loader = _study_jobs("published")
+    configs = [loader.load_configuration("published", overrides=job, run_mode=RunMode.MULTIRUN) for job in jobs]
+    assert {(cfg.tracking.experiment, cfg.dataset.name, cfg.model.hidden_dim, cfg.encoder.num_steps, cfg.train.epochs,
+             cfg.train.batch_size, cfg.train.lr, cfg.encoder.name, cfg.seed) for cfg in configs} == {
+        ("g2g_published", "fashionmnist", 1024, 50, 20, 256, 0.0005, "current", 42)}
+    assert [(cfg.model.name, cfg.sparsity.name) for cfg in configs] == [
+        ("dense", "static"), ("mixer", "static"), ("index", "static"), ("random", "static"),
+        ("dense_matched", "static"), ("mixer", "dynamic")], "dense and mixer first: a stopped sweep has those"
+    assert all(cfg.model.p_inter == 0.15 for cfg in configs[1:])
+    dynamic = configs[-1].sparsity
+    assert (dynamic.update_interval, dynamic.stop_fraction, dynamic.fraction_schedule) == (200, 0.75, "cosine"), \
+        "the DST study's schedule"
