@@ -31,6 +31,8 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 sweep: data
+	@if [ "$(STUDY)" = published ]; then \
+	  echo "error: STUDY=published has its own preset (experiment=fmnist_h1024), which experiment=quick would replace: run make published" >&2; exit 2; fi
 	$(BIN)/python run.py -m --config-dir sweeps --config-name $(STUDY) experiment=quick $(ARGS)
 
 results: data
@@ -41,7 +43,7 @@ results: data
 	$(BIN)/python -m g2g.report g2g_results --page docs/results.md
 
 published: data
-	$(BIN)/python run.py -m --config-dir sweeps --config-name published
+	$(BIN)/python run.py -m --config-dir sweeps --config-name published $(ARGS)
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
 
 ui: $(INSTALLED)

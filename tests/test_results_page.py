@@ -409,6 +409,8 @@ def test_write_page_names_an_unknown_section(fake_store, tmp_path):
     client, _ = fake_store
     with pytest.raises(ValueError, match=r"section='best' is not one of \['published', 'results'\]"):
         write_page(client, "published", tmp_path / "results.md", "cmd", section="best")
+    new_page = write_page(client, "published", tmp_path / "new" / "results.md", "cmd", section="published")
+    assert "| mixer p=0.15 set->hebb |" in new_page.read_text(), "a missing page is created with the section's markers"
     page = tmp_path / "no_markers.md"
     page.write_text(f"{START}\n{END}\n")
     with pytest.raises(ValueError, match="has no <!-- published:start --> ... <!-- published:end --> markers"):

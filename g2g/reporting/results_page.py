@@ -554,8 +554,8 @@ SECTIONS = {"results": (START, END), "published": (PUBLISHED_START, PUBLISHED_EN
 
 def write_page(client: MlflowClient, experiment_name: str, page: Path, command: str,
                section: str = "results") -> Path:
-    """Regenerate one marked section of ``page`` (created with a bare header when
-    missing): ``results`` (:func:`generate`, between :data:`START` and :data:`END`) or
+    """Regenerate one marked section of ``page`` (created with a bare header and that
+    section's markers when missing): ``results`` (:func:`generate`, between :data:`START` and :data:`END`) or
     ``published`` (:func:`generate_published`, between :data:`PUBLISHED_START` and
     :data:`PUBLISHED_END`).
 
@@ -567,7 +567,7 @@ def write_page(client: MlflowClient, experiment_name: str, page: Path, command: 
         raise ValueError(f"section={section!r} is not one of {sorted(SECTIONS)}")
     start, end = SECTIONS[section]
     page = Path(page)
-    text = page.read_text() if page.exists() else DEFAULT_PAGE.format(start=START, end=END)
+    text = page.read_text() if page.exists() else DEFAULT_PAGE.format(start=start, end=end)
     if markdown.generated_block(text, start, end) is None:
         raise ValueError(f"{page} has no {start} ... {end} markers to replace")
     content = (generate(client, experiment_name, page, command) if section == "results"
