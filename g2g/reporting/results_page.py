@@ -59,8 +59,8 @@ from typing import TYPE_CHECKING
 from g2g.reporting import markdown
 from g2g.reporting.figures import accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, dst_rules_figure, save
 from g2g.reporting.queries import (
-    BEST_TEST_ACCURACY, BEST_TEST_EPOCH, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, Configuration,
-    UNMASKED_MODELS, configuration, configuration_label, experiment_rows, group_by_configuration,
+    BEST_TEST_ACCURACY, BEST_TEST_EPOCH, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT,
+    UNMASKED_MODELS, Configuration, configuration, configuration_label, experiment_rows, group_by_configuration,
     refuse_mixed_settings,
 )
 from g2g.reporting.statistics import mean_std, paired_difference
