@@ -293,3 +293,17 @@ def test_published_study_runs_the_public_setting_in_its_own_experiment():
     dynamic = configs[-1].sparsity
     assert (dynamic.update_interval, dynamic.stop_fraction, dynamic.fraction_schedule) == (200, 0.75, "cosine"), \
         "the DST study's schedule"
+
+
+def test_dst_rules_study_updates_every_200_steps_with_the_quick_preset():
+    from hydra.types import RunMode
+
+    jobs, loader = _study_jobs("dst_rules")
+    configs = [loader.load_configuration("dst_rules", overrides=[*job, "experiment=quick"], run_mode=RunMode.MULTIRUN)
+               for job in jobs]
+    # the default 1000 gives a quick-preset run (1,876 steps) a single update
+    assert {(cfg.sparsity.name, cfg.sparsity.update_interval, cfg.model.hidden_dim) for cfg in configs} == {
+        ("dynamic", 200, 512)}
+    assert {(cfg.model.name, cfg.sparsity.prune, cfg.sparsity.grow) for cfg in configs} == {
+        (model, prune, grow) for model in ("index", "random", "mixer")
+        for prune in ("set", "random", "hebb") for grow in ("hebb", "random")}
