@@ -385,6 +385,7 @@ def test_published_section_compares_last_and_best_epoch_with_the_public_numbers(
                              "published", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
                             capture_output=True, text=True, timeout=120, cwd=folder)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote the published section of {page}", "no figures: the section has none"
     text = page.read_text()
     assert f"{START}\nstudies\n{END}" in text and "\nold\n" not in text, "only the published markers are replaced"
     assert "--section published" in text and "from 7 finished runs of the MLflow experiment `published`" in text

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ResultsError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        print(f"wrote {page} and its figures in {page.parent / 'figures'}")
+        print(f"wrote {page} and its figures in {page.parent / 'figures'}" if args.section == "results"
+              else f"wrote the {args.section} section of {page}")
         return 0
     try:
         parent, skipped = resolve_sweep(client, args.target)
