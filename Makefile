@@ -4,7 +4,7 @@
 #   make sweep STUDY=p_inter       a named study from sweeps/ with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db (http://127.0.0.1:5000)
 #   make results                   the results studies (108 jobs, ~3.1 h on 2 cores), then docs/results.md
-#   make published                 the published setting (6 jobs of 20 epochs, ~5.5 h on 2 cores), then its section
+#   make published                 the published setting (6 jobs of 20 epochs, ~4 h on 2 cores), then its section
 #   make data                      Fashion-MNIST into ./data (the Debian package's files or a download)
 #   make clean-venv                remove .venv
 PYTHON ?= python3
