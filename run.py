@@ -17,26 +17,30 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # a job of a sweep never raises: its failure or stop is recorded under the sweep's
-        # parent run, and the sweep callback sets the parent's status and the exit status
+        # parent run, and conclude_sweep (below) sets the parent's status and the exit status
         from g2g.run.sweep_job import run_sweep_job
 
         return run_sweep_job(cfg)
 
-    from g2g.run.errors import USER_ERRORS, exit_code
-    from g2g.run.job import run_job
-    from g2g.run.signals import TrainingInterrupted
+    import signal
 
-    try:
-        summary = run_job(cfg)
-        return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
-    except TrainingInterrupted as stop:
-        print(f"interrupted: {stop}", file=sys.stderr)
-        sys.exit(128 + stop.signal_number)
-    except Exception as error:
-        if isinstance(error, USER_ERRORS):  # a message that says what to do; no traceback
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(exit_code(error))
-        raise
+    from g2g.run.errors import exit_code, user_message
+    from g2g.run.job import run_job
+    from g2g.run.signals import job_signals
+
+    with job_signals():  # a signal anywhere in the run goes through the run's guard
+        try:
+            summary = run_job(cfg)
+            return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
+        except KeyboardInterrupt as stop:  # also g2g.run.signals.TrainingInterrupted (checkpoint saved)
+            print(f"interrupted: {stop or 'at once (SIGINT)'}", file=sys.stderr)
+            sys.exit(128 + getattr(stop, "signal_number", signal.SIGINT))
+        except Exception as error:
+            message = user_message(error)
+            if message is not None:  # a message that says what to do; no traceback
+                print(f"error: {message}", file=sys.stderr)
+                sys.exit(exit_code(error))
+            raise
 
 
 if __name__ == "__main__":
@@ -46,4 +50,15 @@ if __name__ == "__main__":
     if removed:  # before Hydra, whose own message for a deleted schema key says neither why nor what to do
         print("error: invalid configuration:\n  " + "\n  ".join(removed), file=sys.stderr)
         sys.exit(2)
-    main()
+    from g2g.tracking.sweep_callback import conclude_sweep
+
+    status = None
+    try:
+        main()
+    except SystemExit as end:
+        status = end.code
+    finally:
+        # a sweep's outcome is decided here, from its jobs, on every exit path (Hydra turns
+        # a callback's exceptions into warnings); a single run's status passes through
+        status = conclude_sweep(status)
+    sys.exit(status)

@@ -48,7 +48,38 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`).
+
+    The object is serialised in memory first and written with ordinary file writes, so a
+    full disk or a read-only folder raises an :class:`OSError` that names ``path`` and its
+    errno (``torch.save`` into a file would raise a bare ``RuntimeError`` from its C++
+    writer instead)."""
+    import io  # noqa: PLC0415
+
     import torch  # noqa: PLC0415 (only savers of tensors need it)
 
-    atomic_write(path, lambda file: torch.save(obj, file))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        atomic_write(path, lambda file: file.write(buffer.getbuffer()))
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+
+
+def remove_stale_temporary_files(folder: Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) that an atomic write killed hard
+    (SIGKILL, power loss) left in ``folder`` and its subfolders. Call it only while no
+    write into ``folder`` can be under way (holding the lock of the run that owns it).
+
+    Returns:
+        The files removed (each logged).
+    """
+    import logging  # noqa: PLC0415
+
+    stale = sorted(Path(folder).glob("**/.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logging.getLogger(__name__).warning("removed %s, left by a save that was killed before it finished", path)
+    return stale

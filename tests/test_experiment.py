@@ -1,6 +1,7 @@
 """End to end through g2g.run.job.run_job on tiny data in the real on-disk formats,
 with a real MLflow SQLite store in a temp dir."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_run_logs_params_metrics_and_artifacts_to_mlflow(
         assert density == pytest.approx(1.0 if mask is None else mask.mean().item())
     if model != "dense":
         assert all(d < 0.5 for d in densities.values())
-    assert Path(summary["checkpoint"]).with_suffix(".DONE").exists()
+    assert json.loads((Path(summary["checkpoint"]).parent / "record.json").read_text())["status"] == "FINISHED"
     assert 0.0 <= summary["test_accuracy"] <= 1.0
 
 
@@ -75,7 +76,7 @@ def test_finished_experiment_is_skipped_with_where_its_results_are(tmp_path, tin
     caplog.set_level("INFO", logger="g2g")
     again = run_job(cfg)
     assert again["skipped"] and again["run_id"] == first["run_id"]
-    assert first["run_id"] in caplog.text and ".DONE" in caplog.text
+    assert first["run_id"] in caplog.text and "python -m g2g.run forget " in caplog.text
     assert len(_client(tmp_path).search_runs([_client(tmp_path).get_experiment_by_name("g2g").experiment_id])) == 1
 
 
@@ -103,7 +104,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(model, encoder, tmp_pat
     experiment_id = client.get_experiment_by_name("g2g").experiment_id
     (interrupted,) = client.search_runs([experiment_id])
     assert interrupted.info.status == "KILLED"
-    assert torch.load(ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint, weights_only=True)["epoch"] == 1
+    assert torch.load(ckpt.run_record(cfg, cfg.checkpoint.dir).checkpoint, weights_only=True)["epoch"] == 1
 
     resumed = run_job(cfg)
     assert resumed["run_id"] == interrupted.info.run_id, "resume logs into the same MLflow run"
@@ -124,7 +125,7 @@ def test_corrupt_checkpoint_stops_the_run_and_stays_on_disk(tmp_path, tiny_data_
         _interrupt_after_first_checkpoint(patch)
         with pytest.raises(KeyboardInterrupt):
             run_job(cfg)
-    path = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint
+    path = ckpt.run_record(cfg, cfg.checkpoint.dir).checkpoint
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ckpt.CheckpointError, match="delete it to start"):
         run_job(cfg)
@@ -133,8 +134,8 @@ def test_corrupt_checkpoint_stops_the_run_and_stays_on_disk(tmp_path, tiny_data_
 
 def test_checkpoint_name_follows_seed_convention_plus_hash(tmp_path):
     sparse = compose_config(["model=mixer", "model.p_inter=0.15", "encoder.num_steps=50"], tmp_path)
-    name = ckpt.checkpoint_paths(sparse, "checkpoints").checkpoint.name
-    assert name.startswith("fashionmnist_mixer_p0_15_T50_current_") and name.endswith(".pth")
+    name = ckpt.run_record(sparse, "checkpoints").folder.name
+    assert name.startswith("fashionmnist_mixer_p0_15_T50_current_") and len(name.rsplit("_", 1)[1]) == 8
     dense = compose_config(["dataset=cifar10", "encoder=rate"], tmp_path)
     assert ckpt.run_label(dense) == "cifar10_dense_T4_rate"
     moved = compose_config(["model=mixer", "model.p_inter=0.15", "encoder.num_steps=50",
@@ -221,7 +222,7 @@ def test_a_finished_run_in_a_deleted_experiment_is_refused_not_skipped(tmp_path,
         run_job(cfg)
 
 
-def test_a_finished_job_whose_run_was_deleted_is_linked_to_a_new_sweep_from_its_done_marker(tmp_path):
+def test_a_finished_job_whose_run_was_deleted_is_linked_to_a_new_sweep_from_its_run_record(tmp_path):
     from g2g.tracking.names import TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
     from g2g.tracking.runs import log_reused_run, sweep_children
     from g2g.tracking.store import setup_experiment

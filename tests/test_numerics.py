@@ -126,7 +126,7 @@ def test_huge_learning_rate_fails_the_run_naming_the_tensor_without_done_marker(
     (run,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
     assert run.info.status == "FAILED"
     assert not list((tmp_path / "checkpoints").glob("*.DONE"))
-    for checkpoint in (tmp_path / "checkpoints").glob("*.pth"):
+    for checkpoint in (tmp_path / "checkpoints").glob("*/checkpoint.pth"):
         state = torch.load(checkpoint, weights_only=True)
         assert all(torch.isfinite(value).all() for value in state["model"].values() if value.is_floating_point())
 

@@ -3,6 +3,7 @@ relative to the directory where the command was started (whatever Hydra's workin
 directory), and MLflow's environment variables are honoured as documented or ignored
 with a warning, never used to log into a run g2g did not create."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,11 +37,11 @@ def test_hydra_chdir_run_twice_shares_store_checkpoints_and_data_of_the_launch_d
     assert second.returncode == 0, second.stderr[-3000:]
 
     assert "already finished" in second.stdout + second.stderr, "the identical second run is skipped, not trained again"
-    (done,) = (tmp_path / "checkpoints").glob("*.DONE")
-    assert done.with_suffix(".pth").exists()
+    (done,) = (tmp_path / "checkpoints").glob("*/record.json")
+    assert (done.parent / "checkpoint.pth").exists()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
-    assert [run.info.run_id for run in runs] == [ckpt.read_json(done)["run_id"]]
+    assert [run.info.run_id for run in runs] == [json.loads(done.read_text())["run_id"]]
     assert runs[0].data.params["dataset.root"] == str(tmp_path / "data")
     for job_dir in (tmp_path / "outputs" / "first", tmp_path / "outputs" / "second"):
         assert {path.name for path in job_dir.iterdir()} <= {".hydra", "run.log"}, "nothing else in the job folder"
@@ -118,8 +119,8 @@ def test_mlflow_run_id_from_the_environment_is_ignored_through_run_py(tmp_path, 
                      env={"MLFLOW_RUN_ID": foreign})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"MLFLOW_RUN_ID={foreign} is ignored" in result.stdout + result.stderr
-    (done,) = (tmp_path / "checkpoints").glob("*.DONE")
-    _assert_untouched(tmp_path, foreign, ckpt.read_json(done))
+    (done,) = (tmp_path / "checkpoints").glob("*/record.json")
+    _assert_untouched(tmp_path, foreign, json.loads(done.read_text()))
 
 
 def test_databricks_job_run_resumption_variable_is_ignored(tmp_path, tiny_data_root, monkeypatch, caplog):

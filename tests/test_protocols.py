@@ -3,6 +3,7 @@ features, each end to end on tiny data in the real formats."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,8 +123,8 @@ def test_crossval_resumes_with_the_first_unfinished_fold(tmp_path, tiny_data_roo
     saves = []
 
     def interrupt_in_fold_two(state, path):
-        saves.append(path.name)
-        if "_fold2" in path.name:
+        saves.append(path)
+        if Path(path).parent.name == "fold2":
             raise KeyboardInterrupt
         real_save(state, path)
 
@@ -131,9 +132,9 @@ def test_crossval_resumes_with_the_first_unfinished_fold(tmp_path, tiny_data_roo
         patch.setattr(ckpt, "save_checkpoint", interrupt_in_fold_two)
         with pytest.raises(KeyboardInterrupt):
             run_job(cfg)
-    paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
-    fold_one = paths.for_fold(1).done_marker
-    assert fold_one.exists() and not paths.for_fold(2).done_marker.exists()
+    record = ckpt.run_record(cfg, cfg.checkpoint.dir)
+    fold_one = record.fold(1).path
+    assert record.fold(1).read().status == "FINISHED" and record.fold(2).read().status == "KILLED"
     finished_at = fold_one.stat().st_mtime_ns
     summary = run_job(cfg)
     assert fold_one.stat().st_mtime_ns == finished_at, "fold 1 was not trained again"
@@ -141,6 +142,7 @@ def test_crossval_resumes_with_the_first_unfinished_fold(tmp_path, tiny_data_roo
     assert [p.info.run_id for p in parents] == [summary["run_id"]]
     assert parents[0].info.status == "FINISHED"
     assert len(summary["fold_val_accuracy"]) == 3
+    assert record.read().status == "FINISHED" and record.read().run_id == summary["run_id"]
 
 
 def test_crossval_inside_a_sweep(tmp_path):

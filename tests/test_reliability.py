@@ -21,6 +21,7 @@ from g2g.run import checkpoint as ckpt
 from g2g.run.build import build
 from g2g.run.job import run_job
 from g2g.run.lock import ExperimentLock, ExperimentLockedError
+from g2g.run.record import RunRecord
 from g2g.training.trainer import EpochInterrupted, NonFiniteLossError
 from g2g.tracking.store import TrackingUnavailableError
 
@@ -49,7 +50,7 @@ def big_data_root(tmp_path_factory) -> Path:
 
 
 def _final_state(workdir: Path) -> dict:
-    (path,) = (workdir / "checkpoints").glob("*.pth")
+    (path,) = (workdir / "checkpoints").glob("*/checkpoint.pth")
     return torch.load(path, weights_only=True)
 
 
@@ -94,8 +95,8 @@ def test_checkpoint_of_another_config_is_refused_listing_the_differences(tmp_pat
     first = compose_config(["model=index", "train.epochs=1"], tmp_path)
     run_job(first)
     other = compose_config(["model=index", "train.epochs=1", "train.lr=0.01"], tmp_path)
-    source = ckpt.checkpoint_paths(first, first.checkpoint.dir).checkpoint
-    target = ckpt.checkpoint_paths(other, other.checkpoint.dir).checkpoint
+    source = ckpt.run_record(first, first.checkpoint.dir).checkpoint
+    target = ckpt.run_record(other, other.checkpoint.dir).checkpoint
     target.write_bytes(source.read_bytes())  # e.g. a file copied or renamed by hand
     with pytest.raises(ckpt.CheckpointError, match=r"(?s)train\.lr: 0\.0005 in the checkpoint, 0\.01 now"):
         run_job(other)
@@ -123,7 +124,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (failed,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
     assert failed.info.status == "FAILED"
-    path = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir).checkpoint
+    path = ckpt.run_record(cfg, cfg.checkpoint.dir).checkpoint
     state = ckpt.load_checkpoint(path, ckpt.config_hash(cfg))
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -167,7 +168,7 @@ def test_a_transient_store_failure_is_retried_and_nothing_is_lost(tmp_path, tiny
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(summary["run_id"], "test_accuracy")] == [1, 2, 3]
     assert client.get_run(summary["run_id"]).info.status == "FINISHED"
-    assert not list(tmp_path.rglob("*.mlflow_fallback.jsonl"))
+    assert not list(tmp_path.rglob("mlflow_fallback.jsonl"))
     assert caplog.text.count("after 3 tries") == (failures > 2)
     assert ("answers again" in caplog.text) == (failures > 2)
 
@@ -180,10 +181,10 @@ def test_tracking_failure_mid_run_keeps_training_and_metrics_can_be_relogged(
     caplog.set_level("WARNING", logger="g2g")
     summary = run_job(cfg)
     monkeypatch.undo()
-    assert summary["epoch"] == 3 and Path(summary["checkpoint"]).with_suffix(".DONE").exists()
+    assert summary["epoch"] == 3 and RunRecord(Path(summary["checkpoint"]).parent).read().status == "FINISHED"
     assert caplog.text.count("after 3 tries") == 1, "the failure is reported once"
     assert "the MLflow store still fails: log" in caplog.text
-    (fallback,) = (tmp_path / "checkpoints").glob("*.mlflow_fallback.jsonl")
+    (fallback,) = (tmp_path / "checkpoints").glob("*/mlflow_fallback.jsonl")
     entries = [json.loads(line) for line in fallback.read_text().splitlines()]
     assert [e["step"] for e in entries if e["kind"] == "metrics"] == [2, 3]
 
@@ -201,10 +202,10 @@ def test_checkpoints_and_markers_follow_the_umask(tmp_path, umask):
     previous = os.umask(umask)
     try:
         ckpt.save_checkpoint({"epoch": 1}, tmp_path / "x.pth")
-        ckpt.write_json(tmp_path / "x.DONE", {"run_id": "r"})
+        RunRecord(tmp_path / "run").end("FAILED", error="x")
     finally:
         os.umask(previous)
-    for name in ("x.pth", "x.DONE"):
+    for name in ("x.pth", "run/record.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert not list(tmp_path.glob(".*.tmp"))
 

@@ -111,16 +111,6 @@ def test_every_metric_series_equals_the_uninterrupted_runs_after_an_interrupt_an
     assert [step for step, _ in got["dst_fc1_pruned"]] == [3, 6, 9, 12]
 
 
-def test_a_checkpoint_without_the_update_count_counts_only_the_updates_before_its_interrupted_epoch():
-    from g2g.run.training_loop import _logged_updates
-
-    records = [{"step": step} for step in (3, 6)]  # epoch 1 = steps 1-4, stopped after step 7
-    old_mid_epoch = {"global_step": 7, "epoch_progress": {"next_batch": 3}, "sparsity": {"records": records}}
-    assert _logged_updates(old_mid_epoch) == 1, "the update of step 6 was never logged"
-    assert _logged_updates({**old_mid_epoch, "epoch_progress": None}) == 2
-    assert _logged_updates({**old_mid_epoch, "logged_updates": 2}) == 2
-
-
 # ------------------------------------------------------------ extending a finished run
 
 def test_the_epoch_count_is_not_in_the_config_hash_unless_a_regulariser_schedules_over_it():
@@ -179,15 +169,16 @@ def test_a_run_killed_before_its_first_checkpoint_is_marked_killed_at_the_next_s
     tmp_path, tiny_data_root, monkeypatch, caplog
 ):
     cfg = compose_config(["model=index", "train.epochs=1"], tmp_path)
-    paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
-    # what SIGKILL in epoch 1 leaves: the run RUNNING, its id recorded, a torn temporary file
+    record = ckpt.run_record(cfg, cfg.checkpoint.dir)
+    # what SIGKILL in epoch 1 leaves: the run RUNNING, its record RUNNING, a torn temporary file
     from g2g.tracking.store import setup_experiment
 
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     client = _client(tmp_path)
     orphan = client.create_run(experiment_id).info.run_id
-    ckpt.write_json(paths.run_record, {"run_id": orphan})
-    stale = paths.checkpoint.with_name(f".{paths.checkpoint.name}.k1ll3d.tmp")
+    record.start(run_id=orphan, tracking_uri=cfg.tracking.uri, experiment="g2g", experiment_id=experiment_id,
+                 parent_run_id=None, epochs=1)
+    stale = record.checkpoint.with_name(f".{record.checkpoint.name}.k1ll3d.tmp")
     stale.write_bytes(b"torn")
     caplog.set_level("WARNING", logger="g2g")
 
@@ -230,7 +221,7 @@ def test_sigkill_mid_epoch_then_the_same_command_marks_the_run_killed_and_resume
             process.kill()  # SIGKILL: no handler, no clean-up
             break
     process.wait(timeout=60)
-    (checkpoint,) = (tmp_path / "checkpoints").glob("*.pth")
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*/checkpoint.pth")
     stale = checkpoint.with_name(f".{checkpoint.name}.k1ll3d.tmp")
     stale.write_bytes(b"torn")  # as a kill during a save leaves it
     client = _client(tmp_path)
@@ -246,3 +237,27 @@ def test_sigkill_mid_epoch_then_the_same_command_marks_the_run_killed_and_resume
     (run,) = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test_accuracy")] == [1, 2]
+
+
+def test_a_damaged_run_record_is_reported_and_the_run_it_lost_is_still_closed(tmp_path, tiny_data_root, caplog):
+    """Killed hard before its first checkpoint, with its record torn: the next start says
+    the record is damaged, finds the run left RUNNING by its checkpoint tag and closes it."""
+    from g2g.tracking.names import TAG_CHECKPOINT
+    from g2g.tracking.store import setup_experiment
+
+    cfg = compose_config(["model=index", "train.epochs=1"], tmp_path)
+    record = ckpt.run_record(cfg, cfg.checkpoint.dir)
+    experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    client = _client(tmp_path)
+    orphan = client.create_run(experiment_id, tags={TAG_CHECKPOINT: str(record.checkpoint.resolve())}).info.run_id
+    record.folder.mkdir(parents=True)
+    record.path.write_text('{"status": "RUNNING", "run_')  # torn
+    caplog.set_level("WARNING", logger="g2g")
+
+    summary = run_job(cfg)
+
+    assert "is damaged" in caplog.text and str(record.path) in caplog.text
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert "killed hard" in client.get_run(orphan).data.tags["g2g.error"]
+    assert client.get_run(summary["run_id"]).info.status == "FINISHED" and summary["run_id"] != orphan
+    assert record.read().status == "FINISHED" and record.run_id == summary["run_id"]

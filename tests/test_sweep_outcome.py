@@ -80,14 +80,12 @@ def test_a_job_refused_before_it_has_a_run_is_counted_as_failed_with_its_reason(
 
 def test_a_job_that_died_without_a_record_is_counted_from_its_hydra_job_folder(tmp_path):
     from g2g.tracking.store import setup_experiment
-    from g2g.tracking.sweep_callback import MlflowSweepCallback
+    from g2g.tracking.sweep_callback import Sweep
 
     sweep_dir = tmp_path / "multirun"
     experiment_id = setup_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "g2g")
     client = MlflowClient()
-    callback = MlflowSweepCallback()
-    callback.sweep_dir = sweep_dir
-    callback.parent_run_id = client.create_run(experiment_id, tags={"g2g.sweep": "true"}).info.run_id
+    callback = Sweep(client.create_run(experiment_id, tags={"g2g.sweep": "true"}).info.run_id, sweep_dir)
     for number, overrides in enumerate((["model=index"], ["model=mixer"])):  # as Hydra writes them
         (sweep_dir / str(number) / ".hydra").mkdir(parents=True)
         (sweep_dir / str(number) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
@@ -95,9 +93,7 @@ def test_a_job_that_died_without_a_record_is_counted_from_its_hydra_job_folder(t
         "mlflow.parentRunId": callback.parent_run_id, "g2g.overrides": "model=index"}).info.run_id
     client.set_terminated(finished, "FINISHED")  # the mixer job's worker died before it logged anything
 
-    with pytest.raises(SystemExit) as exit_status:
-        callback.on_multirun_end(config=None)
-    assert exit_status.value.code == 1
+    assert callback.conclude(0) == 1
     parent = client.get_run(callback.parent_run_id)
     assert parent.info.status == "FAILED" and parent.data.metrics["sweep_failed_jobs"] == 1
     (silent,) = [r for r in client.search_runs([experiment_id]) if r.data.tags.get("g2g.overrides") == "model=mixer"]
@@ -114,15 +110,11 @@ def test_a_sweep_hydra_rejects_ends_its_parent_failed_and_the_report_says_it_ski
     assert "Key 'p_inter' not in" in result.stderr
     client = _client(workdir)
     (parent,) = _sweeps(client)
-    assert parent.info.status == "FAILED" and parent.children == []
-    assert "the sweep stopped before its end" in parent.data.tags["g2g.error"]
-    assert parent.data.metrics["sweep_jobs"] == 0
-
-    report = subprocess.run([sys.executable, "-m", "g2g.report", "g2g"], cwd=workdir, capture_output=True,
-                            text=True, timeout=120, env=_env())
-    assert report.returncode == 1
-    assert "has no sweep with jobs" in report.stderr
-    assert f"skipped newer sweep {parent.info.run_id}" in report.stderr
+    assert parent.info.status == "FAILED" and parent.data.metrics["sweep_jobs"] == 4
+    assert parent.data.tags["g2g.error"] == "4 of 4 jobs did not finish"
+    assert {c.info.status for c in parent.children} == {"FAILED"}
+    assert all(c.data.tags["g2g.error"].startswith("not started: Hydra or the launcher ended the sweep (exit "
+                                                   "status 1") for c in parent.children)
 
 
 def test_the_report_of_an_experiment_takes_the_newest_sweep_with_jobs_and_names_the_empty_ones(tmp_path):
@@ -162,7 +154,7 @@ def test_ctrl_c_stops_every_job_with_a_checkpoint_and_the_same_command_resumes_a
                              start_new_session=True)
     try:
         # both running jobs have finished an epoch (a checkpoint each): Ctrl-C, as a terminal sends it
-        _wait_for(lambda: len(list((tmp_path / "checkpoints").glob("*.pth"))) >= 2, sweep, 240, "two checkpoints")
+        _wait_for(lambda: len(list((tmp_path / "checkpoints").glob("*/checkpoint.pth"))) >= 2, sweep, 240, "two checkpoints")
         os.killpg(sweep.pid, signal.SIGINT)
         output, _ = sweep.communicate(timeout=120)
     finally:

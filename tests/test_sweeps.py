@@ -77,10 +77,10 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     assert all(c.info.run_id in markdown for c in children)
 
     # re-running the sweep trains nothing again; its new parent still lists every job
-    checkpoints = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*.pth")}
+    checkpoints = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*/checkpoint.pth")}
     again = _run(arguments[:-1] + [f"hydra.sweep.dir={workdir / 'multirun2'}"], workdir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*.pth")} == checkpoints
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*/checkpoint.pth")} == checkpoints
     parents, children = _runs(client)
     newest = max(parents, key=lambda r: r.info.start_time)
     reused = [c for c in children if c.data.tags["mlflow.parentRunId"] == newest.info.run_id]

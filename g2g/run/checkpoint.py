@@ -1,12 +1,10 @@
 """Checkpoint names, atomic saves and safe loads.
 
-A checkpoint lives at ``CHECKPOINT_DIR/LABEL_HASH.pth`` where LABEL (the run label)
-follows the seed's convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for
-dynamic sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash
-of every result-affecting setting, so two runs that could differ never share a
-file. ``LABEL_HASH.DONE`` marks a finished run; ``LABEL_HASH.mlflow_run.json`` names
-the MLflow run that trains it (so a run killed hard, before its first checkpoint, is
-found and marked KILLED on the next start).
+A checkpoint lives at ``CHECKPOINT_DIR/LABEL_HASH/checkpoint.pth``, in the run's folder
+beside its record (:mod:`g2g.run.record`), where LABEL (the run label) follows the seed's
+convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for dynamic
+sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash of every
+result-affecting setting, so two runs that could differ never share a folder.
 
 The epoch count is not part of HASH (:data:`EPOCH_KEYS`): the first E epochs of a
 longer run are the E-epoch run, so asking a finished run for more epochs continues it
@@ -14,10 +12,8 @@ from its checkpoint. Exception: with a regulariser (``regularizer`` other than
 ``none``), whose schedule spans the total epochs, the count stays in HASH and a longer
 run starts over.
 
-The file's keys (:class:`CheckpointWriter` writes them, :func:`trainer_state` reads the
-trainer's part back) are those of the first release plus ``logged_updates`` (how many
-DST records the MLflow run has; the training loop works it out for older files), so
-old checkpoints resume.
+The file's keys: :class:`CheckpointWriter` writes them, :func:`trainer_state` reads the
+trainer's part back.
 """
 
 from __future__ import annotations
@@ -32,7 +28,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from g2g.files import atomic_torch_save, atomic_write
+from g2g.files import atomic_torch_save
+from g2g.run.record import RunRecord
 from g2g.tracking.params import NON_RESULT_KEYS
 
 log = logging.getLogger(__name__)
@@ -49,32 +46,6 @@ GENERATOR_STATE_KEYS = ("rng", "shuffle_rng", "sparsity.generator")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the choices."""
-
-
-@dataclass(frozen=True)
-class CheckpointPaths:
-    """Where one run's checkpoint and completion marker live."""
-
-    checkpoint: Path
-    done_marker: Path
-    lock: Path
-
-    @property
-    def name(self) -> str:
-        """``LABEL_HASH``, the files' common stem (logged as the run-label tag)."""
-        return self.checkpoint.stem
-
-    @property
-    def run_record(self) -> Path:
-        """``LABEL_HASH.mlflow_run.json``: the MLflow run id of the run training now
-        (written when its run starts, before the first checkpoint)."""
-        return self.checkpoint.with_name(f"{self.name}.mlflow_run.json")
-
-    def for_fold(self, fold: int) -> "CheckpointPaths":
-        """The paths of cross-validation fold ``fold`` (suffix ``_fold{fold}``)."""
-        stem = f"{self.name}_fold{fold}"
-        return CheckpointPaths(*(path.with_name(stem + path.suffix)
-                                 for path in (self.checkpoint, self.done_marker, self.lock)))
 
 
 def epoch_dependent_schedules(cfg: DictConfig) -> list[str]:
@@ -135,11 +106,9 @@ def run_label(cfg: DictConfig) -> str:
     return f"resnet_{name}" if cfg.features.name == "resnet32" else name
 
 
-def checkpoint_paths(cfg: DictConfig, directory: str | os.PathLike) -> CheckpointPaths:
-    """Checkpoint and ``.DONE`` marker paths of the run ``cfg`` describes."""
-    stem = f"{run_label(cfg)}_{config_hash(cfg)}"
-    directory = Path(directory)
-    return CheckpointPaths(directory / f"{stem}.pth", directory / f"{stem}.DONE", directory / f"{stem}.lock")
+def run_record(cfg: DictConfig, directory: str | os.PathLike) -> RunRecord:
+    """The record of the run ``cfg`` describes: folder ``DIRECTORY/LABEL_HASH`` (read)."""
+    return RunRecord(Path(directory) / f"{run_label(cfg)}_{config_hash(cfg)}").read()
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -278,66 +247,3 @@ def load_checkpoint(
             + "\nEither delete it to start over, or point checkpoint.dir at the folder of the matching run."
         )
     return _map_except_generator_states(state, device) if torch.device(device).type != "cpu" else state
-
-
-def remove_stale_temporary_files(paths: CheckpointPaths) -> list[Path]:
-    """Delete the temporary files (``.LABEL_HASH.*.tmp``, also of its folds) that an
-    atomic save killed hard (SIGKILL, power loss) left behind. Call it only while
-    holding ``paths.lock``: no save of this run can be under way then.
-
-    Returns:
-        The files removed (each logged).
-    """
-    folder = paths.checkpoint.parent
-    stale = sorted({*folder.glob(f".{paths.name}.*.tmp"), *folder.glob(f".{paths.name}_fold*.tmp")})
-    for path in stale:
-        path.unlink(missing_ok=True)
-        log.warning("removed %s, left by a save that was killed before it finished", path)
-    return stale
-
-
-def finished_summary(paths: CheckpointPaths, epochs: int, announce: bool = True) -> dict | None:
-    """The ``.DONE`` summary of the finished run ``paths`` names, when it has ``epochs``
-    epochs; None when there is none, or when it has fewer epochs (the run is then
-    extended: it continues from its checkpoint into the same MLflow run).
-
-    Args:
-        epochs: the epochs asked for now (``train.epochs``, or ``protocol.epochs`` per
-            cross-validation fold).
-        announce: log that a finished run is extended.
-    Raises:
-        CheckpointError: the finished run has more epochs than asked for (its numbers
-            are not those of a run of ``epochs`` epochs).
-    """
-    if not paths.done_marker.exists():
-        return None
-    summary = read_json(paths.done_marker)
-    finished = summary.get("epochs", summary.get("epoch"))
-    if finished is None or finished == epochs:
-        return summary
-    if finished < epochs:
-        if announce:
-            log.info("experiment %s finished after %d epochs; %d asked for: continuing it from %s into "
-                     "MLflow run %s", paths.name, finished, epochs, paths.checkpoint, summary.get("run_id"))
-        return None
-    raise CheckpointError(
-        f"experiment {paths.name} already finished with {finished} epochs (MLflow run "
-        f"{summary.get('run_id')}, marker {paths.done_marker}), and this run asks for {epochs}: its "
-        f"checkpoint and final weights are those after epoch {finished}, not {epochs}.\nEither ask for "
-        f"{finished} epochs to reuse it (its metrics after epoch {epochs} are in that run's history at "
-        f"step {epochs}), or set checkpoint.dir to another folder to train {epochs} epochs on their own."
-    )
-
-
-def write_json(path: Path, content: dict) -> None:
-    """Atomically write ``content`` as JSON: the ``.DONE`` marker's summary (run id,
-    metrics) or the cross-validation state."""
-    atomic_write(path, lambda file: file.write(json.dumps(content, indent=2).encode()))
-
-
-def read_json(path: Path) -> dict:
-    """What :func:`write_json` stored (empty if the file holds no JSON)."""
-    try:
-        return json.loads(path.read_text() or "{}")
-    except json.JSONDecodeError:
-        return {}

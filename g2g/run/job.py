@@ -3,8 +3,8 @@
 Data flow: MLflow's environment variables checked (:mod:`g2g.tracking.store`) -> paths
 made absolute against the launch directory (:mod:`g2g.run.paths`) -> validate
 (:mod:`g2g.run.validation`) -> hardware (:mod:`g2g.run.hardware`, threads from
-:mod:`g2g.run.hydra_runtime`) -> checkpoint paths, lock, skip if done (:mod:`g2g.run.checkpoint`,
-:mod:`g2g.run.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
+:mod:`g2g.run.hydra_runtime`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.run.record`), lock
+(:mod:`g2g.run.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
 each model built by :mod:`g2g.run.build` and trained by :mod:`g2g.run.training_loop`)
 -> MLflow (:mod:`g2g.tracking`).
 """
@@ -12,7 +12,9 @@ each model built by :mod:`g2g.run.build` and trained by :mod:`g2g.run.training_l
 from __future__ import annotations
 
 import logging
+import shlex
 
+from mlflow import get_tracking_uri
 from omegaconf import DictConfig
 
 from g2g.run import checkpoint as ckpt
@@ -21,6 +23,7 @@ from g2g.run.hydra_runtime import sweep_context, threads_per_job
 from g2g.run.lock import ExperimentLock
 from g2g.run.paths import absolute_paths
 from g2g.run.protocols import RunContext, run_protocol
+from g2g.run.record import Plan, RunRecord
 from g2g.run.validation import validate
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import find_run, log_reused_run
@@ -32,10 +35,15 @@ log = logging.getLogger(__name__)
 def run_job(cfg: DictConfig) -> dict:
     """Train and evaluate what ``cfg`` describes, logging it to MLflow.
 
-    Resumes from the run's checkpoint when one exists, and skips a finished run (its
-    ``.DONE`` marker exists). Inside a sweep the MLflow run is a child of the sweep's
-    parent run, named and tagged with the job's overrides. Relative paths are relative
-    to the directory where the command was started, whatever Hydra's working directory
+    The run's record (:mod:`g2g.run.record`, folder ``checkpoint.dir/LABEL_HASH``) says
+    what to do: a finished run is skipped; one with fewer epochs than asked is extended;
+    one with more is answered from its history (the metrics after the asked epoch); an
+    unfinished one resumes from its checkpoint. A finished run is linked (as a FINISHED
+    run that copies its results) into the sweep that asks for it, and into the asked
+    ``tracking.experiment`` when it was logged to another one. Inside a sweep the MLflow
+    run is a child of the sweep's parent run, named and tagged with the job's overrides,
+    and a job whose run another job of the sweep trains waits for it. Relative paths are
+    relative to the directory where the command was started
     (:func:`g2g.run.paths.absolute_paths`); MLflow's environment variables are honoured
     or ignored as :mod:`g2g.tracking.store` says.
 
@@ -44,7 +52,8 @@ def run_job(cfg: DictConfig) -> dict:
     Returns:
         Summary: ``run_id``, ``tracking_uri``, ``skipped``, and for holdout
         ``checkpoint`` and the last epoch's metrics, for cross-validation
-        ``cv_val_accuracy_mean``, ``cv_val_accuracy_std`` and ``fold_val_accuracy``.
+        ``cv_val_accuracy_mean``, ``cv_val_accuracy_std`` and ``fold_val_accuracy``;
+        an answer from the history also has ``answered_from_epoch``.
     Raises:
         g2g.run.validation.ConfigError: a bad config value (before any work).
         g2g.run.hardware.DeviceUnavailableError: a requested device is missing.
@@ -62,28 +71,44 @@ def run_job(cfg: DictConfig) -> dict:
     validate(cfg)
     hardware = instantiate_option(cfg.hardware)
     device = hardware.apply(num_threads=threads_per_job(hardware.num_threads))
-    paths = ckpt.checkpoint_paths(cfg, cfg.checkpoint.dir)
+    record = ckpt.run_record(cfg, cfg.checkpoint.dir)
+    epochs = protocol_epochs(cfg)
     parent_run_id, overrides = sweep_context()
-    summary = ckpt.finished_summary(paths, protocol_epochs(cfg))  # fewer epochs than asked: extended
-    if summary is not None:
-        experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)  # refuses a deleted one
-        log.info(
-            "experiment %s already finished: MLflow run %s in %s (experiment %r), checkpoint %s. "
-            "Delete %s to train it again.",
-            paths.name, summary.get("run_id"), summary.get("tracking_uri"),
-            summary.get("experiment"), paths.checkpoint, paths.done_marker,
-        )
-        if find_run(summary.get("run_id")) is None:
-            log.warning("the MLflow run %s of this finished experiment is not in the store any more (deleted?); "
-                        "its final metrics are in %s", summary.get("run_id"), paths.done_marker)
-        if parent_run_id:
-            log_reused_run(experiment_id, summary, parent_run_id, overrides)
-        return {**summary, "skipped": True}
-    experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-    with ExperimentLock(paths.lock):
-        summary = ckpt.finished_summary(paths, protocol_epochs(cfg), announce=False)
-        if summary is not None:  # finished by another process while we waited
-            return {**summary, "skipped": True}
+    experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)  # refuses a deleted one
+    plan = record.plan(epochs)
+    if plan.action != "train":
+        return _reuse(record, plan, experiment_id, parent_run_id, overrides)
+    with ExperimentLock(record.lock_file, wait=parent_run_id is not None):
+        plan = record.read().plan(epochs)
+        if plan.action != "train":  # finished by another process while we waited
+            return _reuse(record, plan, experiment_id, parent_run_id, overrides)
         tags = {TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides)} if parent_run_id else {}
-        run_name = " ".join(overrides) if overrides else paths.name
-        return run_protocol(RunContext(cfg, device, experiment_id, paths, run_name, tags))
+        run_name = " ".join(overrides) if overrides else record.label
+        return run_protocol(RunContext(cfg, device, experiment_id, record, run_name, tags, parent_run_id))
+
+
+def _reuse(record: RunRecord, plan: Plan, experiment_id: str, parent_run_id: str | None,
+           overrides: list[str]) -> dict:
+    """A run that is not trained again: say where its results are, and link it into the
+    sweep that asks for it, or into the asked experiment when it was logged elsewhere."""
+    summary = plan.summary
+    where = (f"MLflow run {summary.get('run_id')} in {summary.get('tracking_uri')} "
+             f"(experiment {summary.get('experiment')!r})")
+    if plan.action == "answer":
+        log.info("run %s has trained %d epochs (%s); this request for %d epochs is answered from its metrics after "
+                 "epoch %d (its checkpoint holds the weights after epoch %d). To train %d epochs on their own, set "
+                 "checkpoint.dir to another folder.", record.label, summary["epochs_done"], where,
+                 summary["answered_from_epoch"], summary["answered_from_epoch"], summary["epochs_done"],
+                 summary["answered_from_epoch"])
+    else:
+        log.info("run %s already finished: %s, folder %s. To train it again: %s", record.label, where,
+                 record.folder, shlex.join(["python", "-m", "g2g.run", "forget", str(record.folder)]))
+    if find_run(summary.get("run_id")) is None:
+        log.warning("the MLflow run %s of this finished run is not in this store (deleted, or another store); "
+                    "its final metrics are in %s", summary.get("run_id"), record.path)
+    elsewhere = summary.get("experiment_id") != experiment_id or summary.get("tracking_uri") != get_tracking_uri()
+    if parent_run_id or elsewhere:
+        linked = log_reused_run(experiment_id, summary, parent_run_id, overrides)
+        if elsewhere:
+            log.info("linked into this experiment (id %s) as MLflow run %s", experiment_id, linked)
+    return {**summary, "skipped": True}

@@ -9,6 +9,7 @@ records who holds it (host, pid, start time) for the message a second process pr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -34,14 +35,17 @@ class ExperimentLock:
     """Context manager holding the lock of one experiment.
 
     Args:
-        path: the lock file (``checkpoints/NAME_HASH.lock``).
+        path: the lock file (``checkpoints/LABEL_HASH/lock``).
+        wait: wait for a process that holds it to let it go (a job of a sweep whose run
+            another job of the sweep trains), logging once who holds it.
     Raises:
-        ExperimentLockedError: on enter, when another process holds the lock; the
-            message says which process and what to do.
+        ExperimentLockedError: on enter, when another process holds the lock and
+            ``wait`` is off; the message says which process and what to do.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, wait: bool = False) -> None:
         self.path = Path(path)
+        self.wait = wait
         self._descriptor: int | None = None
         self._lock = FileLock(self.path, blocking=False, on_acquired=self._record_owner)
 
@@ -67,6 +71,12 @@ class ExperimentLock:
             self._lock.acquire()
         except Timeout:
             owner = self._owner()
+            if self.wait:
+                logging.getLogger(__name__).warning(
+                    "this run is being trained by pid %s on host %s (since %s); waiting for it to end (lock file %s)",
+                    owner.get("pid", "?"), owner.get("host", "?"), owner.get("started", "?"), self.path)
+                self._lock.acquire(blocking=True)
+                return self
             raise ExperimentLockedError(
                 f"this experiment is already being trained by pid {owner.get('pid', '?')} on host "
                 f"{owner.get('host', '?')} (since {owner.get('started', '?')}); lock file {self.path}. "

@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 
 import mlflow
 import torch
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.data.datasets import DataSplits
@@ -18,17 +17,19 @@ from g2g.data.folds import fold_split, hold_out_validation, stratified_folds
 from g2g.reporting.statistics import mean_std
 from g2g.run import checkpoint as ckpt
 from g2g.run.build import build, instantiate_option, load_data
+from g2g.run.guard import RunGuard
 from g2g.run.hardware import seed_everything
-from g2g.run.hydra_runtime import output_dir
 from g2g.run.random_streams import stream_seed
+from g2g.run.record import RunRecord
 from g2g.run.training_loop import train_epochs
+from g2g.files import remove_stale_temporary_files
 from g2g.tracking.names import (
     TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
     TAG_PROTOCOL, TAG_RUN_LABEL,
 )
-from g2g.tracking.runs import mark_killed_if_running, resume_or_create_parent_run, start_run, update_tags
 from g2g.tracking.params import flatten
 from g2g.tracking.run_logger import RunLogger
+from g2g.tracking.runs import close_orphans, open_run
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,19 @@ class RunContext:
     """Where and under which names a protocol's runs are recorded.
 
     cfg: the composed config. device: where tensors live.
-    experiment_id: the MLflow experiment. paths: the checkpoint, ``.DONE`` marker and
-    lock of the protocol (a fold's are :meth:`CheckpointPaths.for_fold`).
-    run_name: the MLflow run name. tags: extra tags of the run (a sweep's parent and overrides).
+    experiment_id: the MLflow experiment. record: the run's record, which owns its
+    folder (checkpoint, lock; a fold's is :meth:`RunRecord.fold`).
+    run_name: the MLflow run name. tags: extra tags of the run (a sweep's parent and
+    overrides). parent_run_id: the sweep's parent run, or None.
     """
 
     cfg: DictConfig
     device: torch.device
     experiment_id: str
-    paths: ckpt.CheckpointPaths
+    record: RunRecord
     run_name: str
     tags: dict[str, str]
+    parent_run_id: str | None = None
 
 
 def _config_record(cfg: DictConfig) -> dict:
@@ -59,10 +62,9 @@ def _config_record(cfg: DictConfig) -> dict:
 
 def run_protocol(context: RunContext) -> dict:
     """Run the ``protocol`` config group's option (:func:`holdout` or :func:`crossval`,
-    named by its ``_target_``) and return its summary. Call it holding
-    ``context.paths.lock``: it first removes the temporary files a save killed hard
-    left behind."""
-    ckpt.remove_stale_temporary_files(context.paths)
+    named by its ``_target_``) and return its summary. Call it holding the record's
+    lock: it first removes the temporary files a save killed hard left behind."""
+    remove_stale_temporary_files(context.record.folder)
     return instantiate_option(context.cfg.protocol)(context)
 
 
@@ -84,13 +86,33 @@ def holdout(context: RunContext, *, validation_fraction: float = 0.0) -> dict:
     return train_model(context, load, epochs=cfg.train.epochs, eval_prefix="test")
 
 
+def _open(context: RunContext, earlier_run_ids: list[str | None], tags: dict) -> tuple[RunLogger, bool]:
+    """Close the runs of this record left RUNNING, open its MLflow run (resumed or new)
+    and its logger; the record is started by the caller inside its guard. Returns
+    (logger, whether the MLflow run is new)."""
+    record, cfg = context.record, context.cfg
+    close_orphans([context.experiment_id, record.state.get("experiment_id")], str(record.checkpoint.resolve()),
+                  [record.run_id, *earlier_run_ids])
+    run_id, is_new = open_run(record.run_id or next((i for i in earlier_run_ids if i), None), context.experiment_id,
+                         context.run_name, tags=tags, **_config_record(cfg))
+    fallback = context.record.folder / "mlflow_fallback.jsonl"
+    return RunLogger(run_id, mlflow.get_tracking_uri(), fallback), is_new
+
+
+def _start(context: RunContext, logger: RunLogger, epochs: int) -> None:
+    context.record.start(run_id=logger.run_id, tracking_uri=logger.tracking_uri,
+                         experiment=context.cfg.tracking.experiment, experiment_id=context.experiment_id,
+                         parent_run_id=context.parent_run_id, epochs=epochs)
+
+
 def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
     """k-fold cross-validation: one MLflow parent run for the whole protocol (params,
     fold accuracies as ``fold_val_accuracy`` at step = fold, and the summary
     ``cv_val_accuracy_mean`` / ``cv_val_accuracy_std``) with one child run per fold.
-    Every fold has its own checkpoint and ``.DONE`` marker, so a resumed
-    cross-validation continues with the first unfinished fold; the parent run's id is
-    kept in ``LABEL_HASH.crossval.json`` beside the checkpoint.
+    Every fold is a run of its own (its own record folder ``foldK``), so a resumed
+    cross-validation continues with the first unfinished fold. The record's history
+    has the cross-validation mean and standard deviation after every epoch (from the
+    folds' histories), so a request for fewer epochs is answered from it.
 
     Args:
         k_folds: number of stratified folds (``protocol.k_folds``), >= 2.
@@ -101,68 +123,59 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
         ``cv_val_accuracy_mean``, ``cv_val_accuracy_std``, ``fold_val_accuracy``
         (one per fold) and ``skipped`` (False).
     """
-    cfg, paths = context.cfg, context.paths
-    state_file = paths.checkpoint.with_name(paths.checkpoint.stem + ".crossval.json")
-    recorded_id = ckpt.read_json(state_file).get("run_id") if state_file.exists() else None
-    mark_killed_if_running(recorded_id, paths.name)
-    tags = {**context.tags, TAG_RUN_LABEL: paths.name, TAG_PROTOCOL: "crossval", TAG_EPOCHS: str(epochs)}
-    parent_id, is_new = resume_or_create_parent_run(recorded_id, context.experiment_id, context.run_name,
-                                                    tags=tags, **_config_record(cfg))
-    if is_new:
-        ckpt.write_json(state_file, {"run_id": parent_id})
-    else:
-        update_tags(parent_id, tags)
-    client = MlflowClient()
-    status = "FAILED"
-    try:
+    cfg, record = context.cfg, context.record
+    tags = {**context.tags, TAG_RUN_LABEL: record.label, TAG_PROTOCOL: "crossval", TAG_EPOCHS: str(epochs),
+            TAG_CHECKPOINT: str(record.checkpoint.resolve())}
+    logger, is_new = _open(context, [], tags)
+    parent_id = logger.run_id
+    with RunGuard(record, logger) as guard:
+        _start(context, logger, epochs)
         data = load_data(cfg, context.device)
-        accuracies = []
+        accuracies, histories = [], []
         folds = stratified_folds(data.train_y, k_folds, stream_seed(cfg.seed, "folds"))
         for fold, held_out in enumerate(folds, start=1):
-            fold_paths = paths.for_fold(fold)
-            finished = ckpt.finished_summary(fold_paths, epochs)
-            if finished is not None:
-                accuracies.append(finished["val_accuracy"])
-                if is_new:  # the earlier parent run is gone: this one gets the whole record
-                    client.log_metric(parent_id, "fold_val_accuracy", finished["val_accuracy"], step=fold)
-                continue
-            split = fold_split(data, held_out)
-            log.info("cross-validation fold %d/%d: %d training, %d validation examples",
-                     fold, k_folds, len(split.train_y), len(split.test_y))
-            fold_context = replace(context, paths=fold_paths, run_name=f"fold {fold}/{k_folds}",
-                                   tags={TAG_PARENT_RUN_ID: parent_id, TAG_FOLD: str(fold)})
-            summary = train_model(fold_context, lambda split=split: split, epochs=epochs,
-                                  eval_prefix="val")
+            fold_record = record.fold(fold).read()
+            plan = fold_record.plan(epochs)
+            trained = plan.action == "train"
+            if trained:
+                split = fold_split(data, held_out)
+                log.info("cross-validation fold %d/%d: %d training, %d validation examples",
+                         fold, k_folds, len(split.train_y), len(split.test_y))
+                fold_context = replace(context, record=fold_record, run_name=f"fold {fold}/{k_folds}",
+                                       tags={TAG_PARENT_RUN_ID: parent_id, TAG_FOLD: str(fold)})
+                summary = train_model(fold_context, lambda split=split: split, epochs=epochs, eval_prefix="val")
+                fold_record.read()
+            else:
+                summary = plan.summary
             accuracies.append(summary["val_accuracy"])
-            client.log_metric(parent_id, "fold_val_accuracy", summary["val_accuracy"], step=fold)
+            histories.append(fold_record.history)
+            if trained or is_new:  # a resumed parent has the finished folds' accuracies already
+                logger.metrics({"fold_val_accuracy": summary["val_accuracy"]}, step=fold)
         mean, std = mean_std(accuracies)
-        client.log_metric(parent_id, "cv_val_accuracy_mean", mean)
-        client.log_metric(parent_id, "cv_val_accuracy_std", std)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        client.set_terminated(parent_id, status)
-    summary = {"run_id": parent_id, "tracking_uri": mlflow.get_tracking_uri(),
-               "experiment": cfg.tracking.experiment, "epochs": epochs, "cv_val_accuracy_mean": mean,
-               "cv_val_accuracy_std": std, "fold_val_accuracy": accuracies}
-    ckpt.write_json(paths.done_marker, summary)
+        logger.metrics({"cv_val_accuracy_mean": mean, "cv_val_accuracy_std": std}, step=0)
+        history = []
+        for epoch in range(1, epochs + 1):
+            fold_values = [row["val_accuracy"] for rows in histories for row in rows if row["epoch"] == epoch]
+            if len(fold_values) == k_folds:
+                epoch_mean, epoch_std = mean_std(fold_values)
+                history.append({"epoch": epoch, "cv_val_accuracy_mean": epoch_mean,
+                                "cv_val_accuracy_std": epoch_std, "fold_val_accuracy": fold_values})
+        record.epoch_done(epochs, history)
+        summary = {"run_id": parent_id, "tracking_uri": logger.tracking_uri, "experiment": cfg.tracking.experiment,
+                   "epochs": epochs, "cv_val_accuracy_mean": mean, "cv_val_accuracy_std": std,
+                   "fold_val_accuracy": accuracies}
+        guard.succeed(summary)
     log.info("cross-validation %s: validation accuracy %.4f +- %.4f over %d folds; MLflow run %s",
-             paths.name, mean, std, k_folds, parent_id)
+             record.label, mean, std, k_folds, parent_id)
     return {**summary, "skipped": False}
 
 
 def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: int, eval_prefix: str) -> dict:
-    """Train one model in its own MLflow run, resuming from ``context.paths.checkpoint``
-    (and its MLflow run) when it exists and ``checkpoint.resume`` is on, and write its
-    ``.DONE`` marker. The data come from ``load()`` inside the run, so a data set that
-    cannot be loaded marks the run FAILED.
-
-    An MLflow run that the checkpoint or ``paths.run_record`` names and that is still
-    RUNNING (its process was killed hard) is marked KILLED first. A resumed run takes
-    this start's tags (inside a sweep: the current sweep's parent and overrides); a
-    checkpoint whose run was deleted resumes into a new run that gets its whole record.
+    """Train one model in its own MLflow run, resuming from the record's checkpoint
+    (and its MLflow run) when it exists and ``checkpoint.resume`` is on. The whole run,
+    from the moment its MLflow run exists, is inside its :class:`RunGuard`, which alone
+    sets its terminal state (record and MLflow); so is loading the data, so a data set
+    that cannot be loaded marks the run FAILED.
 
     Args:
         load: gives the :class:`DataSplits`; its test tensors are evaluated after every
@@ -176,49 +189,30 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
         g2g.run.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM (run KILLED).
         g2g.data.datasets.DatasetUnavailableError: the data cannot be loaded (run FAILED).
     """
-    cfg, paths, device = context.cfg, context.paths, context.device
+    cfg, record, device = context.cfg, context.record, context.device
     config_hash = ckpt.config_hash(cfg)
     resume = None
-    if paths.checkpoint.exists() and cfg.checkpoint.resume:
-        resume = ckpt.load_checkpoint(paths.checkpoint, config_hash, device, ckpt.result_config(cfg))
+    if record.checkpoint.exists() and cfg.checkpoint.resume:
+        resume = ckpt.load_checkpoint(record.checkpoint, config_hash, device, ckpt.result_config(cfg))
     elif ckpt.epochs_in_hash(cfg):
         log.info("the schedule of %s spans the total epochs, so the epoch count is part of the checkpoint "
                  "name: a run with another epoch count starts over rather than continuing one",
                  " and ".join(ckpt.epoch_dependent_schedules(cfg)))
-    resume_id = resume["mlflow_run_id"] if resume else None
-    recorded_id = ckpt.read_json(paths.run_record).get("run_id") if paths.run_record.exists() else None
-    for earlier_id in {resume_id, recorded_id} - {None}:  # a process killed hard left it RUNNING
-        mark_killed_if_running(earlier_id, paths.name)
-    tags = {TAG_RUN_LABEL: paths.name, TAG_CONFIG_HASH: config_hash,
-            TAG_CHECKPOINT: str(paths.checkpoint.resolve()), TAG_DEVICE: str(device),
+    tags = {TAG_RUN_LABEL: record.label, TAG_CONFIG_HASH: config_hash,
+            TAG_CHECKPOINT: str(record.checkpoint.resolve()), TAG_DEVICE: str(device),
             TAG_NUM_THREADS: str(torch.get_num_threads()), TAG_EPOCHS: str(epochs), **context.tags}
-    run_id = start_run(resume_id, context.experiment_id, context.run_name, tags=tags, **_config_record(cfg))
-    if run_id == resume_id:  # this start's tags: a sweep's parent lists the run it resumes
-        update_tags(run_id, tags)
-    ckpt.write_json(paths.run_record, {"run_id": run_id})
-    logger = RunLogger(run_id, mlflow.get_tracking_uri(),
-                       output_dir(paths.checkpoint.parent) / f"{paths.name}.mlflow_fallback.jsonl")
-    writer = ckpt.CheckpointWriter(paths.checkpoint, config_hash, ckpt.result_config(cfg), run_id)
-    status = "FAILED"
-    try:
+    logger, _ = _open(context, [resume["mlflow_run_id"] if resume else None], tags)
+    writer = ckpt.CheckpointWriter(record.checkpoint, config_hash, ckpt.result_config(cfg), logger.run_id)
+    with RunGuard(record, logger) as guard:
+        _start(context, logger, epochs)
         seed_everything(cfg.seed)
         data = load()
-        history = train_epochs(build(cfg, data, device), data, logger, writer,
+        history = train_epochs(build(cfg, data, device), data, logger, writer, record,
                                epochs=epochs, eval_prefix=eval_prefix, resume=resume)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        log.warning("interrupted; the same command %s", f"resumes from {paths.checkpoint}"
-                    if paths.checkpoint.exists() else "starts it over (no checkpoint was written yet)")
-        raise
-    finally:
-        logger.end(status)
-    summary = {
-        "run_id": run_id, "tracking_uri": mlflow.get_tracking_uri(),
-        "experiment": cfg.tracking.experiment, "checkpoint": str(paths.checkpoint.resolve()),
-        **history[-1],
-    }
-    ckpt.write_json(paths.done_marker, summary)
-    log.info("finished %s: %s_accuracy %.4f; MLflow run %s in %s", paths.name, eval_prefix,
-             history[-1][f"{eval_prefix}_accuracy"], run_id, summary["tracking_uri"])
+        summary = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri,
+                   "experiment": cfg.tracking.experiment, "checkpoint": str(record.checkpoint.resolve()),
+                   **history[-1]}
+        guard.succeed(summary)
+    log.info("finished %s: %s_accuracy %.4f; MLflow run %s in %s", record.label, eval_prefix,
+             history[-1][f"{eval_prefix}_accuracy"], logger.run_id, summary["tracking_uri"])
     return {**summary, "skipped": False}

@@ -23,13 +23,50 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
+class StopRequest:
+    """Signals received by this job so far (SIGINT, SIGTERM), whatever it was doing."""
+
+    received: list[int] = []
+
+
+@contextlib.contextmanager
+def job_signals() -> Iterator[None]:
+    """For a whole job: SIGINT/SIGTERM outside training are remembered
+    (:attr:`StopRequest.received`) instead of killing the process where it stands, so
+    every stop goes through the run's guard: a run that has not started training yet
+    stops right after its first step with a checkpoint (:func:`stop_on_signals` sees the
+    request), one that has finished stays finished. A second SIGINT raises
+    :class:`KeyboardInterrupt` at once. Handlers only in the main thread; the previous
+    ones are restored on exit."""
+    StopRequest.received = []
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def remember(signal_number, frame):
+        if StopRequest.received and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        StopRequest.received.append(signal_number)
+        log.warning("%s received: this job stops at its next step, after saving a checkpoint "
+                    "(press Ctrl-C again to stop at once)", signal.Signals(signal_number).name)
+
+    previous = {number: signal.signal(number, remember) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @contextlib.contextmanager
 def stop_on_signals(trainer: Trainer) -> Iterator[list[int]]:
     """SIGINT/SIGTERM set ``trainer.stop_requested``, so it stops after its current
-    step (a second SIGINT interrupts at once). Yields the list of signal numbers
-    received so far. Handlers are only installed in the main thread, and the previous
+    step (a second SIGINT interrupts at once); a signal the job received before (see
+    :func:`job_signals`) stops it after its first step. Yields the list of signal
+    numbers received so far. Handlers are only installed in the main thread, and the previous
     ones are restored on exit."""
-    received: list[int] = []
+    received: list[int] = StopRequest.received
+    trainer.stop_requested = bool(received)  # a signal that came before training: stop after the first step
     if threading.current_thread() is not threading.main_thread():
         yield received
         return

@@ -15,6 +15,7 @@ from g2g.reporting.training_plots import dst_history_figure, learning_curves_fig
 from g2g.run import checkpoint as ckpt
 from g2g.run.build import RunObjects
 from g2g.run.hardware import rng_state, set_rng_state
+from g2g.run.record import RunRecord
 from g2g.run.signals import TrainingInterrupted, stop_on_signals
 from g2g.tracking.names import METRIC_EVALUATION_TIME
 from g2g.tracking.run_logger import RunLogger
@@ -23,8 +24,8 @@ from g2g.training.trainer import EpochInterrupted
 log = logging.getLogger(__name__)
 
 
-def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, writer: ckpt.CheckpointWriter, *,
-                 epochs: int, eval_prefix: str, resume: dict | None = None) -> list[dict]:
+def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, writer: ckpt.CheckpointWriter,
+                 record: RunRecord, *, epochs: int, eval_prefix: str, resume: dict | None = None) -> list[dict]:
     """Train epochs ``1..epochs`` (or, resuming, those after the checkpoint's, also
     from the middle of an epoch) on ``data.train_*``, evaluating ``data.test_*``
     after each, with a checkpoint after every epoch and on SIGINT/SIGTERM; then log
@@ -39,7 +40,9 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
     Args:
         logger: the run's MLflow logger (per-epoch metrics at step = epoch, DST
             updates at step = global step, the model sizes at step 0 of a new run).
-        writer: writes ``paths.checkpoint``; its ``mlflow_run_id`` is the run logged to.
+        writer: writes the checkpoint; its ``mlflow_run_id`` is the run logged to.
+        record: the run's record: after every checkpoint of a whole epoch, its epochs
+            done and history.
         epochs: the run's total number of epochs (more than a finished checkpoint's
             continues it).
         eval_prefix: ``test`` or ``val``: the evaluation metrics' prefix.
@@ -64,7 +67,7 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
         set_rng_state(resume["rng"])
         history, completed_epochs = resume["history"], resume["epoch"]
         epoch_progress = resume.get("epoch_progress")
-        logged_updates = 0 if new_run else _logged_updates(resume)
+        logged_updates = 0 if new_run else resume["logged_updates"]
         log.info("resuming %s after epoch %d%s from %s", writer.path.stem, completed_epochs,
                  f" and step {epoch_progress['next_batch']} of epoch {completed_epochs + 1}"
                  if epoch_progress else "", writer.path)
@@ -88,8 +91,10 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
         log_pending_updates()  # a checkpoint never holds an update that was not logged
         writer.save(trainer.state_dict(), rng_state(), epoch=epoch, epoch_progress=progress, history=history,
                     logged_updates=logged_updates)
+        if progress is None:
+            record.epoch_done(epoch, history)
 
-    log_pending_updates()  # a new run's copy of the checkpoint's updates, or an old checkpoint's rest
+    log_pending_updates()  # a new run's copy of the checkpoint's updates
     with stop_on_signals(trainer) as received:
         for epoch in range(completed_epochs + 1, epochs + 1):
             row = {"epoch": epoch}
@@ -100,9 +105,7 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
                                                f"epoch {epoch}/{epochs}", resume=epoch_progress))
             except EpochInterrupted as stop:
                 save(epoch - 1, stop.progress)
-                raise TrainingInterrupted(
-                    f"stopped in epoch {epoch} after global step {trainer.global_step}; checkpoint "
-                    f"{writer.path}; run the same command to resume", received[0]) from None
+                raise _stopped(trainer, epoch - 1, writer, received) from None
             epoch_progress = None
             evaluation_started = time.perf_counter()
             if data.val_x is not None:  # only its loss and accuracy: rates and SynOps are the test split's
@@ -120,12 +123,17 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
                      row[f"{eval_prefix}_accuracy"], row["epoch_time_s"])
             save(epoch)
             if trainer.stop_requested and epoch < epochs:
-                raise TrainingInterrupted(
-                    f"stopped after epoch {epoch}; checkpoint {writer.path}; run the same "
-                    "command to resume", received[0])
+                raise _stopped(trainer, epoch, writer, received)
         # a signal from here on changes nothing: the run is complete
         _log_final_artifacts(objects, history, logger)
     return history
+
+
+def _stopped(trainer, epochs_done: int, writer: ckpt.CheckpointWriter, received: list[int]) -> TrainingInterrupted:
+    """The stop after a signal, in one wording wherever in an epoch it came."""
+    return TrainingInterrupted(
+        f"stopped at global step {trainer.global_step} ({epochs_done} epochs complete); checkpoint {writer.path}; "
+        "run the same command to resume", received[0])
 
 
 def best_epoch(history: list[dict], row: dict, prefix: str) -> dict:
@@ -150,20 +158,6 @@ def _refuse_checkpoint_past(resume: dict, epochs: int, path: Path) -> None:
             f"Either ask for at least {done + (progress is not None)} epochs to continue it, or set "
             f"checkpoint.dir to another folder to train {epochs} epochs separately."
         )
-
-
-def _logged_updates(resume: dict) -> int:
-    """How many of the checkpoint's DST update records its MLflow run has. Checkpoints
-    written before this count was stored logged the updates at epoch ends only, so
-    there it is the records made up to the last completed epoch."""
-    if "logged_updates" in resume:
-        return resume["logged_updates"]
-    records = (resume.get("sparsity") or {}).get("records", [])
-    progress = resume.get("epoch_progress")
-    if progress is None:
-        return len(records)
-    epoch_start_step = resume["global_step"] - progress["next_batch"]
-    return sum(record["step"] <= epoch_start_step for record in records)
 
 
 def _log_final_artifacts(objects: RunObjects, history: list[dict], logger: RunLogger) -> None:

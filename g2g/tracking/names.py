@@ -22,8 +22,14 @@ TAG_ERROR = "g2g.error"
 #: file in a sweep's output folder whose presence means "the sweep was interrupted":
 #: running jobs stop and save, jobs not yet started do not start
 SWEEP_STOP_FILE = ".g2g_sweep_stop"
+#: folder in a sweep's output folder with one empty file per running job, named by the
+#: job's process id (the launcher passes a SIGTERM on to those processes)
+RUNNING_FOLDER = ".g2g_running"
 #: a child run that only links an earlier finished run (the job was not trained again)
 TAG_REUSED_RUN_ID = "g2g.reused_run_id"
+#: a linked run that answers a request for fewer epochs than its original trained: the
+#: epoch whose metrics it copies
+TAG_ANSWERED_FROM_EPOCH = "g2g.answered_from_epoch"
 #: the readable run label of the checkpoint (seed naming convention)
 TAG_RUN_LABEL = "g2g.experiment"
 #: short hash of the result-affecting config

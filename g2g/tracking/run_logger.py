@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from g2g.files import atomic_write
+from g2g.tracking.names import TAG_ERROR
 from g2g.tracking.store import log_batch_chunked
 
 if TYPE_CHECKING:
@@ -106,12 +106,15 @@ class RunLogger:
     def metrics(self, values: dict[str, float], step: int) -> None:
         """Log metrics at ``step`` (or keep them in the fallback file)."""
         timestamp = int(time.time() * 1000)
-        if not self._call(lambda: mlflow.log_metrics(values, step=step, timestamp=timestamp)):
+        client = MlflowClient(self.tracking_uri)
+        if not self._call(lambda: log_batch_chunked(client, self.run_id, metrics=values, step=step,
+                                                    timestamp=timestamp)):
             self._record({"kind": "metrics", "step": step, "values": values, "timestamp": timestamp})
 
     def artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         """Log a file (or keep a copy beside the fallback file)."""
-        if self._call(lambda: mlflow.log_artifact(str(local_path), artifact_path=artifact_path)):
+        client = MlflowClient(self.tracking_uri)
+        if self._call(lambda: client.log_artifact(self.run_id, str(local_path), artifact_path)):
             return
         folder = self.fallback_path.with_suffix(".artifacts") / (artifact_path or "")
         folder.mkdir(parents=True, exist_ok=True)
@@ -131,20 +134,23 @@ class RunLogger:
         finally:
             plt.close(figure)
 
+    def error_tag(self, reason: str) -> None:
+        """Tag the run with why it did not finish (:data:`g2g.tracking.names.TAG_ERROR`);
+        tried once (a store that is out keeps it in the fallback file)."""
+        client = MlflowClient(self.tracking_uri)
+        if not self._call(lambda: client.set_tag(self.run_id, TAG_ERROR, reason), retry_while_offline=False):
+            self._record({"kind": "tag", "key": TAG_ERROR, "value": reason})
+
     def end(self, status: str) -> None:
         """End the run with ``status`` (FINISHED, FAILED, KILLED), after logging what
-        the fallback file kept, when the store takes it."""
+        the fallback file kept, when the store takes it. Only
+        :class:`g2g.run.guard.RunGuard` calls this."""
         if self.fallback_path.exists() and not self._call(self._relog_kept, retry_while_offline=True):
             log.warning("the MLflow store still fails: log %s later with: python -m g2g.tracking relog %s",
                         self.fallback_path, self.fallback_path)
-        if self._call(lambda: mlflow.end_run(status)):
-            return
-        while mlflow.active_run() is not None:  # forget the run locally even if the store is gone
-            try:
-                mlflow.end_run(status)
-            except Exception:
-                break
-        self._record({"kind": "end", "status": status})
+        client = MlflowClient(self.tracking_uri)
+        if not self._call(lambda: client.set_terminated(self.run_id, status)):
+            self._record({"kind": "end", "status": status})
 
     def _relog_kept(self) -> None:
         count = relog(self.fallback_path)
@@ -167,6 +173,8 @@ def relog(path: Path) -> int:
                                   timestamp=entry["timestamp"])
             elif entry["kind"] == "artifact":
                 client.log_artifact(header["run_id"], entry["local_path"], entry["artifact_path"])
+            elif entry["kind"] == "tag":
+                client.set_tag(header["run_id"], entry["key"], entry["value"])
             elif entry["kind"] == "end":
                 client.set_terminated(header["run_id"], entry["status"])
         except BaseException:

@@ -1,5 +1,5 @@
-"""MLflow runs of a job: start a new run or resume the one a checkpoint names, create
-or resume a cross-validation's parent run, and link a finished job into a sweep.
+"""MLflow runs of a job: open a new run or resume the one a run record names, close
+runs left RUNNING by a process killed hard, and link a finished job into a sweep.
 
 Uses MLflow only (no torch, Hydra or matplotlib), through the store
 :func:`g2g.tracking.store.setup_experiment` selected.
@@ -7,6 +7,7 @@ Uses MLflow only (no torch, Hydra or matplotlib), through the store
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import mlflow
@@ -14,8 +15,10 @@ from mlflow.entities import Run, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from g2g.tracking.names import TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID
-from g2g.tracking.store import drop_foreign_run_environment, log_batch_chunked
+from g2g.tracking.names import (
+    TAG_ANSWERED_FROM_EPOCH, TAG_CHECKPOINT, TAG_EPOCHS, TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID,
+)
+from g2g.tracking.store import TrackingUnavailableError, drop_foreign_run_environment, log_batch_chunked
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +43,6 @@ def find_run(run_id: str | None) -> Run | None:
     return run
 
 
-def mark_killed_if_running(run_id: str | None, what: str) -> bool:
-    """Mark the run ``run_id`` KILLED when it is still RUNNING although no process
-    trains it (its process was killed hard: SIGKILL, a second Ctrl-C while saving,
-    power loss); call it only while holding the run's lock. Returns whether it did.
-
-    Args:
-        what: names the run in the log line (e.g. its checkpoint's label).
-    """
-    run = find_run(run_id)
-    if run is None or run.info.status != "RUNNING":
-        return False
-    MlflowClient().set_terminated(run_id, "KILLED")
-    log.warning("MLflow run %s of %s was still RUNNING, but its process is gone (killed hard); "
-                "marked KILLED", run_id, what)
-    return True
-
-
 def update_tags(run_id: str, tags: dict[str, str]) -> None:
     """A resumed run takes the tags of the start that resumes it (inside a sweep, the
     current sweep's parent and the job's overrides, so that sweep lists it) and loses the
@@ -77,71 +63,136 @@ def _log_config(run_id: str, *, params: dict, config_yaml: str) -> None:
     client.log_text(run_id, config_yaml, "config.yaml")
 
 
-def start_run(run_id: str | None, experiment_id: str, run_name: str, *, tags: dict[str, str],
-              params: dict, config_yaml: str) -> str:
-    """Make the run ``run_id`` (from a checkpoint) the active run when the store still
-    has it; else start a new active run with ``tags``, ``params`` and the artifact
-    ``config.yaml`` (text ``config_yaml``). Returns the active run's id.
+def _writable(action, tracking_uri: str, what: str):
+    """Run a store call that creates or changes a run; a store that refuses it (read-only
+    database or artifact folder, a server that is down) becomes a
+    :class:`~g2g.tracking.store.TrackingUnavailableError` that names the store."""
+    try:
+        return action()
+    except Exception as error:
+        raise TrackingUnavailableError(
+            f"MLflow store {tracking_uri} cannot {what} ({type(error).__name__}: {str(error).splitlines()[0]}). "
+            "Check that the store is writable (the database file, its folder and mlartifacts/ beside it) or "
+            "that its server runs, or log to another one with tracking.uri=..."
+        ) from error
 
-    ``mlflow.start_run`` is only ever given the id of a run g2g created here or took
-    from its own checkpoint, so no environment variable (``MLFLOW_RUN_ID``, ...) can
-    make it log into another run; those variables are removed with a warning
-    (:func:`g2g.tracking.store.drop_foreign_run_environment`). A new run gets the same
-    context tags (``mlflow.user``, ``mlflow.source.*``, git commit) as one that
-    ``mlflow.start_run`` creates."""
+
+def open_run(earlier_run_id: str | None, experiment_id: str, run_name: str, *, tags: dict[str, str],
+             params: dict, config_yaml: str) -> tuple[str, bool]:
+    """The MLflow run a training run logs into: the run ``earlier_run_id`` (from its run
+    record or checkpoint) when the store has it in ``experiment_id``, marked RUNNING
+    again with this start's ``tags``; else a new run with ``tags``, ``params`` and the
+    artifact ``config.yaml``. An earlier run that is in another experiment (the run was
+    resumed with another ``tracking.experiment``) is left there, tagged with the run
+    that continues it, and a new run in ``experiment_id`` gets the whole record.
+
+    Only the MLflow client is used (no active run): nothing but
+    :class:`g2g.run.guard.RunGuard` ends a run, and no ``atexit`` hook of MLflow can
+    mark it FINISHED. No environment variable (``MLFLOW_RUN_ID``, ...) can make it log
+    into another run (:func:`g2g.tracking.store.drop_foreign_run_environment`).
+
+    Returns:
+        (run id, whether it is new).
+    Raises:
+        TrackingUnavailableError: the store refuses to create or change the run.
+    """
     drop_foreign_run_environment()
-    if run_id is not None:
-        if find_run(run_id) is not None:
-            return mlflow.start_run(run_id=run_id).info.run_id
-        log.warning("MLflow run %s from the checkpoint is not in this store; starting a new run", run_id)
-    created = MlflowClient().create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
-    run_id = mlflow.start_run(run_id=created).info.run_id
-    _log_config(run_id, params=params, config_yaml=config_yaml)
-    return run_id
-
-
-def resume_or_create_parent_run(run_id: str | None, experiment_id: str, run_name: str, *,
-                                tags: dict[str, str], params: dict, config_yaml: str) -> tuple[str, bool]:
-    """A parent run (not active: its children are) for a protocol with several runs.
-    Marks ``run_id`` RUNNING again when the store still has it; else creates one with
-    ``tags``, ``params`` and ``config.yaml``. Returns (run id, whether it is new)."""
     client = MlflowClient()
-    if find_run(run_id) is not None:
-        client.update_run(run_id, status="RUNNING")
-        return run_id, False
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    _log_config(run_id, params=params, config_yaml=config_yaml)
-    return run_id, True
+    uri = mlflow.get_tracking_uri()
+    earlier = find_run(earlier_run_id)
+    if earlier is not None and earlier.info.experiment_id == experiment_id:
+        _writable(lambda: client.update_run(earlier_run_id, status="RUNNING"), uri, "resume a run")
+        update_tags(earlier_run_id, tags)
+        return earlier_run_id, False
+    created = _writable(lambda: client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags)),
+                        uri, "create a run").info.run_id
+    try:
+        _writable(lambda: _log_config(created, params=params, config_yaml=config_yaml), uri, "log a run's config")
+    except TrackingUnavailableError as error:
+        with contextlib.suppress(Exception):
+            client.set_terminated(created, "FAILED")
+        raise error
+    if earlier is not None:
+        experiment = client.get_experiment(experiment_id).name
+        log.warning("MLflow run %s of this run is in another experiment (id %s); it continues in the new run %s "
+                    "of experiment %r, which gets its whole record", earlier_run_id, earlier.info.experiment_id,
+                    created, experiment)
+        with contextlib.suppress(Exception):
+            client.set_tag(earlier_run_id, TAG_ERROR, f"continued in MLflow run {created} of experiment "
+                                                      f"{experiment!r}")
+            if earlier.info.status == "RUNNING":
+                client.set_terminated(earlier_run_id, "KILLED")
+    elif earlier_run_id is not None:
+        log.warning("MLflow run %s of this run is not in this store; logging into the new run %s", earlier_run_id,
+                    created)
+    return created, True
 
 
-def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str, overrides: list[str]) -> None:
-    """In a sweep, a finished job is not trained again; record it under the sweep's
-    parent as a child run that copies the original run's g2g tags, params and final
-    metrics.
+def close_orphans(experiment_ids: list[str], checkpoint: str, known: list[str | None]) -> list[str]:
+    """Mark KILLED every RUNNING run of ``experiment_ids`` that trains the checkpoint
+    ``checkpoint`` (tag :data:`~g2g.tracking.names.TAG_CHECKPOINT`) or whose id is in
+    ``known``: no process trains them (call it holding the run's lock), their process
+    was killed hard (SIGKILL, power loss). Found by tag too, so a lost or damaged run
+    record leaves no run RUNNING for ever. Returns the ids marked."""
+    client = MlflowClient()
+    candidates = {run.info.run_id: run for run in (find_run(run_id) for run_id in known) if run is not None}
+    for experiment_id in dict.fromkeys(experiment_ids):
+        with contextlib.suppress(Exception):
+            for run in client.search_runs([experiment_id], filter_string=(
+                    f"tags.`{TAG_CHECKPOINT}` = '{checkpoint}' and attributes.status = 'RUNNING'")):
+                candidates[run.info.run_id] = run
+    closed = []
+    for run_id, run in candidates.items():
+        if run.info.status != "RUNNING":
+            continue
+        _writable(lambda run_id=run_id: client.set_terminated(run_id, "KILLED"), mlflow.get_tracking_uri(),
+                  "close a run left RUNNING")
+        client.set_tag(run_id, TAG_ERROR, "killed hard: its process is gone (closed by the next start)")
+        log.warning("MLflow run %s of %s was still RUNNING, but its process is gone (killed hard); marked KILLED",
+                    run_id, checkpoint)
+        closed.append(run_id)
+    return closed
+
+
+def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str | None, overrides: list[str]) -> str:
+    """Record a run that was not trained again (it finished earlier) as a FINISHED run
+    of ``experiment_id`` that copies the original run's g2g tags and params, and its
+    final metrics, or, for a request answered from the history (``answered_from_epoch``
+    in ``summary``), the metrics after that epoch. Inside a sweep it is a child of the
+    sweep's parent. Returns its id.
 
     Args:
-        summary: the finished job's ``.DONE`` summary (``run_id``, ``epoch``).
-        parent_run_id: the sweep's parent run.
-        overrides: the job's command-line overrides (the child's name and tag).
+        summary: the finished run's summary from its record (``run_id``, metrics).
+        parent_run_id: the sweep's parent run, or None outside a sweep.
+        overrides: the job's command-line overrides (the run's name and tag).
     """
     original = find_run(summary.get("run_id"))
     client = MlflowClient()
-    tags = {TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides),
-            TAG_REUSED_RUN_ID: str(summary.get("run_id"))}
-    if original is None:  # deleted or in another store: the .DONE summary keeps the final metrics
-        log.warning("the original MLflow run %s of this finished job is not in this store; linking it to the "
-                    "sweep with the final metrics of its .DONE marker", summary.get("run_id"))
-        params = {}
-        metrics = {key: value for key, value in summary.items()
-                   if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch"}
+    tags = {TAG_REUSED_RUN_ID: str(summary.get("run_id"))}
+    if parent_run_id:
+        tags.update({TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides)})
+    answered = summary.get("answered_from_epoch")
+    summary_metrics = {key: value for key, value in summary.items() if isinstance(value, (int, float))
+                       and not isinstance(value, bool) and key not in ("epoch", "epochs_done", "answered_from_epoch")}
+    if answered is not None:
+        tags[TAG_ANSWERED_FROM_EPOCH] = str(answered)
+    if original is None:  # deleted or in another store: the record's summary keeps the final metrics
+        log.warning("the original MLflow run %s of this finished run is not in this store; linking it with the "
+                    "metrics of its run record", summary.get("run_id"))
+        params, metrics = {}, summary_metrics
         run_name = " ".join(overrides) or str(summary.get("run_id"))
     else:
         tags = {**{k: v for k, v in original.data.tags.items() if k.startswith(G2G_TAG_PREFIX)}, **tags}
-        params, metrics = original.data.params, original.data.metrics
+        params = original.data.params
+        metrics = summary_metrics if answered is not None else original.data.metrics
         run_name = " ".join(overrides) or original.info.run_name
+    if answered is not None:
+        tags[TAG_EPOCHS] = str(answered)
     child = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    log_batch_chunked(client, child.info.run_id, params=params, metrics=metrics, step=summary.get("epoch", 0))
+    log_batch_chunked(client, child.info.run_id, params=params, metrics=metrics,
+                      step=answered if answered is not None else summary.get("epoch", 0))
     client.set_terminated(child.info.run_id, "FINISHED")
+    return child.info.run_id
 
 
 def sweep_children(client: MlflowClient, parent_run_id: str) -> list[Run]:

@@ -1,31 +1,35 @@
-"""Hydra callbacks: one MLflow parent run per multirun sweep, whose status tells the
-truth about all its jobs.
+"""A sweep's lifecycle: one MLflow parent run per multirun, whose status and exit code
+tell the truth about every job of the grid.
 
 ``conf/config.yaml`` registers :class:`MlflowSweepCallback` under ``hydra.callbacks``.
 In the launching process, before any worker starts, it creates the MLflow store and
 experiment once (parallel workers creating a brand-new SQLite store race on its
-schema) and a parent run for the sweep; jobs find the parent through the
-environment variable :data:`g2g.tracking.names.PARENT_RUN_ENV` and log as nested child
-runs (:mod:`g2g.run.sweep_job` records a job that failed or stopped).
+schema) and a parent run for the sweep; jobs find the parent through the environment
+variable :data:`g2g.tracking.names.PARENT_RUN_ENV` and log as child runs
+(:mod:`g2g.run.sweep_job` records a job that failed or stopped). A store that cannot
+be used ends the command at once with one line (exit 1), before any job.
 
-When the sweep ends, every job Hydra launched (its folder ``SWEEP_DIR/N/.hydra/``) is
-matched with a child run, so a job that died without a word is counted too; the parent
-gets the comparison report (:mod:`g2g.reporting.sweep_report`), the metrics
-``sweep_jobs`` and ``sweep_failed_jobs``, and ends FINISHED when every job finished,
-FAILED when one did not (exit status 1), or KILLED when the sweep was interrupted
-(Ctrl-C; exit status 130). When the sweep itself fails (Hydra refuses the job batch, a
-worker dies) Hydra skips ``on_multirun_end``: an ``atexit`` hook then ends the parent
-FAILED (or KILLED) with the reason in :data:`g2g.tracking.names.TAG_ERROR`, so no parent
-is left RUNNING.
+The sweep's end is not left to Hydra, which turns a callback's exceptions into
+warnings: ``run.py`` calls :func:`conclude_sweep` after Hydra returns or raises, on
+every exit path. It matches every job of the grid (the sweeper's job list,
+:data:`JOBS_FILE`, written before any job starts; else the job folders Hydra made)
+with a child run, so a job that never started (the sweep was stopped) or died without
+a word (its worker was killed) is counted too, closes children left RUNNING, logs the
+comparison report (:mod:`g2g.reporting.sweep_report`) and the metrics ``sweep_jobs``
+and ``sweep_failed_jobs``, and ends the parent: FINISHED (exit 0) when every job
+finished, FAILED (exit 1) when one did not or the report could not be made, KILLED
+(exit 128 + the signal) when the sweep was stopped by SIGINT or SIGTERM.
 
-While the jobs run, the launching process ignores SIGINT: workers inherit that (an
+While the jobs run, the launching process ignores SIGINT (workers inherit that: an
 idle joblib worker that got a KeyboardInterrupt would break the pool, and joblib would
-then kill the others while they save), and each job handles Ctrl-C itself.
+then kill the others while they save; each job handles Ctrl-C itself), and passes a
+SIGTERM on to the worker processes that run a job (:data:`~g2g.tracking.names.RUNNING_FOLDER`), so a ``kill`` or a batch system's ``timeout`` of the
+launcher stops every job after its step, with a checkpoint.
 """
 
 from __future__ import annotations
 
-import atexit
+import json
 import logging
 import os
 import signal
@@ -38,7 +42,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.tracking.names import (
-    METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, SWEEP_STOP_FILE, TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP,
+    METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP,
     TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
@@ -46,131 +50,207 @@ from g2g.tracking.store import TrackingUnavailableError, setup_experiment
 
 log = logging.getLogger(__name__)
 
-#: exit status of an interrupted sweep (128 + SIGINT, as a shell reports Ctrl-C)
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-#: exit status of a sweep in which a job did not finish
+#: exit status of a sweep in which a job did not finish (or whose report failed)
 EXIT_FAILED_JOBS = 1
+#: the sweeper's list of every job of the grid, in the sweep folder (see :func:`write_job_list`)
+JOBS_FILE = ".g2g_jobs.json"
 
 
-def launched_jobs(sweep_dir: Path, since_ms: int) -> dict[str, Path]:
-    """The jobs Hydra launched into ``sweep_dir`` at or after ``since_ms`` (ms since the
-    epoch): their overrides joined by spaces (as in :data:`~g2g.tracking.names.TAG_OVERRIDES`)
-    -> job folder. Hydra writes ``JOB/.hydra/overrides.yaml`` before it calls the job."""
-    jobs = {}
-    for path in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
-        if path.stat().st_mtime * 1000 >= since_ms - 1000:  # older folders: an earlier sweep in the same dir
-            jobs[" ".join(OmegaConf.load(path))] = path.parent.parent
-    return jobs
+def write_job_list(sweep_dir: str | Path, jobs: list[list[str]]) -> None:
+    """Write every job's overrides of the grid into ``SWEEP_DIR/``:data:`JOBS_FILE`, before
+    any job starts (the sweeper calls it), so the sweep's end counts jobs that never started."""
+    path = Path(sweep_dir) / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"jobs": [" ".join(job) for job in jobs]}, indent=1))
+
+
+def _job_list(sweep_dir: Path, since_ms: int) -> list[str]:
+    """The jobs of the sweep, as their overrides joined by spaces: the sweeper's list
+    when it wrote one, plus every job folder Hydra made (``JOB/.hydra/overrides.yaml``)
+    at or after ``since_ms`` (ms since the epoch; older folders are an earlier sweep's)."""
+    jobs: dict[str, None] = {}
+    path = sweep_dir / JOBS_FILE
+    if path.exists() and path.stat().st_mtime * 1000 >= since_ms - 1000:
+        jobs.update(dict.fromkeys(json.loads(path.read_text())["jobs"]))
+    for overrides in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
+        if overrides.stat().st_mtime * 1000 >= since_ms - 1000:
+            jobs[" ".join(OmegaConf.load(overrides))] = None
+    return list(jobs)
+
+
+class Sweep:
+    """One multirun sweep in the launching process: its parent run and folder."""
+
+    def __init__(self, parent_run_id: str, sweep_dir: Path) -> None:
+        self.parent_run_id = parent_run_id
+        self.sweep_dir = sweep_dir
+        self.concluded = False
+
+    def stop_signal(self) -> int | None:
+        """The signal that stopped the sweep (the stop file's content), or None."""
+        path = self.sweep_dir / SWEEP_STOP_FILE
+        if not path.exists():
+            return None
+        name = path.read_text().strip() or "SIGINT"
+        return int(getattr(signal, name, signal.SIGINT))
+
+    def request_stop(self, signal_number: int) -> None:
+        (self.sweep_dir / SWEEP_STOP_FILE).write_text(signal.Signals(signal_number).name + "\n")
+
+    def conclude(self, hydra_exit: int | str | None) -> int:
+        """Account for every job, log the report, end the parent (see the module doc).
+        Returns the command's exit status. Never raises: whatever fails is the
+        parent's reason, and the parent never stays RUNNING."""
+        self.concluded = True
+        os.environ.pop(PARENT_RUN_ENV, None)
+        client = MlflowClient()
+        stopped = self.stop_signal()
+        reason, status, jobs, failed = None, "FAILED", [], []
+        try:
+            self._record_missing_jobs(client, stopped is not None, hydra_exit)
+            from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib: at the end)
+
+            try:
+                jobs = report_sweep(client, self.parent_run_id)
+            finally:
+                jobs = jobs or _rows(client, self.parent_run_id)
+                failed = [job for job in jobs if job["status"] != "FINISHED"]
+                client.log_metric(self.parent_run_id, METRIC_SWEEP_JOBS, len(jobs))
+                client.log_metric(self.parent_run_id, METRIC_SWEEP_FAILED_JOBS, len(failed))
+            if stopped is not None:
+                status = "KILLED"
+                reason = f"stopped ({signal.Signals(stopped).name}); run the same command to continue"
+            elif failed:
+                reason = f"{len(failed)} of {len(jobs)} jobs did not finish"
+            elif hydra_exit not in (None, 0):
+                reason = f"Hydra or the launcher ended the sweep with exit status {hydra_exit} (see the output above)"
+            else:
+                status = "FINISHED"
+        except BaseException as error:  # noqa: BLE001 (the parent must end whatever failed)
+            reason = f"the sweep's end could not be recorded: {type(error).__name__}: {error}"
+            log.error("%s", reason)
+        for action in (lambda: reason and client.set_tag(self.parent_run_id, TAG_ERROR, reason[:2000]),
+                       lambda: client.set_terminated(self.parent_run_id, status)):
+            try:
+                action()
+            except Exception as error:
+                log.error("could not end the sweep's MLflow parent run %s %s (%s)", self.parent_run_id, status,
+                          error)
+                reason = reason or f"the store failed: {error}"
+                status = "FAILED" if status == "FINISHED" else status
+        log.info("sweep %s: %d jobs, %d did not finish; report in MLflow run %s (artifacts report/)",
+                 status, len(jobs), len(failed), self.parent_run_id)
+        for job in failed:
+            log.error("job %s: %s %s", job["run_name"], job["status"], job.get("error") or "")
+        if status == "KILLED":
+            log.warning("stopped: run the same command to resume the stopped jobs and start the others")
+            return 128 + int(stopped or signal.SIGINT)
+        if status == "FAILED":
+            print(f"error: sweep FAILED: {reason}", file=sys.stderr)
+            return EXIT_FAILED_JOBS
+        return 0
+
+    def _record_missing_jobs(self, client: MlflowClient, stopped: bool, hydra_exit: int | str | None) -> None:
+        """A child run for every job of the grid that has none (it never started, or died
+        without a word), and an end for every child left RUNNING (its process is gone)."""
+        start_ms = client.get_run(self.parent_run_id).info.start_time
+        children = sweep_children(client, self.parent_run_id)
+        recorded = {run.data.tags.get(TAG_OVERRIDES) for run in children}
+        for overrides in _job_list(self.sweep_dir, start_ms):
+            if overrides in recorded:
+                continue
+            folder = next((p.parent.parent for p in self.sweep_dir.glob("**/.hydra/overrides.yaml")
+                           if " ".join(OmegaConf.load(p)) == overrides), None)
+            if stopped:
+                reason = "not started: the sweep was stopped; run the same command to continue"
+            elif folder is None and hydra_exit not in (None, 0):
+                reason = (f"not started: Hydra or the launcher ended the sweep (exit status {hydra_exit}; see the "
+                          "output above)")
+            elif folder is None:
+                reason = "not started: the launcher never ran it (see the output above)"
+            else:
+                reason = f"the job ended without a record (its worker process died?); its log: {folder / 'run.log'}"
+            record_job_outcome(client, self.parent_run_id, overrides.split(), status="KILLED" if stopped
+                               else "FAILED", reason=reason)
+        for run in children:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, TAG_ERROR, "its process ended without ending the run (killed hard?); "
+                               "run the same command to resume it")
+                client.set_terminated(run.info.run_id, "KILLED" if stopped else "FAILED")
+
+
+def _rows(client: MlflowClient, parent_run_id: str) -> list[dict]:
+    from g2g.reporting.queries import sweep_jobs  # noqa: PLC0415
+
+    return sweep_jobs(client, parent_run_id)
+
+
+#: the sweep this process launches (set by the callback), for :func:`conclude_sweep`
+ACTIVE: Sweep | None = None
+
+
+def conclude_sweep(hydra_exit: int | str | None) -> int:
+    """End the sweep this process launched, if any (see :meth:`Sweep.conclude`); returns
+    the exit status the command should have (``hydra_exit`` when no sweep started)."""
+    global ACTIVE
+    sweep, ACTIVE = ACTIVE, None
+    if sweep is None or sweep.concluded:
+        return 0 if hydra_exit is None else hydra_exit if isinstance(hydra_exit, int) else 1
+    return sweep.conclude(hydra_exit)
 
 
 class MlflowSweepCallback(Callback):
-    """Parent MLflow run, job accounting and comparison report for a Hydra multirun."""
+    """Creates the sweep's parent MLflow run and handles signals in the launching
+    process; :func:`conclude_sweep` ends it."""
 
     def __init__(self) -> None:
-        self.parent_run_id: str | None = None
-        self.sweep_dir: Path | None = None
-        self._ended = False
-        self._previous_sigint = None
+        self._previous: dict[int, object] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        global ACTIVE
         try:
             experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
-        except TrackingUnavailableError as error:  # a message that says what to do; no traceback
+            sweep_dir = Path(config.hydra.sweep.dir).resolve()
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)  # from an earlier sweep in this folder
+            overrides = " ".join(config.hydra.overrides.task)
+            try:
+                parent = MlflowClient().create_run(
+                    experiment_id, run_name=f"sweep {overrides}".strip(),
+                    tags={TAG_SWEEP: "true", TAG_SWEEP_DIR: str(sweep_dir), TAG_SWEEP_OVERRIDES: overrides},
+                )
+            except Exception as error:
+                raise TrackingUnavailableError(
+                    f"MLflow store {config.tracking.uri or 'mlflow.db'} cannot create the sweep's run "
+                    f"({type(error).__name__}: {str(error).splitlines()[0]}). Check that the store is writable "
+                    "(the database file and its folder) or that its server runs.") from error
+        except (TrackingUnavailableError, OSError) as error:  # Hydra would turn any Exception into a warning
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1) from error
-        self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        (self.sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)  # from an earlier sweep in this folder
-        overrides = " ".join(config.hydra.overrides.task)
-        parent = MlflowClient().create_run(
-            experiment_id,
-            run_name=f"sweep {overrides}".strip(),
-            tags={TAG_SWEEP: "true", TAG_SWEEP_DIR: str(self.sweep_dir), TAG_SWEEP_OVERRIDES: overrides},
-        )
-        self.parent_run_id = parent.info.run_id
-        os.environ[PARENT_RUN_ENV] = self.parent_run_id
-        atexit.register(self._end_unfinished_sweep)
+        ACTIVE = Sweep(parent.info.run_id, sweep_dir)
+        os.environ[PARENT_RUN_ENV] = ACTIVE.parent_run_id
         if threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        log.info("sweep: MLflow parent run %s in %s", self.parent_run_id, config.tracking.experiment)
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._pass_on)
+        log.info("sweep: MLflow parent run %s in %s", ACTIVE.parent_run_id, config.tracking.experiment)
+
+    @staticmethod
+    def _pass_on(signal_number, frame) -> None:
+        """SIGTERM to the launcher: stop the sweep (queued jobs do not start) and pass the
+        signal on to every worker, which stops after its step with a checkpoint."""
+        if ACTIVE is not None:
+            ACTIVE.request_stop(signal_number)
+        log.warning("%s received: stopping every job after its current step", signal.Signals(signal_number).name)
+        if ACTIVE is None:
+            return
+        for path in (ACTIVE.sweep_dir / RUNNING_FOLDER).glob("*"):
+            try:
+                os.kill(int(path.name), signal_number)
+            except (OSError, ValueError):  # ended meanwhile
+                pass
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.parent_run_id is None:
-            return
-        self._restore_sigint()
-        jobs, failed, interrupted = self._finish(reason=None)
-        log.info("sweep %s: %d jobs, %d did not finish; report in MLflow run %s (artifacts report/)",
-                 "interrupted" if interrupted else "finished", len(jobs), len(failed), self.parent_run_id)
-        for job in failed:
-            log.error("job %s: %s %s", job["run_name"], job["status"], job.get("error") or "")
-        if interrupted:
-            log.warning("interrupted: run the same command to resume the stopped jobs and start the others")
-            raise SystemExit(EXIT_INTERRUPTED)
-        if failed:
-            raise SystemExit(EXIT_FAILED_JOBS)
-
-    def _interrupted(self) -> bool:
-        return self.sweep_dir is not None and (self.sweep_dir / SWEEP_STOP_FILE).exists()
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
-
-    def _record_silent_jobs(self, client: MlflowClient, interrupted: bool) -> None:
-        """A child run for every launched job that has none (it died without a word, or
-        did not start because the sweep was interrupted)."""
-        start_ms = client.get_run(self.parent_run_id).info.start_time
-        recorded = {run.data.tags.get(TAG_OVERRIDES) for run in sweep_children(client, self.parent_run_id)}
-        for overrides, folder in launched_jobs(self.sweep_dir, start_ms).items():
-            if overrides in recorded:
-                continue
-            reason = ("the sweep was interrupted before this job recorded anything" if interrupted else
-                      "the job ended without a record (its process died?); its log: "
-                      f"{folder / 'run.log'}")
-            record_job_outcome(client, self.parent_run_id, overrides.split(), status="KILLED" if interrupted
-                               else "FAILED", reason=reason)
-
-    def _finish(self, reason: str | None) -> tuple[list[dict], list[dict], bool]:
-        """Account for every job, log the report, end the parent. ``reason``: why the
-        sweep itself ended early (None when Hydra ended it normally). Returns (job rows,
-        rows of jobs that did not finish, whether the sweep was interrupted)."""
-        from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib, torch: at the end)
-
-        client = MlflowClient()
-        interrupted = self._interrupted()
-        status = "FAILED"
-        jobs: list[dict] = []
-        failed: list[dict] = []
-        try:
-            self._record_silent_jobs(client, interrupted)
-            jobs = report_sweep(client, self.parent_run_id)
-            failed = [job for job in jobs if job["status"] != "FINISHED"]
-            client.log_metric(self.parent_run_id, METRIC_SWEEP_JOBS, len(jobs))
-            client.log_metric(self.parent_run_id, METRIC_SWEEP_FAILED_JOBS, len(failed))
-            if interrupted:
-                reason = reason or "interrupted (Ctrl-C); run the same command to continue"
-            elif failed and reason is None:
-                reason = f"{len(failed)} of {len(jobs)} jobs did not finish"
-            status = "KILLED" if interrupted else "FAILED" if failed or reason else "FINISHED"
-        finally:
-            os.environ.pop(PARENT_RUN_ENV, None)
-            if reason:
-                client.set_tag(self.parent_run_id, TAG_ERROR, reason)
-            client.set_terminated(self.parent_run_id, status)
-            self._ended = True
-        return jobs, failed, interrupted
-
-    def _end_unfinished_sweep(self) -> None:
-        """At exit: when ``on_multirun_end`` never ran (the sweep raised), end the parent
-        FAILED, or KILLED when it was interrupted, with what the jobs left."""
-        if self._ended or self.parent_run_id is None:
-            return
-        self._restore_sigint()
-        try:
-            jobs, _, _ = self._finish(reason="the sweep stopped before its end (Hydra or the launcher raised an "
-                                             "error: see the command's output)")
-            log.error("sweep ended early: MLflow parent run %s marked %s with %d jobs",
-                      self.parent_run_id, "KILLED" if self._interrupted() else "FAILED", len(jobs))
-        except Exception as error:  # at exit, a report that cannot be made must not hide the sweep's own error
-            log.error("could not end the sweep's MLflow parent run %s: %s", self.parent_run_id, error)
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
+        self._previous.clear()

@@ -5,8 +5,10 @@ p_inter study crosses the sparse models with p_inter values *and* adds the dense
 baseline, which has no p_inter. ``hydra/sweeper=grids`` (conf/hydra/sweeper/grids.yaml)
 takes a list of grids, each a mapping like ``hydra.sweeper.params``, expands each
 with the basic sweeper's rules, appends the command-line arguments to every grid,
-drops repeated jobs and launches everything as one multirun (one launcher, one
-MLflow parent run).
+drops repeated jobs (said once) and launches everything as one multirun (one launcher,
+one MLflow parent run). It is g2g's default sweeper (with one grid it is the basic
+sweeper's grid), and it lists every job in the sweep folder before any starts, so the
+sweep's end counts jobs that never started (:mod:`g2g.tracking.sweep_callback`).
 
 Hydra instantiates sweepers only from the ``hydra_plugins`` namespace package, so
 this lives there (a namespace package: no ``hydra_plugins/__init__.py``).
@@ -44,7 +46,7 @@ class GridsSweeper(BasicSweeper):
         """Every job's override list: each grid (with the shared params) plus the
         command-line ``arguments``, expanded, in order, without repeats."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        jobs, seen = [], set()
+        jobs, seen, repeated = [], set(), []
         for grid in self.grids:
             self.params = {**self.shared_params, **grid}
             overrides = parser.parse_overrides(self._parse_config() + list(arguments))
@@ -52,6 +54,10 @@ class GridsSweeper(BasicSweeper):
                 if tuple(job) not in seen:
                     seen.add(tuple(job))
                     jobs.append(job)
+                else:
+                    repeated.append(" ".join(job))
+        if repeated:
+            log.warning("%d repeated job(s) of the grid run once: %s", len(repeated), "; ".join(repeated))
         return jobs
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -60,6 +66,9 @@ class GridsSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        from g2g.tracking.sweep_callback import write_job_list  # noqa: PLC0415 (MLflow: only when sweeping)
+
+        write_job_list(sweep_dir, jobs)  # the sweep's end counts every job, also one that never starts
         log.info("grids sweeper: %d jobs from %d grids", len(jobs), len(self.grids))
         returns, initial_job_idx = [], 0
         while not self.is_done():

@@ -1,0 +1,28 @@
+"""``python -m g2g.run forget FOLDER``: delete a run's folder (record, checkpoint, folds),
+so the next start of the same config trains it anew. See :mod:`g2g.run.record`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from g2g.run.record import RecordError, forget
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m g2g.run", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    forget_parser = commands.add_parser("forget", help="delete a run's folder so that it trains again")
+    forget_parser.add_argument("folder", nargs="+", help="CHECKPOINT_DIR/LABEL_HASH (named in the run's log)")
+    arguments = parser.parse_args(argv)
+    for folder in arguments.folder:
+        try:
+            print(f"deleted {forget(folder)}")
+        except RecordError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
