@@ -97,6 +97,7 @@ def test_checkpoint_of_another_config_is_refused_listing_the_differences(tmp_pat
     other = compose_config(["model=index", "train.epochs=1", "train.lr=0.01"], tmp_path)
     source = ckpt.run_record(first, first.checkpoint.dir).checkpoint
     target = ckpt.run_record(other, other.checkpoint.dir).checkpoint
+    target.parent.mkdir(parents=True)
     target.write_bytes(source.read_bytes())  # e.g. a file copied or renamed by hand
     with pytest.raises(ckpt.CheckpointError, match=r"(?s)train\.lr: 0\.0005 in the checkpoint, 0\.01 now"):
         run_job(other)

@@ -169,9 +169,9 @@ def test_ctrl_c_stops_every_job_with_a_checkpoint_and_the_same_command_resumes_a
     assert {c.info.status for c in children.values()} == {"KILLED"}
     stopped = [c for c in children.values() if "g2g.checkpoint" in c.data.tags]
     assert len(stopped) == 2 and all(Path(c.data.tags["g2g.checkpoint"]).exists() for c in stopped)
-    assert all(c.data.tags["g2g.error"].startswith("stopped: stopped in epoch") for c in stopped)
+    assert all(c.data.tags["g2g.error"].startswith("stopped: stopped at global step") for c in stopped)
     (not_started,) = [c for c in children.values() if "g2g.checkpoint" not in c.data.tags]
-    assert not_started.data.tags["g2g.error"].startswith("not started: the sweep was interrupted")
+    assert not_started.data.tags["g2g.error"].startswith("not started: the sweep was stopped")
     assert "Traceback" not in output and "BrokenProcessPool" not in output, "no worker was killed"
 
     again = _run([*arguments, f"hydra.sweep.dir={tmp_path / 'multirun2'}"], tmp_path)

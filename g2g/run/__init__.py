@@ -12,6 +12,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "signals": ["TrainingInterrupted"],
     "validation": ["validate", "ConfigError"],
     "hardware": ["Hardware", "select_device", "seed_everything", "DeviceUnavailableError"],
-    "checkpoint": ["checkpoint_paths", "config_hash", "CheckpointError"],
+    "checkpoint": ["run_record", "config_hash", "CheckpointError"],
+    "record": ["RunRecord"],
+    "guard": ["RunGuard"],
     "lock": ["ExperimentLock", "ExperimentLockedError"],
 })

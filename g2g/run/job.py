@@ -15,6 +15,7 @@ import logging
 import shlex
 
 from mlflow import get_tracking_uri
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from g2g.run import checkpoint as ckpt
@@ -103,7 +104,12 @@ def _reuse(record: RunRecord, plan: Plan, experiment_id: str, parent_run_id: str
     else:
         log.info("run %s already finished: %s, folder %s. To train it again: %s", record.label, where,
                  record.folder, shlex.join(["python", "-m", "g2g.run", "forget", str(record.folder)]))
-    if find_run(summary.get("run_id")) is None:
+    original = find_run(summary.get("run_id"))
+    if original is not None and original.info.status == "RUNNING" and plan.action == "finished":
+        log.warning("MLflow run %s was left RUNNING although its run finished (the store failed at its end); "
+                    "marked FINISHED", original.info.run_id)
+        MlflowClient().set_terminated(original.info.run_id, "FINISHED")
+    if original is None:
         log.warning("the MLflow run %s of this finished run is not in this store (deleted, or another store); "
                     "its final metrics are in %s", summary.get("run_id"), record.path)
     elsewhere = summary.get("experiment_id") != experiment_id or summary.get("tracking_uri") != get_tracking_uri()

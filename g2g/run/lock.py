@@ -66,9 +66,13 @@ class ExperimentLock:
             return {}
 
     def __enter__(self) -> "ExperimentLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
+        except OSError as error:  # a full disk, a read-only folder: say where
+            if error.filename is None:
+                error.filename = str(self.path)
+            raise
         except Timeout:
             owner = self._owner()
             if self.wait:

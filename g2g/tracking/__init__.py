@@ -7,6 +7,6 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "names": ["PARENT_RUN_ENV"],
     "store": ["setup_experiment", "default_tracking_uri", "TrackingUnavailableError"],
     "run_logger": ["RunLogger", "relog"],
-    "runs": ["start_run", "log_reused_run"],
+    "runs": ["open_run", "log_reused_run"],
     "sweep_callback": ["MlflowSweepCallback"],
 })

@@ -18,7 +18,9 @@ from mlflow.tracking.context.registry import resolve_tags
 from g2g.tracking.names import (
     TAG_ANSWERED_FROM_EPOCH, TAG_CHECKPOINT, TAG_EPOCHS, TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID,
 )
-from g2g.tracking.store import TrackingUnavailableError, drop_foreign_run_environment, log_batch_chunked
+from g2g.tracking.store import (
+    TrackingUnavailableError, drop_foreign_run_environment, log_batch_chunked, quiet_store_errors, root_cause,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,11 @@ def _writable(action, tracking_uri: str, what: str):
     database or artifact folder, a server that is down) becomes a
     :class:`~g2g.tracking.store.TrackingUnavailableError` that names the store."""
     try:
-        return action()
+        with quiet_store_errors():
+            return action()
     except Exception as error:
         raise TrackingUnavailableError(
-            f"MLflow store {tracking_uri} cannot {what} ({type(error).__name__}: {str(error).splitlines()[0]}). "
+            f"MLflow store {tracking_uri} cannot {what} ({root_cause(error)}). "
             "Check that the store is writable (the database file, its folder and mlartifacts/ beside it) or "
             "that its server runs, or log to another one with tracking.uri=..."
         ) from error

@@ -212,3 +212,26 @@ def log_batch_chunked(client: MlflowClient, run_id: str, params: dict | None = N
     metric_items = [mlflow.entities.Metric(key, value, timestamp, step) for key, value in (metrics or {}).items()]
     for start in range(0, max(len(param_items), len(metric_items)), 100):
         client.log_batch(run_id, params=param_items[start:start + 100], metrics=metric_items[start:start + 100])
+
+
+def root_cause(error: BaseException) -> str:
+    """``Type: first line`` of the innermost cause of ``error`` (what the database or
+    the server said, without the wrappers' text)."""
+    seen = [error]
+    while (seen[-1].__cause__ or seen[-1].__context__) is not None and len(seen) < 20:
+        seen.append(seen[-1].__cause__ or seen[-1].__context__)
+    inner = seen[-1]
+    return f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0]}"
+
+
+@contextlib.contextmanager
+def quiet_store_errors():
+    """Silence the tracebacks MLflow's store logs for a failed database call while the
+    caller reports the failure itself, in one line."""
+    logger = logging.getLogger("mlflow.store")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -46,7 +46,7 @@ from g2g.tracking.names import (
     TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
-from g2g.tracking.store import TrackingUnavailableError, setup_experiment
+from g2g.tracking.store import TrackingUnavailableError, quiet_store_errors, root_cause, setup_experiment
 
 log = logging.getLogger(__name__)
 
@@ -215,14 +215,15 @@ class MlflowSweepCallback(Callback):
             (sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)  # from an earlier sweep in this folder
             overrides = " ".join(config.hydra.overrides.task)
             try:
-                parent = MlflowClient().create_run(
-                    experiment_id, run_name=f"sweep {overrides}".strip(),
-                    tags={TAG_SWEEP: "true", TAG_SWEEP_DIR: str(sweep_dir), TAG_SWEEP_OVERRIDES: overrides},
-                )
+                with quiet_store_errors():
+                    parent = MlflowClient().create_run(
+                        experiment_id, run_name=f"sweep {overrides}".strip(),
+                        tags={TAG_SWEEP: "true", TAG_SWEEP_DIR: str(sweep_dir), TAG_SWEEP_OVERRIDES: overrides},
+                    )
             except Exception as error:
                 raise TrackingUnavailableError(
                     f"MLflow store {config.tracking.uri or 'mlflow.db'} cannot create the sweep's run "
-                    f"({type(error).__name__}: {str(error).splitlines()[0]}). Check that the store is writable "
+                    f"({root_cause(error)}). Check that the store is writable "
                     "(the database file and its folder) or that its server runs.") from error
         except (TrackingUnavailableError, OSError) as error:  # Hydra would turn any Exception into a warning
             print(f"error: {error}", file=sys.stderr)
