@@ -1,19 +1,22 @@
-"""Dynamic sparse training (DST): prune and grow connections of the masked layers.
+"""The DST itself: :class:`DynamicSparsity` prunes and grows connections of the masked
+layers during training.
 
 Every ``update_interval`` optimizer steps (never at step 0, and never after the stop
-step ``stop_fraction * total_steps``), for every masked layer (fc1, fc2, fc3):
+step ``stop_fraction * total_steps``; :mod:`g2g.sparse.dst.schedule`), for every masked
+layer (fc1, fc2, fc3):
 
 1. ``k = min(floor(f * active), inactive)`` where ``f`` is the update's prune fraction
    (``prune_fraction``, or with ``fraction_schedule=cosine`` its cosine decay after RigL,
-   Evci et al. 2020, :meth:`DynamicSparsity.fraction_at`), ``active`` is the number of
-   connections in the mask and ``inactive`` the number outside it; the
-   product is exact: the fraction is taken as the decimal it was written as
-   (``0.57`` of 100 is 57, not the 56 of the binary float ``0.57 * 100 = 56.99...``);
+   Evci et al. 2020, :meth:`UpdateSchedule.fraction_at
+   <g2g.sparse.dst.schedule.UpdateSchedule.fraction_at>`), ``active`` is the number of
+   connections in the mask and ``inactive`` the number outside it; the product is exact
+   (:func:`~g2g.sparse.dst.schedule.prune_count`);
 2. prune exactly ``k`` active connections: the smallest ``|w|`` (``set``, after SET,
    Mocanu et al. 2018), uniformly at random (``random``) or the lowest Hebbian score
-   (``hebb``);
+   (``hebb``); :mod:`g2g.sparse.dst.rules`;
 3. grow exactly ``k`` connections among those inactive *before* this update: the
-   highest Hebbian score (``hebb``) or uniformly at random (``random``);
+   highest Hebbian score (``hebb``, :mod:`g2g.sparse.dst.hebbian`) or uniformly at
+   random (``random``);
 4. pruned weights become 0, grown weights start at ``grow_init`` (``zero``, or
    ``uniform``: nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and
    the optimizer state of every changed entry restarts: Adam's first and second
@@ -37,224 +40,23 @@ where ``m``, ``v`` are Adam's moments after the step (they hold the L2 ``weight_
 term of the gradient; with decoupled weight decay ``p_before`` is first multiplied by
 ``1 - lr * weight_decay``, as torch does). Entries never restarted keep torch's update
 bit for bit. Any other optimizer gets its per-entry state zeroed only (a warning says so).
-
-Hebbian score (rate-based): for each training step since the last update the layer's
-presynaptic activity ``a_pre`` (for fc1 the encoded input; otherwise the previous
-layer's spikes) and postsynaptic spikes ``a_post`` are summed over the T time steps,
-giving spike counts per example, ``[B, N_in]`` and ``[B, N_out]``. ``hebbian_score``:
-
-- ``cosine`` (default): the trace accumulates ``C += a_post^T a_pre`` and the squared
-  norms of every neuron's counts; the score is the cosine similarity
-  ``C[o, i] / (||post_o|| * ||pre_i||)`` (0 where a neuron never fired);
-- ``correlation``: the Pearson correlation of each post and pre neuron's counts over
-  every example since the last update, i.e. the cosine of the *centred* counts, so a
-  neuron that is active on every example scores 0 with every partner instead of
-  scoring high with every active one. Running sums of the counts, their squares and
-  products and the example count n, in float64 and shifted by the first example's
-  counts (the "shifted data" algorithm, Chan, Golub & LeVeque 1983), so that the
-  differences ``sum(x y)/n - mean(x) mean(y)`` do not cancel; a neuron whose count never
-  changes (zero variance, e.g. silent) scores 0.
-
-Summing over time before the outer product costs ``B*N_in*N_out`` multiply-adds per
-step, 1/T of the layer's forward matmul, and everything stays on the device
-(``correlation``'s float64 sums: on the CPU for devices without float64, see
-:func:`float64_device`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from g2g.sparse.dst.hebbian import HEBBIAN_SCORES, HebbianTrace, spike_counts
+from g2g.sparse.dst.rules import (GROW_INITIALIZERS, GROW_INITS, GROW_RULES, GROW_SCORES, HEBBIAN_RULE, PRUNE_RULES,
+                                  PRUNE_SCORES, highest, lowest)
+from g2g.sparse.dst.schedule import FRACTION_SCHEDULES, UpdateSchedule, prune_count
 from g2g.sparse.layers import MaskedLinear
 
 log = logging.getLogger(__name__)
-
-#: ``(dst, layer_name, layer) -> [N_out, N_in]`` scores of a prune or grow rule
-Scores = Callable[["DynamicSparsity", str, MaskedLinear], torch.Tensor]
-
-
-def _magnitude_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
-    """``|w|`` (SET, Mocanu et al. 2018)."""
-    return layer.weight.abs()
-
-
-def _random_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
-    """Uniform random scores from the DST generator."""
-    return torch.rand(layer.mask.shape, generator=dst.generator).to(layer.mask.device)
-
-
-def _hebbian_scores(dst: DynamicSparsity, layer_name: str, layer: MaskedLinear) -> torch.Tensor:
-    """The Hebbian score of the layer's trace (``hebbian_score``, module docstring)."""
-    return dst.traces[layer_name].score()
-
-
-def _zero_weights(dst: DynamicSparsity, layer: MaskedLinear, count: int) -> torch.Tensor:
-    return torch.zeros(count, device=layer.weight.device)
-
-
-def _uniform_weights(dst: DynamicSparsity, layer: MaskedLinear, count: int) -> torch.Tensor:
-    """nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
-    bound = 1.0 / math.sqrt(layer.in_features)
-    values = (torch.rand(count, generator=dst.generator) * 2 - 1) * bound
-    return values.to(layer.weight.device)
-
-
-#: prune rule -> scores; the ``k`` lowest active connections are pruned
-PRUNE_SCORES: dict[str, Scores] = {"set": _magnitude_scores, "random": _random_scores, "hebb": _hebbian_scores}
-#: grow rule -> scores; the ``k`` highest inactive connections are grown
-GROW_SCORES: dict[str, Scores] = {"hebb": _hebbian_scores, "random": _random_scores}
-#: grow_init -> ``(dst, layer, count) -> [count]`` initial weights of grown connections
-GROW_INITIALIZERS: dict[str, Callable[[DynamicSparsity, MaskedLinear, int], torch.Tensor]] = {
-    "zero": _zero_weights, "uniform": _uniform_weights}
-#: the names, in the order validation, docs and reports list them
-PRUNE_RULES = tuple(PRUNE_SCORES)
-GROW_RULES = tuple(GROW_SCORES)
-GROW_INITS = tuple(GROW_INITIALIZERS)
-#: the Hebbian score (``sparsity.hebbian_score``): ``cosine`` of the spike counts, or their
-#: Pearson ``correlation`` (module docstring)
-HEBBIAN_SCORES = ("cosine", "correlation")
-#: how the prune fraction changes over training (``sparsity.fraction_schedule``):
-#: ``constant``, or ``cosine`` (RigL, Evci et al. 2020: from ``prune_fraction`` at step 0
-#: to 0 at the stop step)
-FRACTION_SCHEDULES = ("constant", "cosine")
-#: the rule that needs a Hebbian trace
-HEBBIAN_RULE = "hebb"
-
-
-def prune_count(fraction: Fraction | float, active: int) -> int:
-    """``floor(fraction * active)``, computed exactly.
-
-    A float ``fraction`` is taken as the shortest decimal that reads back as the same
-    float (its ``repr``), i.e. the number as written in a config: ``0.57`` is 57/100,
-    so ``prune_count(0.57, 100) == 57`` where ``int(0.57 * 100)`` gives 56.
-    """
-    ratio = fraction if isinstance(fraction, Fraction) else Fraction(repr(float(fraction)))
-    return math.floor(ratio * active)
-
-
-def spike_counts(activity: torch.Tensor) -> torch.Tensor:
-    """``[T, B, N]`` -> sum over time ``[B, N]`` (``T * x`` for a broadcast constant input)."""
-    if activity.stride(0) == 0:
-        return activity[0] * activity.shape[0]
-    return activity.sum(0)
-
-
-def float64_device(device: torch.device | str) -> torch.device:
-    """Where float64 running sums of a layer on ``device`` live: ``device`` itself, or
-    the CPU for MPS and DirectML (``privateuseone``), which have no float64."""
-    device = torch.device(device)
-    return torch.device("cpu") if device.type in ("mps", "privateuseone") else device
-
-
-class HebbianTrace:
-    """Running pre/post activity statistics of one layer, and the Hebbian score from
-    them (module docstring).
-
-    Args:
-        out_features, in_features: layer shape.
-        device: the layer's device (where the counts come from and the score goes).
-        score: ``cosine`` or ``correlation`` (:data:`HEBBIAN_SCORES`).
-    Raises:
-        ValueError: an unknown ``score``.
-    """
-
-    def __init__(self, out_features: int, in_features: int, device: torch.device | str = "cpu",
-                 score: str = "cosine"):
-        if score not in HEBBIAN_SCORES:
-            raise ValueError(f"sparsity.hebbian_score={score!r} is unknown; allowed: {', '.join(HEBBIAN_SCORES)}")
-        self.score_name = score
-        self.device = torch.device(device)
-        centred = score == "correlation"
-        sums = {"dtype": torch.float64, "device": float64_device(device)} if centred else {"device": device}
-        #: sum over examples of post x pre counts ``[N_out, N_in]`` (shifted with ``correlation``)
-        self.correlation = torch.zeros(out_features, in_features, **sums)
-        self.pre_square = torch.zeros(in_features, **sums)
-        self.post_square = torch.zeros(out_features, **sums)
-        if centred:
-            self.pre_sum = torch.zeros(in_features, **sums)
-            self.post_sum = torch.zeros(out_features, **sums)
-            #: the counts of the first example since the reset, subtracted from every example's
-            self.pre_shift = torch.zeros(in_features, device=device)
-            self.post_shift = torch.zeros(out_features, device=device)
-            self.examples = 0
-
-    @torch.no_grad()
-    def accumulate_counts(self, pre_counts: torch.Tensor, post_counts: torch.Tensor) -> None:
-        """Add one step's activity summed over time: ``[B, N_in]`` and ``[B, N_out]``."""
-        if self.score_name == "cosine":
-            self.correlation.addmm_(post_counts.T, pre_counts)
-            self.pre_square.add_(pre_counts.square().sum(0))
-            self.post_square.add_(post_counts.square().sum(0))
-            return
-        if self.examples == 0:
-            self.pre_shift.copy_(pre_counts[0])
-            self.post_shift.copy_(post_counts[0])
-        pre, post = pre_counts - self.pre_shift, post_counts - self.post_shift
-        # one batch's products in the counts' dtype: exact for spike counts (integers, |x| <= T)
-        # while B * T^2 < 2^24; summed over batches in float64
-        self.correlation.add_((post.T @ pre).to(self.correlation))
-        pre, post = pre.to(self.pre_sum), post.to(self.post_sum)
-        self.pre_sum.add_(pre.sum(0))
-        self.post_sum.add_(post.sum(0))
-        self.pre_square.add_(pre.square().sum(0))
-        self.post_square.add_(post.square().sum(0))
-        self.examples += pre_counts.shape[0]
-
-    def score(self, eps: float = 1e-12) -> torch.Tensor:
-        """The Hebbian score ``[N_out, N_in]`` in [-1, 1], float32 on the layer's device:
-        cosine similarity (0 where a neuron never fired) or Pearson correlation (0 where
-        a neuron's count never changed) of the counts accumulated since the reset."""
-        if self.score_name == "cosine":
-            norms = self.post_square.sqrt()[:, None] * self.pre_square.sqrt()[None, :]
-            return self.correlation / norms.clamp_min(eps)
-        n = max(self.examples, 1)
-        pre_mean, post_mean = self.pre_sum / n, self.post_sum / n
-        covariance = self.correlation / n - post_mean[:, None] * pre_mean[None, :]
-        pre_deviation = (self.pre_square / n - pre_mean.square()).clamp_min(0).sqrt()
-        post_deviation = (self.post_square / n - post_mean.square()).clamp_min(0).sqrt()
-        deviations = post_deviation[:, None] * pre_deviation[None, :]
-        positive = deviations > 0
-        pearson = torch.where(positive, covariance / torch.where(positive, deviations, 1.0), 0.0)
-        return pearson.clamp(-1.0, 1.0).to(device=self.device, dtype=torch.float32)
-
-    def reset(self) -> None:
-        for value in self.state_dict().values():
-            if torch.is_tensor(value):
-                value.zero_()
-        if self.score_name == "correlation":
-            self.examples = 0
-
-    def state_dict(self) -> dict:
-        """The running sums (``cosine``: ``correlation``, ``pre_square``, ``post_square``;
-        ``correlation`` adds ``pre_sum``, ``post_sum``, ``pre_shift``, ``post_shift`` and
-        ``examples``)."""
-        state = {"correlation": self.correlation, "pre_square": self.pre_square,
-                 "post_square": self.post_square}
-        if self.score_name == "correlation":
-            state.update(pre_sum=self.pre_sum, post_sum=self.post_sum, pre_shift=self.pre_shift,
-                         post_shift=self.post_shift, examples=self.examples)
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (of a trace with the same score).
-
-        Raises:
-            ValueError: ``state`` is another score's (its keys differ).
-        """
-        if set(state) != set(self.state_dict()):
-            raise ValueError(f"a Hebbian trace state with {sorted(state)} cannot be loaded into a "
-                             f"sparsity.hebbian_score={self.score_name!r} trace ({sorted(self.state_dict())})")
-        for name, value in state.items():
-            if name == "examples":
-                self.examples = int(value)
-            else:
-                getattr(self, name).copy_(value)
 
 
 @dataclass
@@ -291,18 +93,6 @@ def group_densities(layer: MaskedLinear) -> tuple[float, float]:
     intra = (active & same).sum().item() / max(same.sum().item(), 1)
     inter = (active & ~same).sum().item() / max((~same).sum().item(), 1)
     return intra, inter
-
-
-def _lowest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat indices of the ``k`` lowest ``scores`` among ``allowed`` entries; exactly k
-    even with ties (``torch.topk`` returns k entries)."""
-    masked = torch.where(allowed, scores, torch.full_like(scores, math.inf))
-    return torch.topk(masked.flatten(), k, largest=False, sorted=False).indices
-
-
-def _highest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
-    masked = torch.where(allowed, scores, torch.full_like(scores, -math.inf))
-    return torch.topk(masked.flatten(), k, largest=True, sorted=False).indices
 
 
 def restart_unsupported(optimizer: torch.optim.Optimizer) -> str | None:
@@ -353,7 +143,7 @@ class DynamicSparsity:
         total_steps: the run's total optimizer steps (epochs x batches per epoch); needed
             unless ``stop_fraction`` is 1 and ``fraction_schedule`` is ``constant``.
         hebbian_score: the score of the ``hebb`` rules: ``cosine`` of the spike counts or
-            their Pearson ``correlation`` (module docstring).
+            their Pearson ``correlation`` (:mod:`g2g.sparse.dst.hebbian`).
     Raises:
         ValueError: a dense model, an unknown rule or schedule, ``stop_fraction`` outside
             (0, 1], or a stop or schedule without ``total_steps``.
@@ -387,25 +177,14 @@ class DynamicSparsity:
                                     ("sparsity.hebbian_score", hebbian_score, HEBBIAN_SCORES)):
             if value not in allowed:
                 raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
-        if not 0.0 < stop_fraction <= 1.0:
-            raise ValueError(f"sparsity.stop_fraction={stop_fraction!r}: must be a fraction in (0, 1]")
-        if total_steps is None and (stop_fraction < 1.0 or fraction_schedule != "constant"):
-            raise ValueError(f"sparsity.stop_fraction={stop_fraction!r} with sparsity.fraction_schedule="
-                             f"{fraction_schedule!r} needs the run's total optimizer steps (total_steps)")
+        #: which steps update and with which prune fraction (raises on a bad stop or schedule)
+        self.schedule = UpdateSchedule(update_interval, prune_fraction, stop_fraction, fraction_schedule, total_steps)
         self.model = model
         self.optimizer = optimizer
         self.prune = prune
         self.grow = grow
-        self.update_interval = int(update_interval)
-        self.prune_fraction = float(prune_fraction)
         self.grow_init = grow_init
         self.hebbian_score = hebbian_score
-        self.stop_fraction = float(stop_fraction)
-        self.fraction_schedule = fraction_schedule
-        self.total_steps = None if total_steps is None else int(total_steps)
-        #: T_end, exactly (the fraction as written, like :func:`prune_count`); None: no stop
-        self.stop_step = (None if total_steps is None
-                          else Fraction(repr(self.stop_fraction)) * self.total_steps)
         self.generator = torch.Generator().manual_seed(seed)
         # the layers with a mask (a dense readout, ``model.readout=dense``, has none and is not rewired)
         self.layers = {name: layer for name, layer in model.masked_layers().items() if layer.mask is not None}
@@ -437,25 +216,30 @@ class DynamicSparsity:
                         "amsgrad=False, maximize=False); regrown weights take their first steps with the "
                         "bias correction of the whole tensor's step count", unsupported)
 
+    # the schedule's settings, as the DST was built with them
+    update_interval = property(lambda self: self.schedule.update_interval)
+    prune_fraction = property(lambda self: self.schedule.prune_fraction)
+    stop_fraction = property(lambda self: self.schedule.stop_fraction)
+    fraction_schedule = property(lambda self: self.schedule.fraction_schedule)
+    total_steps = property(lambda self: self.schedule.total_steps)
+    stop_step = property(lambda self: self.schedule.stop_step, doc="T_end, exactly; None: no stop")
+
     def updates_at(self, global_step: int) -> bool:
         """Whether the step callback of ``global_step`` updates: a positive multiple of
-        ``update_interval`` that is not after the stop step T_end."""
-        return (global_step > 0 and global_step % self.update_interval == 0
-                and (self.stop_step is None or global_step <= self.stop_step))
+        ``update_interval`` that is not after the stop step T_end
+        (:meth:`UpdateSchedule.updates_at <g2g.sparse.dst.schedule.UpdateSchedule.updates_at>`)."""
+        return self.schedule.updates_at(global_step)
 
     def fraction_at(self, global_step: int) -> float:
-        """The prune fraction of an update at ``global_step``: ``prune_fraction``
-        (``constant``), or ``prune_fraction / 2 * (1 + cos(pi * t / T_end))``
-        (``cosine``; RigL's f_decay, Evci et al. 2020), 0 at and after T_end."""
-        if self.fraction_schedule == "constant":
-            return self.prune_fraction
-        progress = min(global_step / float(self.stop_step), 1.0)
-        return self.prune_fraction / 2 * (1 + math.cos(math.pi * progress))
+        """The prune fraction of an update at ``global_step``
+        (:meth:`UpdateSchedule.fraction_at <g2g.sparse.dst.schedule.UpdateSchedule.fraction_at>`):
+        ``prune_fraction``, or its cosine decay to 0 at T_end."""
+        return self.schedule.fraction_at(global_step)
 
     def __call__(self, global_step: int, output: NamedTuple, inputs: torch.Tensor) -> None:
         """Accumulate Hebbian activity (up to the stop step) and, on update steps
         (:meth:`updates_at`), rewire every layer."""
-        if self.uses_hebbian and (self.stop_step is None or global_step <= self.stop_step):
+        if self.uses_hebbian and self.schedule.accumulates_at(global_step):
             # each layer's spikes are the post of one layer and the pre of the next: count once
             counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
             for (name, _), pre, post in zip(self.model.masked_layers().items(), counts[:-1], counts[1:]):
@@ -489,8 +273,8 @@ class DynamicSparsity:
         if k > 0:
             prune_scores = PRUNE_SCORES[self.prune](self, name, layer)
             grow_scores = GROW_SCORES[self.grow](self, name, layer)
-            pruned = _lowest(prune_scores, active, k)
-            grown = _highest(grow_scores, inactive, k)  # inactive *before* this update
+            pruned = lowest(prune_scores, active, k)
+            grown = highest(grow_scores, inactive, k)  # inactive *before* this update
             flat_mask, flat_weight = mask.view(-1), layer.weight.view(-1)
             flat_mask[pruned] = 0.0
             flat_mask[grown] = 1.0
