@@ -24,40 +24,28 @@ layer (fc1, fc2, fc3):
 
 The number of active connections of every layer never changes.
 
-Optimizer state of restarted entries: Adam keeps one step count ``t`` per tensor, and its
-bias correction (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", ICLR,
-Algorithm 1) divides the moments by ``1 - beta1^t`` and ``1 - beta2^t``. Zeroing the
-moments of an entry at step ``r`` without restarting its count would correct them for
-``t`` steps when they hold ``s = t - r``: the first update of a regrown weight would be
-``(1 - beta1) / sqrt(1 - beta2)`` (about 3.2 at the defaults) times a fresh parameter's.
-So, for ``torch.optim.Adam`` (and AdamW) with ``amsgrad=False`` and ``maximize=False``,
-DST records the step ``r`` at which every entry restarted (:attr:`DynamicSparsity.restart_steps`)
-and, through torch's optimizer step hooks, snapshots the restarted active entries
-before ``optimizer.step()`` and replaces torch's update of them afterwards by the
-update with their own count ``s``:
-``p = p_before - lr * (m / (1 - beta1^s)) / (sqrt(v) / sqrt(1 - beta2^s) + eps)``,
-where ``m``, ``v`` are Adam's moments after the step (they hold the L2 ``weight_decay``
-term of the gradient; with decoupled weight decay ``p_before`` is first multiplied by
-``1 - lr * weight_decay``, as torch does). Entries never restarted keep torch's update
-bit for bit. Any other optimizer gets its per-entry state zeroed only (a warning says so).
+The optimizer state of changed entries is restarted by the training step, not here:
+:meth:`DynamicSparsity.update` returns the changed entries, and the caller passes them to
+:meth:`AdamRestart.restart <g2g.sparse.dst.adam_restart.AdamRestart.restart>` of
+:attr:`DynamicSparsity.adam_restart` and steps the optimizer through
+:meth:`AdamRestart.step <g2g.sparse.dst.adam_restart.AdamRestart.step>`, so that a regrown
+entry takes a fresh Adam parameter's steps (:mod:`g2g.sparse.dst.adam_restart`). The
+trainer does both (:meth:`g2g.training.trainer.Trainer.train_epoch`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from g2g.sparse.dst.adam_restart import AdamRestart
 from g2g.sparse.dst.hebbian import HEBBIAN_SCORES, HebbianTrace, spike_counts
 from g2g.sparse.dst.rules import (GROW_INITIALIZERS, GROW_INITS, GROW_RULES, GROW_SCORES, HEBBIAN_RULE, PRUNE_RULES,
                                   PRUNE_SCORES, highest, lowest)
 from g2g.sparse.dst.schedule import FRACTION_SCHEDULES, UpdateSchedule, prune_count
 from g2g.sparse.layers import MaskedLinear
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class UpdateRecord:
@@ -95,37 +83,23 @@ def group_densities(layer: MaskedLinear) -> tuple[float, float]:
     return intra, inter
 
 
-def restart_unsupported(optimizer: torch.optim.Optimizer) -> str | None:
-    """Why the optimizer state of restarted entries cannot be restarted exactly for
-    ``optimizer`` (module docstring), or None when it can: ``torch.optim.Adam`` or a
-    subclass (AdamW) with ``amsgrad=False`` and ``maximize=False`` in every group."""
-    if not isinstance(optimizer, torch.optim.Adam):
-        return f"{type(optimizer).__name__} is not torch.optim.Adam"
-    for group in optimizer.param_groups:
-        for option in ("amsgrad", "maximize"):
-            if group.get(option):
-                return f"{type(optimizer).__name__} has {option}=True"
-    return None
-
-
-def _step_count(value) -> int:
-    """Adam's ``state["step"]`` (a tensor, or a number in old state dicts) as an int."""
-    return int(value.item() if torch.is_tensor(value) else value)
-
-
 class DynamicSparsity:
     """Prunes and grows the masked layers of a sparse network during training.
 
-    Use it as a trainer step callback: ``dst(global_step, output, inputs)`` after
-    every ``optimizer.step()``. Which steps update, and with which prune fraction, is a
-    pure function of the step (:meth:`updates_at`, :meth:`fraction_at`), so a resumed
-    run continues the same schedule.
+    A training step uses it as the trainer does (:meth:`g2g.training.trainer.Trainer.train_epoch`)::
+
+        dst.adam_restart.step()                          # instead of optimizer.step()
+        changed = dst(global_step, output, inputs)       # Hebbian trace; prune and grow on update steps
+        dst.adam_restart.restart(changed)                # Adam state of the changed entries starts afresh
+
+    Which steps update, and with which prune fraction, is a pure function of the step
+    (:meth:`updates_at`, :meth:`fraction_at`), so a resumed run continues the same schedule.
 
     Args:
         model: a sparse network (:class:`g2g.models.network.SpikingNetwork` with connectivity
             ``index``, ``random`` or ``mixer``): its ``masked_layers()`` are rewired.
-        optimizer: the model's optimizer; the state of changed entries restarts (module
-            docstring: exactly for Adam through its step hooks, else zeroed).
+        optimizer: the model's optimizer; :attr:`adam_restart` restarts the state of
+            changed entries (exactly for Adam, else zeroed; :mod:`g2g.sparse.dst.adam_restart`).
         prune: ``set``, ``random`` or ``hebb``.
         grow: ``hebb`` or ``random``.
         update_interval: optimizer steps between updates, >= 1.
@@ -195,26 +169,10 @@ class DynamicSparsity:
         } if self.uses_hebbian else {}
         self.update_count = 0
         self.records: list[UpdateRecord] = []
-        #: per layer ``[N_out, N_in]`` int32: the optimizer's step count when each entry's
-        #: state last restarted (0: never, which is the same as restarting at step 0)
-        self.restart_steps = {name: torch.zeros(layer.weight.shape, dtype=torch.int32, device=layer.weight.device)
-                              for name, layer in self.layers.items()}
-        #: per layer: (flat indices of the restarted active entries, index of each into
-        #: ``steps``, ``steps``: their distinct restart steps)
-        self._restarted: dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
-        self._snapshots: dict[str, torch.Tensor] = {}
-        self._groups = {name: group for name, layer in self.layers.items() for group in optimizer.param_groups
-                        if any(parameter is layer.weight for parameter in group["params"])}
-        unsupported = restart_unsupported(optimizer)
-        self.restarts_optimizer_state = unsupported is None
-        if unsupported is None:
-            optimizer.register_step_pre_hook(self._before_optimizer_step)
-            optimizer.register_step_post_hook(self._after_optimizer_step)
-        else:
-            log.warning("DST zeroes the per-entry optimizer state of pruned and regrown connections, but "
-                        "their step count cannot be restarted: %s (supported: torch.optim.Adam with "
-                        "amsgrad=False, maximize=False); regrown weights take their first steps with the "
-                        "bias correction of the whole tensor's step count", unsupported)
+        #: the optimizer state of changed entries: :meth:`update`'s caller restarts them
+        #: there (``adam_restart.restart(changed)``) and steps through ``adam_restart.step()``
+        self.adam_restart = AdamRestart(optimizer, {name: layer.weight for name, layer in self.layers.items()},
+                                        {name: layer.mask for name, layer in self.layers.items()})
 
     # the schedule's settings, as the DST was built with them
     update_interval = property(lambda self: self.schedule.update_interval)
@@ -236,35 +194,58 @@ class DynamicSparsity:
         ``prune_fraction``, or its cosine decay to 0 at T_end."""
         return self.schedule.fraction_at(global_step)
 
-    def __call__(self, global_step: int, output: NamedTuple, inputs: torch.Tensor) -> None:
+    def __call__(self, global_step: int, output: NamedTuple, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Accumulate Hebbian activity (up to the stop step) and, on update steps
-        (:meth:`updates_at`), rewire every layer."""
+        (:meth:`updates_at`), rewire every layer.
+
+        Args:
+            global_step: optimizer steps so far, this step's included (from 1).
+            output: the network's output of this step (its ``spikes``, ``[T, B, N]`` per layer).
+            inputs: the encoded input of this step ``[T, B, N_in]`` (fc1's presynaptic activity).
+        Returns:
+            the entries the update changed (:meth:`update`); ``{}`` on a step without an update.
+        """
         if self.uses_hebbian and self.schedule.accumulates_at(global_step):
             # each layer's spikes are the post of one layer and the pre of the next: count once
             counts = [spike_counts(inputs)] + [spike_counts(spikes) for spikes in output.spikes]
             for (name, _), pre, post in zip(self.model.masked_layers().items(), counts[:-1], counts[1:]):
                 if name in self.traces:
                     self.traces[name].accumulate_counts(pre, post)
-        if self.updates_at(global_step):
-            self.update(global_step)
+        return self.update(global_step) if self.updates_at(global_step) else {}
 
     @torch.no_grad()
-    def update(self, global_step: int) -> list[UpdateRecord]:
-        """Prune and grow every masked layer once; returns what was done."""
-        records = []
+    def update(self, global_step: int) -> dict[str, torch.Tensor]:
+        """Prune and grow every masked layer once and reset the Hebbian traces; what was
+        done goes to :attr:`records` (one :class:`UpdateRecord` per layer).
+
+        Returns:
+            layer name -> flat indices (int64, into ``weight.view(-1)``, ``[2k]``) of the
+            entries it changed: the ``k`` pruned, then the ``k`` grown; a layer where the
+            update replaced nothing is absent. Their optimizer state is stale: restart it
+            (``adam_restart.restart(changed)``) before the next optimizer step.
+        """
+        changed = {}
         for name, layer in self.layers.items():
-            records.append(self.update_layer(name, layer, global_step))
+            record, flat_indices = self.update_layer(name, layer, global_step)
+            self.records.append(record)
+            if flat_indices.numel() > 0:
+                changed[name] = flat_indices
             if name in self.traces:
                 self.traces[name].reset()
         self.update_count += 1
-        self.records.extend(records)
-        return records
+        return changed
 
     @torch.no_grad()
-    def update_layer(self, name: str, layer: MaskedLinear, global_step: int) -> UpdateRecord:
-        """Prune and grow one layer (steps 1-4 of the module docstring) with the prune
-        fraction of ``global_step`` (:meth:`fraction_at`), from the Hebbian trace
-        accumulated so far; does not reset the trace."""
+    def update_layer(self, name: str, layer: MaskedLinear, global_step: int) -> tuple[UpdateRecord, torch.Tensor]:
+        """Prune and grow one layer (steps 1-4 of the module docstring; the optimizer
+        state is left to the caller) with the prune fraction of ``global_step``
+        (:meth:`fraction_at`), from the Hebbian trace accumulated so far; does not reset
+        the trace and does not add to :attr:`records`.
+
+        Returns:
+            what was done, and the flat indices of the changed entries (pruned, then
+            grown; ``[2k]`` int64, empty when ``k`` is 0).
+        """
         mask = layer.mask
         active = mask.bool()
         inactive = ~active
@@ -280,70 +261,25 @@ class DynamicSparsity:
             flat_mask[grown] = 1.0
             flat_weight[pruned] = 0.0
             flat_weight[grown] = GROW_INITIALIZERS[self.grow_init](self, layer, k)
-            self._restart_optimizer_state(name, layer.weight, torch.cat([pruned, grown]))
+            changed = torch.cat([pruned, grown])
             grown_inter = (~layer.same_group().view(-1)[grown]).float().mean().item()
         else:
+            changed = torch.empty(0, dtype=torch.long, device=mask.device)
             grown_inter = 0.0
         intra, inter = group_densities(layer)
-        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter, fraction)
+        return UpdateRecord(global_step, name, k, k, grown_inter, layer.density(), intra, inter, fraction), changed
 
-    def _restart_optimizer_state(self, name: str, weight: torch.nn.Parameter, flat_indices: torch.Tensor) -> None:
-        """Zero every per-element optimizer state tensor (Adam's ``exp_avg``,
-        ``exp_avg_sq``, ...) of ``weight`` at the changed entries and record the
-        optimizer's step count there as their restart step."""
-        state = self.optimizer.state.get(weight, {})
-        for value in state.values():
-            if torch.is_tensor(value) and value.shape == weight.shape:
-                value.view(-1)[flat_indices] = 0
-        self.restart_steps[name].view(-1)[flat_indices] = _step_count(state.get("step", 0))
-        self._find_restarted(name)
+    @property
+    def restart_steps(self) -> dict[str, torch.Tensor]:
+        """Per layer ``[N_out, N_in]`` int32: the optimizer's step count when each entry's
+        state last restarted (0: never); :attr:`AdamRestart.restart_steps
+        <g2g.sparse.dst.adam_restart.AdamRestart.restart_steps>`."""
+        return self.adam_restart.restart_steps
 
-    def _find_restarted(self, name: str) -> None:
-        """Cache the restarted active entries of layer ``name`` (after an update or a load)."""
-        restarted = (self.restart_steps[name] > 0) & self.layers[name].mask.bool()
-        indices = restarted.view(-1).nonzero().squeeze(1)
-        if indices.numel() == 0:
-            self._restarted.pop(name, None)
-            return
-        steps, which = torch.unique(self.restart_steps[name].view(-1)[indices], return_inverse=True)
-        self._restarted[name] = (indices, which, steps.tolist())
-
-    def restarted_entries(self) -> int:
-        """How many active entries have restarted optimizer state (with Adam, their update
-        is recomputed after every optimizer step)."""
-        return sum(int(indices.numel()) for indices, _, _ in self._restarted.values())
-
-    @torch.no_grad()
-    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        """Step pre-hook: snapshot the restarted active entries of every layer that gets
-        a step now (is in the optimizer and has a gradient)."""
-        self._snapshots = {name: self.layers[name].weight.view(-1).index_select(0, indices)
-                           for name, (indices, _, _) in self._restarted.items()
-                           if name in self._groups and self.layers[name].weight.grad is not None}
-
-    @torch.no_grad()
-    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        """Step post-hook: replace torch's update of the snapshot entries by Adam's
-        update with their own step count ``s = t - restart_step`` (module docstring)."""
-        for name, before in self._snapshots.items():
-            indices, which, steps = self._restarted[name]
-            weight, group = self.layers[name].weight, self._groups[name]
-            state = optimizer.state[weight]
-            step = _step_count(state["step"])
-            beta1, beta2 = (float(beta) for beta in group["betas"])
-            lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
-            # as torch computes them for a tensor at step s: Python floats, then the weight's dtype
-            step_size = torch.tensor([lr / (1 - beta1 ** (step - restart)) for restart in steps], dtype=weight.dtype)
-            correction2_sqrt = torch.tensor([(1 - beta2 ** (step - restart)) ** 0.5 for restart in steps],
-                                            dtype=weight.dtype)
-            step_size, correction2_sqrt = (value.to(weight.device).index_select(0, which)
-                                           for value in (step_size, correction2_sqrt))
-            if weight_decay != 0 and group.get("decoupled_weight_decay", False):
-                before = before * (1 - lr * weight_decay)
-            denominator = (state["exp_avg_sq"].view(-1).index_select(0, indices).sqrt() / correction2_sqrt).add_(eps)
-            update = state["exp_avg"].view(-1).index_select(0, indices).div_(denominator).mul_(step_size)
-            weight.view(-1).index_copy_(0, indices, before.sub_(update))
-        self._snapshots = {}
+    @property
+    def restarts_optimizer_state(self) -> bool:
+        """Whether a changed entry's optimizer state restarts exactly (Adam), not only zeroed."""
+        return self.adam_restart.exact
 
     def state_dict(self) -> dict:
         """Traces, update count, random generator state, records and restart steps
@@ -353,7 +289,7 @@ class DynamicSparsity:
             "generator": self.generator.get_state(),
             "traces": {name: trace.state_dict() for name, trace in self.traces.items()},
             "records": [vars(record) for record in self.records],
-            "restart_steps": dict(self.restart_steps),
+            "restart_steps": self.adam_restart.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -364,11 +300,5 @@ class DynamicSparsity:
         for name, trace_state in state["traces"].items():
             self.traces[name].load_state_dict(trace_state)
         self.records = [UpdateRecord(**record) for record in state["records"]]
-        restart_steps = state.get("restart_steps", {})
-        for name, steps in self.restart_steps.items():
-            if name in restart_steps:
-                steps.copy_(restart_steps[name])
-            else:
-                steps.zero_()
-            self._find_restarted(name)
+        self.adam_restart.load_state_dict(state.get("restart_steps", {}))
 
