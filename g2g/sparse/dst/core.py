@@ -19,8 +19,8 @@ layer (fc1, fc2, fc3):
    random (``random``);
 4. pruned weights become 0, grown weights start at ``grow_init`` (``zero``, or
    ``uniform``: nn.Linear's initial range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and
-   the optimizer state of every changed entry restarts: Adam's first and second
-   moments become 0 and the entry gets its own step count from here on (below).
+   the optimizer state of every changed entry restarts (by the caller, below): Adam's
+   first and second moments become 0 and the entry gets its own step count from here on.
 
 The number of active connections of every layer never changes.
 
@@ -46,6 +46,7 @@ from g2g.sparse.dst.rules import (GROW_INITIALIZERS, GROW_INITS, GROW_RULES, GRO
                                   PRUNE_SCORES, highest, lowest)
 from g2g.sparse.dst.schedule import FRACTION_SCHEDULES, UpdateSchedule, prune_count
 from g2g.sparse.layers import MaskedLinear
+
 
 @dataclass
 class UpdateRecord:
