@@ -4,10 +4,10 @@ Adam step-count restart of regrown entries.
 Runs, in one process and interleaved (so machine noise hits all alike), training
 steps of the same sparse network with static masks, with
 ``sparsity=dynamic prune=hebb grow=hebb`` before any update (accumulation on every
-step, no restarted entry), and with the same after ``--updates`` updates (so the
-optimizer step hooks recompute the restarted entries' Adam update on every step; the
+step, no restarted entry), and with the same after ``--updates`` updates (so
+``AdamRestart.step`` recomputes the restarted entries' Adam update on every step; the
 update itself runs once per ``update_interval`` steps and is timed separately), then
-prints the step-time ratios. The restart hooks alone: ``optimizer.step()`` of the last
+prints the step-time ratios. The restart alone: ``dst.adam_restart.step()`` of the last
 variant against plain Adam on a copy of its parameters, gradients and state.
 
     python benchmarks/dst_overhead.py                       # small setting
@@ -29,32 +29,36 @@ from g2g.snn.encoders import CurrentEncoder
 from g2g.models.network import SpikingNetwork
 
 
-def _step(net, optimizer, encoder, x, y, callback=None):
+def _step(net, optimizer, encoder, x, y, dst=None):
+    """One training step as the trainer takes it (with a DST: through its Adam restart)."""
     inputs = encoder(x)
     output = net(inputs)
     loss = F.cross_entropy(output.counts, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
-    if callback is not None:
-        callback(1, output, inputs)  # step 1: accumulate only, never an update
+    if dst is None:
+        optimizer.step()
+    else:
+        dst.adam_restart.step()
+        dst.adam_restart.restart(dst(1, output, inputs))  # step 1: accumulate only, never an update
 
 
-def _optimizer_step_times(net, optimizer, repeats):
-    """Median ``optimizer.step()`` time of ``optimizer`` (with DST's hooks) and of plain
-    Adam on a copy of its parameters, gradients and state, interleaved."""
+def _optimizer_step_times(net, optimizer, dst, repeats):
+    """Median time of ``dst.adam_restart.step()`` (``optimizer.step()`` with the restarted
+    entries recomputed) and of plain Adam's step on a copy of its parameters, gradients
+    and state, interleaved."""
     twin = copy.deepcopy(net)
     for parameter, copied in zip(net.parameters(), twin.parameters()):
         copied.grad = None if parameter.grad is None else parameter.grad.clone()
     plain = torch.optim.Adam(twin.parameters(), lr=5e-4)
     plain.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    times = {optimizer: [], plain: []}
+    times = {dst.adam_restart.step: [], plain.step: []}
     for _ in range(repeats):
-        for each in times:
+        for step in times:
             started = time.perf_counter()
-            each.step()
-            times[each].append(time.perf_counter() - started)
-    return statistics.median(times[optimizer]), statistics.median(times[plain])
+            step()
+            times[step].append(time.perf_counter() - started)
+    return statistics.median(times[dst.adam_restart.step]), statistics.median(times[plain.step])
 
 
 def main() -> None:
@@ -85,8 +89,8 @@ def main() -> None:
     net, optimizer, dst = variants["dynamic, restarted"]
     for update in range(args.updates):
         _step(net, optimizer, encoder, x, y, dst)
-        dst.update(update + 1)
-    restarted = dst.restarted_entries()
+        dst.adam_restart.restart(dst.update(update + 1))
+    restarted = dst.adam_restart.restarted_entries()
     active = sum(int(layer.mask.sum()) for layer in dst.layers.values())
     times = {name: [] for name in variants}
     for _ in range(args.repeats):
@@ -94,7 +98,7 @@ def main() -> None:
             started = time.perf_counter()
             _step(net, optimizer, encoder, x, y, dst)
             times[name].append(time.perf_counter() - started)
-    hooks, plain = _optimizer_step_times(*variants["dynamic, restarted"][:2], args.repeats)
+    restart, plain = _optimizer_step_times(*variants["dynamic, restarted"], args.repeats)
     dst = variants["dynamic hebb/hebb"][2]
     started = time.perf_counter()
     dst.update(1000)
@@ -112,11 +116,11 @@ def main() -> None:
         print(f"{name:<20} {median:>14.4f} {args.batch / median:>10.1f}")
     print(f"step-time ratio dynamic/static: {dynamic / static:.3f} "
           f"(Hebbian accumulation overhead {100 * (dynamic / static - 1):+.1f}%)")
-    print(f"step-time ratio restarted/static: {restarted_time / static:.3f} (accumulation, restart hooks and "
+    print(f"step-time ratio restarted/static: {restarted_time / static:.3f} (accumulation, Adam restart and "
           f"the rewired network's own activity)")
-    print(f"optimizer.step() of the restarted variant: {1000 * hooks:.2f} ms with the restart hooks, "
-          f"{1000 * plain:.2f} ms for plain Adam on a copy: the hooks cost {1000 * (hooks - plain):.2f} ms "
-          f"= {100 * (hooks - plain) / static:.1f}% of a static step")
+    print(f"optimizer step of the restarted variant: {1000 * restart:.2f} ms with the Adam restart, "
+          f"{1000 * plain:.2f} ms for plain Adam on a copy: the restart costs {1000 * (restart - plain):.2f} ms "
+          f"= {100 * (restart - plain) / static:.1f}% of a static step")
     print(f"one DST update (all three layers): {update_time:.3f} s; "
           f"amortised over 1000 steps: {100 * update_time / 1000 / static:.2f}% of a step")
 

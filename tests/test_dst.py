@@ -40,9 +40,9 @@ def _trained_steps(model_name, prune, grow, steps=12, interval=3, seed=0):
         loss = torch.nn.functional.cross_entropy(output.counts, torch.randint(0, 10, (8,)))
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        dst.adam_restart.step()
         before = {name: l.mask.clone() for name, l in net.masked_layers().items()}
-        dst(step, output, inputs)
+        dst.adam_restart.restart(dst(step, output, inputs))
         for name, layer in net.masked_layers().items():
             assert int(layer.mask.sum()) == initial_counts[name], "active count changed"
             assert torch.all(layer.weight[layer.mask == 0] == 0), "a masked weight is not zero"
@@ -89,7 +89,8 @@ def test_set_prunes_exactly_k_with_tied_magnitudes():
             layer.weight.copy_(layer.mask * 0.5)  # every active weight has the same |w|
     dst = DynamicSparsity(net, optimizer, prune="set", grow="random", prune_fraction=0.3)
     before = {n: l.mask.clone() for n, l in net.masked_layers().items()}
-    for record, (name, layer) in zip(dst.update(1), net.masked_layers().items()):
+    dst.update(1)
+    for record, (name, layer) in zip(dst.records, net.masked_layers().items()):
         k = int(before[name].sum()) * 3 // 10
         assert record.pruned == k
         assert int(((before[name] == 1) & (layer.mask == 0)).sum()) == k
@@ -115,8 +116,8 @@ def test_dst_prunes_and_grows_0_57_of_100_active_connections_as_57():
         layer.weight.mul_(layer.mask)
     dst = DynamicSparsity(net, torch.optim.Adam(net.parameters()), prune="set", grow="random",
                           prune_fraction=0.57)
-    record = dst.update_layer("fc2", layer, 1)
-    assert record.pruned == record.grown == 57
+    record, changed = dst.update_layer("fc2", layer, 1)
+    assert record.pruned == record.grown == 57 and changed.numel() == 114
     assert int(layer.mask.sum()) == 100
 
 
@@ -389,14 +390,15 @@ def test_a_regrown_entry_takes_a_fresh_adam_parameters_steps_and_other_entries_p
     trained = 3000  # Adam's step count of every tensor when fc2 is rewired
     for _ in range(trained):
         _masked_gradients(net, generator)
-        optimizer.step()
-    assert not dst._restarted  # nothing restarted yet: the hooks leave torch's update alone
-    dst.update_layer("fc2", net.fc2, trained)
+        dst.adam_restart.step()
+    assert dst.adam_restart.restarted_entries() == 0  # nothing restarted yet: torch's update alone
+    _, changed = dst.update_layer("fc2", net.fc2, trained)
+    dst.adam_restart.restart({"fc2": changed})
     restarted = (dst.restart_steps["fc2"] > 0) & (net.fc2.mask == 1)
     assert int(restarted.sum()) > 0 and set(dst.restart_steps["fc2"].unique().tolist()) == {0, trained}
     grown = restarted.view(-1).nonzero().squeeze(1)
 
-    # the same network and optimizer state under plain Adam (hooks of no DST): today's zeroing only
+    # the same network and optimizer state under plain Adam (no AdamRestart.step): the zeroing only
     plain = SpikingNetwork(6, 12, 5, connectivity="index", p_inter=0.3, num_groups=2, mask_seed=0)
     plain.load_state_dict(net.state_dict())
     plain_optimizer = torch.optim.Adam(plain.parameters(), **hyper)
@@ -411,8 +413,8 @@ def test_a_regrown_entry_takes_a_fresh_adam_parameters_steps_and_other_entries_p
         for name, layer in plain.masked_layers().items():
             layer.weight.grad = net.masked_layers()[name].weight.grad.clone()
         fresh.grad = net.fc2.weight.grad.view(-1)[grown].clone()
-        for each in (optimizer, plain_optimizer, fresh_optimizer):
-            each.step()
+        for step_of in (dst.adam_restart.step, plain_optimizer.step, fresh_optimizer.step):
+            step_of()
         torch.testing.assert_close(net.fc2.weight.detach().view(-1)[grown], fresh.detach(), rtol=1e-6, atol=1e-9)
         if step == 1:
             corrected = net.fc2.weight.detach().view(-1)[grown] - before
@@ -438,9 +440,9 @@ def test_other_optimizers_get_their_state_zeroed_with_a_warning(caplog):
     assert "SGD is not torch.optim.Adam" in caplog.text and "cannot be restarted" in caplog.text
     assert not dst.restarts_optimizer_state
     _masked_gradients(net, torch.Generator().manual_seed(0))
-    optimizer.step()
+    dst.adam_restart.step()  # the optimizer's own step
     before = net.fc2.mask.clone()
-    dst.update_layer("fc2", net.fc2, 1)
+    dst.adam_restart.restart({"fc2": dst.update_layer("fc2", net.fc2, 1)[1]})
     changed = net.fc2.mask != before
     assert torch.all(optimizer.state[net.fc2.weight]["momentum_buffer"][changed] == 0)
     amsgrad = DynamicSparsity(net, torch.optim.Adam(net.parameters(), amsgrad=True))
@@ -456,8 +458,8 @@ def test_restart_steps_resume_and_older_states_load_as_never_restarted():
     net, optimizer, dst = rewired()
     for step in range(1, 4):
         _masked_gradients(net, torch.Generator().manual_seed(step))
-        optimizer.step()
-        dst.update(step)
+        dst.adam_restart.step()
+        dst.adam_restart.restart(dst.update(step))
     state = dst.state_dict()
     assert set(state["restart_steps"]["fc1"].unique().tolist()) == {0, 1, 2, 3}
     other_net, _, other = rewired()
@@ -465,14 +467,15 @@ def test_restart_steps_resume_and_older_states_load_as_never_restarted():
     other.load_state_dict(state)
     for name in dst.restart_steps:
         assert torch.equal(other.restart_steps[name], dst.restart_steps[name])
-        indices, which, steps = other._restarted[name]
-        assert torch.equal(indices, dst._restarted[name][0]) and steps == dst._restarted[name][2]
+        indices, _, steps = other.adam_restart._restarted[name]
+        expected_indices, _, expected_steps = dst.adam_restart._restarted[name]
+        assert torch.equal(indices, expected_indices) and steps == expected_steps
     older = {key: value for key, value in state.items() if key != "restart_steps"}
     older["records"] = [{key: value for key, value in record.items() if key != "prune_fraction"}
                         for record in state["records"]]
     other.load_state_dict(older)
     assert all(int(steps.count_nonzero()) == 0 for steps in other.restart_steps.values())
-    assert not other._restarted
+    assert other.adam_restart.restarted_entries() == 0
     assert all(record.prune_fraction is None and "dst_fc1_prune_fraction" not in record.metrics()
                for record in other.records)
 

@@ -47,9 +47,10 @@ def _stop_at_step(monkeypatch, step: int, how) -> None:
     real_call = DynamicSparsity.__call__
 
     def call(self, global_step, output, inputs):
-        real_call(self, global_step, output, inputs)
+        changed = real_call(self, global_step, output, inputs)
         if global_step == step:
             how()
+        return changed
 
     monkeypatch.setattr(DynamicSparsity, "__call__", call)
 

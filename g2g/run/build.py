@@ -92,7 +92,7 @@ class RunObjects:
     """What one training run trains with, built from its config.
 
     model: the network on the run's device. optimizer: over its parameters.
-    sparsity: the DST (``sparsity=dynamic``), a step callback of the trainer, else None.
+    sparsity: the DST (``sparsity=dynamic``), which the trainer runs after every step, else None.
     regularizer: the firing-rate regulariser (``regularizer=firing_rate``), else None.
     encoder: maps ``[B, D]`` to the input sequence ``[T, B, D]``.
     trainer: runs the epochs and evaluations of all of them.
@@ -127,7 +127,6 @@ def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects
     trainer = Trainer(
         model, optimizer, encoder, cfg.train.batch_size, eval_batch_size=cfg.train.eval_batch_size,
         shuffle_generator=torch.Generator().manual_seed(stream_seed(cfg.seed, "shuffle")),
-        progress=cfg.train.progress, step_callbacks=[sparsity] if sparsity is not None else [],
-        regularizer=regularizer,
+        progress=cfg.train.progress, sparsity=sparsity, regularizer=regularizer,
     )
     return RunObjects(model, optimizer, sparsity, regularizer, encoder, trainer)

@@ -6,6 +6,8 @@ from g2g._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "connectivity": ["LayerConnectivity", "layer_connectivity", "group_labels", "g2g_mask"],
     "layers": ["MaskedLinear", "SPIKE_MATMUL_MODES"],
-    "dst": ["DynamicSparsity", "HebbianTrace", "PRUNE_RULES", "GROW_RULES", "GROW_INITS", "FRACTION_SCHEDULES",
-            "HEBBIAN_SCORES"],
+    "dst.core": ["DynamicSparsity"],
+    "dst.hebbian": ["HebbianTrace", "HEBBIAN_SCORES"],
+    "dst.rules": ["PRUNE_RULES", "GROW_RULES", "GROW_INITS"],
+    "dst.schedule": ["FRACTION_SCHEDULES"],
 })

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from g2g.models.network import NetworkOutput, SpikingNetwork
 from g2g.snn.neurons import LIF
+from g2g.sparse.dst import DynamicSparsity
 from g2g.training.synops import SynOpsCounter
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,12 @@ class Trainer:
             checkpointed, so a resumed run sees the same batches).
         progress: show the training progress (loss, accuracy, time left): a tqdm bar
             when ``progress_stream`` is a terminal, else log lines (module docstring).
-        step_callbacks: run after every optimizer step (e.g. DST).
+        sparsity: dynamic sparse training (``sparsity=dynamic``), or None: after every
+            optimizer step it accumulates the Hebbian activity and, on update steps,
+            prunes and grows connections; the optimizer state of the entries it changed
+            restarts, and the optimizer steps through its ``adam_restart`` (see
+            :meth:`train_epoch`).
+        step_callbacks: run after every optimizer step (and after the DST).
         regularizer: maps the hidden layers' spikes to a loss term added to the
             cross-entropy (e.g. :class:`g2g.training.regularizer.FiringRateRegularizer`).
         progress_stream: where the tqdm bar goes; ``None``: ``sys.stderr`` at the
@@ -176,6 +182,7 @@ class Trainer:
         eval_batch_size: int = 1000,
         shuffle_generator: torch.Generator | None = None,
         progress: bool = True,
+        sparsity: DynamicSparsity | None = None,
         step_callbacks: list[StepCallback] | None = None,
         regularizer: Callable[[tuple[torch.Tensor, ...]], torch.Tensor] | None = None,
         progress_stream: TextIO | None = None,
@@ -188,6 +195,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.shuffle_generator = shuffle_generator or torch.Generator()
         self.progress = progress
+        self.sparsity = sparsity
         self.step_callbacks = list(step_callbacks or [])
         self.regularizer = regularizer
         self.progress_stream = progress_stream
@@ -197,16 +205,19 @@ class Trainer:
         self.stop_requested = False
 
     def _stateful_callbacks(self) -> list:
-        return [callback for callback in self.step_callbacks if hasattr(callback, "state_dict")]
+        """The DST (first, when there is one) and every step callback with a state dict."""
+        stateful = [] if self.sparsity is None else [self.sparsity]
+        return stateful + [callback for callback in self.step_callbacks if hasattr(callback, "state_dict")]
 
     def state_dict(self) -> dict:
         """Everything needed to continue training exactly where it stands.
 
         Returns:
             ``model`` and ``optimizer`` (their state dicts), ``step_callbacks`` (the
-            state dict of every step callback that has one, e.g. the DST's traces and
-            generator, in order), ``shuffle_rng`` (the shuffle generator's state, a
-            uint8 tensor) and ``global_step`` (optimizer steps so far). The epoch's
+            DST's state dict first, when there is one: its traces, generator, records
+            and restart steps; then that of every step callback that has one, in
+            order), ``shuffle_rng`` (the shuffle generator's state, a uint8 tensor) and
+            ``global_step`` (optimizer steps so far). The epoch's
             own position is not included: that is :class:`EpochInterrupted`'s
             ``progress``.
         """
@@ -223,12 +234,12 @@ class Trainer:
 
         Raises:
             ValueError: ``state`` holds a different number of step-callback states
-                than this trainer has step callbacks with state.
+                than this trainer has a DST and step callbacks with state.
         """
         callbacks = self._stateful_callbacks()
         if len(state["step_callbacks"]) != len(callbacks):
             raise ValueError(f"the state has {len(state['step_callbacks'])} step-callback states, "
-                             f"this trainer has {len(callbacks)} step callbacks with state")
+                             f"this trainer has {len(callbacks)} step callbacks with state (the DST counts as one)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for callback, callback_state in zip(callbacks, state["step_callbacks"]):
@@ -240,6 +251,13 @@ class Trainer:
         self, x: torch.Tensor, y: torch.Tensor, description: str = "train", resume: dict | None = None
     ) -> dict:
         """One pass over ``x`` ``[N, D]``, ``y`` ``[N]`` in shuffled mini-batches.
+
+        A step: encode, forward, loss (plus the regulariser's term), backward, the
+        finiteness check, the optimizer step, then the DST: its Hebbian activity and, on
+        update steps, pruning and growth, after which the changed entries' Adam state
+        restarts (moments 0, their own step count; the optimizer steps through
+        :meth:`AdamRestart.step <g2g.sparse.dst.adam_restart.AdamRestart.step>` so that
+        they take a fresh parameter's steps), then the step callbacks.
 
         Between steps it checks :attr:`stop_requested` (set by a signal handler) and,
         when set, stops after the current step by raising :class:`EpochInterrupted`
@@ -292,8 +310,14 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 self.check_finite(losses, f"batch {batch + 1} of {num_batches}")
-                self.optimizer.step()
+                if self.sparsity is None:
+                    self.optimizer.step()
+                else:  # Adam's step, where each entry DST changed takes a fresh parameter's (its own step count)
+                    self.sparsity.adam_restart.step()
                 self.global_step += 1
+                if self.sparsity is not None:
+                    changed = self.sparsity(self.global_step, output, inputs)  # prunes and grows on update steps
+                    self.sparsity.adam_restart.restart(changed)  # their Adam moments 0, their step count from here
                 for callback in self.step_callbacks:
                     callback(self.global_step, output, inputs)
                 with torch.no_grad():
