@@ -1,21 +1,36 @@
 """Every command g2g prints for a person to run works when pasted into bash, whatever
 the names and paths in it (spaces, quotes, ``$``, backticks): the helper that builds
-them (:mod:`g2g.shell`), run through a real ``bash -c``."""
+them (:mod:`g2g.shell`), and the commands themselves taken from what g2g wrote (the
+results page's regeneration command, the restore command of a deleted experiment, the
+relog command of a fallback file, the ResNet-32 training command) and run through a
+real ``bash -c``."""
 
 import json
+import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_fashion_mnist
+from g2g.reporting import markdown
 from g2g.shell import hydra_override, shell_command
 
 AWKWARD = ["a b", "it's", 'say "hi"', "$HOME", "`date`", "a;b", "*", "~", "", "new\nline", "back\\slash", "-x"]
+#: a folder, an experiment and a page name that a shell or Hydra would misread unquoted
+FOLDER_NAME = "it's a $weep"
+EXPERIMENT = 'my "study" $1 `x`'
+PAGE = "pages/x y $z 'q'.md"
+TINY = ["model=mixer", "model.p_inter=0.1", "model.hidden_dim=16", "encoder.num_steps=4", "train.epochs=1",
+        "train.batch_size=16", "train.eval_batch_size=16", "train.progress=false", "hardware=cpu",
+        "hardware.num_threads=1", "dataset.download=false", "dataset.root=data", "hydra.launcher.n_jobs=1"]
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +106,128 @@ def test_a_hydra_override_survives_bash_then_hydra(value, tmp_path, shell_bin):
     assert OmegaConf.create({"value": override.value()}).value == value
     if value == "/abs/resnet32_cifar10.pt":
         assert argument == f"features.weights={value}", "a plain path is left as it is"
+
+
+@pytest.mark.parametrize(("text", "span"), [("python -m g2g.report g2g", "`python -m g2g.report g2g`"),
+                                            ("my `x`", "`` my `x` ``"), ("a``b", "```a``b```")])
+def test_markdown_code_spans_show_backticks(text, span):
+    assert markdown.code(text) == span
+
+
+# --- the commands g2g writes, pasted into bash ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict:
+    """A real one-job sweep (``run.py -m``) run in the folder ``it's a $weep``, logged to
+    the experiment ``my "study" $1 `x``` of the store ``mlflow.db`` there."""
+    folder = tmp_path_factory.mktemp("sweep") / FOLDER_NAME
+    write_fashion_mnist(folder / "data", num_train=64, num_test=32)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "HYDRA_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "-m", *TINY,
+                             hydra_override("tracking.experiment", EXPERIMENT)],
+                            cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("g2g.sweep") == "true"]
+    (child,) = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return {"folder": folder, "uri": uri, "client": client, "parent": parent.info.run_id, "child": child.info.run_id}
+
+
+def _report(arguments: list[str], folder: Path) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    return subprocess.run([sys.executable, "-m", "g2g.report", *arguments], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_results_page_command_pasted_into_bash_regenerates_the_page(sweep, shell_bin):
+    folder = sweep["folder"]
+    arguments = [EXPERIMENT, "--page", PAGE, "--tracking-uri", sweep["uri"]]
+    result = _report(arguments, folder)
+    assert result.returncode == 0, result.stderr
+    page = folder / PAGE
+    found = re.search(r"_Generated on \S+ by (`+) ?(.+?) ?\1 from 1 finished runs of the MLflow experiment "
+                      r"(`+) ?(.+?) ?\3\.", page.read_text())
+    assert found, page.read_text()[:2000]
+    command = found.group(2)
+    assert found.group(4) == EXPERIMENT
+    assert shlex.split(command) == ["python", "-m", "g2g.report", *arguments]
+
+    page.unlink()
+    pasted = _bash(command, folder, shell_bin)
+    assert pasted.returncode == 0, pasted.stderr
+    assert page.exists() and command in page.read_text()
+
+
+@pytest.mark.skipif(shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None,
+                    reason="MLflow's command line is not beside this interpreter")
+def test_the_restore_command_of_a_deleted_experiment_restores_it(tmp_path, shell_bin):
+    from g2g.tracking.store import deleted_experiment_message
+
+    folder = tmp_path / FOLDER_NAME
+    folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(EXPERIMENT)
+    client.delete_experiment(experiment_id)
+    message = deleted_experiment_message(EXPERIMENT, experiment_id, uri)
+    (command,) = [line.strip() for line in message.splitlines() if "mlflow experiments restore" in line]
+    result = _bash(command, tmp_path, shell_bin)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert client.get_experiment(experiment_id).lifecycle_stage == "active"
+
+
+def test_the_relog_command_of_a_fallback_file_logs_it(tmp_path, shell_bin, monkeypatch, caplog):
+    from g2g.tracking.run_logger import RunLogger
+
+    folder = tmp_path / FOLDER_NAME
+    folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("g2g")).info.run_id
+
+    def store_down(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("database is locked (injected)")
+
+    monkeypatch.setattr(mlflow, "log_metrics", store_down)
+    monkeypatch.setattr("g2g.tracking.run_logger.RETRY_DELAYS_S", ())
+    caplog.set_level(logging.WARNING, logger="g2g")
+    RunLogger(run_id, uri, folder / "run $1.mlflow_fallback.jsonl").metrics({"test_accuracy": 0.5}, step=1)
+    (message,) = [record.getMessage() for record in caplog.records if "else later with: " in record.getMessage()]
+    command = message.split("else later with: ")[1].removesuffix(")")
+    assert shlex.split(command)[:4] == ["python", "-m", "g2g.tracking", "relog"]
+
+    result = _bash(command, tmp_path, shell_bin)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m.value for m in client.get_metric_history(run_id, "test_accuracy")] == [0.5]
+
+
+def test_the_offline_resnet_message_gives_commands_that_survive_bash_and_hydra(tmp_path, shell_bin, monkeypatch):
+    import torch
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from g2g.data import features
+
+    folder = tmp_path / FOLDER_NAME
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable (simulated)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(features.FeaturesUnavailableError) as error:
+        features.load_weights("hub", "cifar10")
+    lines = str(error.value).splitlines()
+    weights = folder / "resnet32_cifar10.pt"
+    (train,) = [line.strip() for line in lines if "g2g.data.features train" in line]
+    assert shlex.split(train) == ["python", "-m", "g2g.data.features", "train", "--dataset", "cifar10",
+                                  "--root", "data", "--out", str(weights)]
+    (then,) = [line.strip() for line in lines if line.strip().startswith("then add ")]
+    override = then.removeprefix("then add ").removesuffix(" to the run's command line")
+    result = _bash(shell_command(*_echo_argv()) + " " + override, tmp_path, shell_bin)
+    (argument,) = json.loads(result.stdout)
+    assert OverridesParser.create().parse_override(argument).value() == str(weights)

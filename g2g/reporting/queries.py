@@ -12,6 +12,7 @@ import functools
 from collections import defaultdict
 from typing import TYPE_CHECKING, NamedTuple
 
+from g2g.shell import shell_command
 from g2g.tracking import names
 from g2g.tracking.params import is_non_result_key
 
@@ -367,6 +368,14 @@ def refuse_deleted(client: MlflowClient, experiment, error: type[ValueError] = V
     if experiment.lifecycle_stage == "deleted":
         raise error(deleted_experiment_message(experiment.name, experiment.experiment_id, client.tracking_uri,
                                                "report another experiment: python -m g2g.report OTHER_NAME"))
+
+
+def report_command(target: str, *arguments: str, tracking_uri: str | None = None) -> str:
+    """``python -m g2g.report TARGET ARGUMENTS [--tracking-uri URI]`` quoted for the shell
+    (:func:`g2g.shell.shell_command`): the command written onto a results page, and the
+    one an error suggests."""
+    return shell_command("python", "-m", "g2g.report", target, *arguments,
+                         *(["--tracking-uri", tracking_uri] if tracking_uri else []))
 
 
 def resolve_sweep(client: MlflowClient, target: str) -> tuple[str, list[str]]:

@@ -18,7 +18,8 @@ of the experiment, and
 
     python -m g2g.report <experiment-name> --page docs/results.md --section published
 
-its published-setting section (the runs of ``sweeps/published.yaml``).
+its published-setting section (the runs of ``sweeps/published.yaml``). The page records
+the command that regenerates it, quoted for the shell.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
-from g2g.reporting.queries import ResultsError, columns, open_store, resolve_sweep, sweep_jobs
+from g2g.reporting.queries import ResultsError, columns, open_store, report_command, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
 
 if TYPE_CHECKING:
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.page:
         from g2g.reporting.results_page import write_page  # noqa: PLC0415
 
-        command = " ".join(["python -m g2g.report", args.target, "--page", args.page]
-                           + (["--section", args.section] if args.section != "results" else [])
-                           + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))
+        command = report_command(args.target, "--page", args.page,
+                                 *(["--section", args.section] if args.section != "results" else []),
+                                 tracking_uri=args.tracking_uri)
         try:
             page = write_page(client, args.target, Path(args.page), command, args.section)
         except (ResultsError, ValueError) as error:

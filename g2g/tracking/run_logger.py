@@ -18,6 +18,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from g2g.files import atomic_write
+from g2g.shell import shell_command
 from g2g.tracking.store import log_batch_chunked
 
 if TYPE_CHECKING:
@@ -94,9 +95,9 @@ class RunLogger:
             log.warning(
                 "MLflow store %s failed (%s: %s) after %d tries; training goes on and what cannot be "
                 "logged is kept in %s, to be logged at the end of the run if the store answers again "
-                "(else later with: python -m g2g.tracking relog %s)",
+                "(else later with: %s)",
                 self.tracking_uri, type(error).__name__, error, len(RETRY_DELAYS_S) + 1,
-                self.fallback_path, self.fallback_path,
+                self.fallback_path, shell_command("python", "-m", "g2g.tracking", "relog", self.fallback_path),
             )
         elif not self.offline:
             log.info("MLflow store failed again (%s: %s); kept in %s", type(error).__name__, error,
@@ -135,8 +136,8 @@ class RunLogger:
         """End the run with ``status`` (FINISHED, FAILED, KILLED), after logging what
         the fallback file kept, when the store takes it."""
         if self.fallback_path.exists() and not self._call(self._relog_kept, retry_while_offline=True):
-            log.warning("the MLflow store still fails: log %s later with: python -m g2g.tracking relog %s",
-                        self.fallback_path, self.fallback_path)
+            log.warning("the MLflow store still fails: log %s later with: %s", self.fallback_path,
+                        shell_command("python", "-m", "g2g.tracking", "relog", self.fallback_path))
         if self._call(lambda: mlflow.end_run(status)):
             return
         while mlflow.active_run() is not None:  # forget the run locally even if the store is gone
