@@ -1,9 +1,10 @@
 """Every command g2g prints for a person to run works when pasted into bash, whatever
 the names and paths in it (spaces, quotes, ``$``, backticks): the helper that builds
 them (:mod:`g2g.shell`), and the commands themselves taken from what g2g wrote (the
-results page's regeneration command, the restore command of a deleted experiment, the
-relog command of a fallback file, the ResNet-32 training command) and run through a
-real ``bash -c``."""
+results page's regeneration command, the report's suggestion of a run's sweep, the
+restore command of a deleted experiment, the relog command of a fallback file) and run
+through a real ``bash -c``. Also ``python -m g2g.report`` refusing a target that is not
+a sweep (exit 2), on a real tiny sweep and on runs logged into a real MLflow store."""
 
 import json
 import logging
@@ -142,6 +143,10 @@ def _report(arguments: list[str], folder: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def _artifacts(client: MlflowClient, run_id: str) -> list[str]:
+    return sorted(item.path for item in client.list_artifacts(run_id))
+
+
 def test_the_results_page_command_pasted_into_bash_regenerates_the_page(sweep, shell_bin):
     folder = sweep["folder"]
     arguments = [EXPERIMENT, "--page", PAGE, "--tracking-uri", sweep["uri"]]
@@ -159,6 +164,74 @@ def test_the_results_page_command_pasted_into_bash_regenerates_the_page(sweep, s
     pasted = _bash(command, folder, shell_bin)
     assert pasted.returncode == 0, pasted.stderr
     assert page.exists() and command in page.read_text()
+
+
+def test_the_report_refuses_a_training_run_and_its_suggested_command_reports_the_sweep(sweep, shell_bin):
+    client, child, parent = sweep["client"], sweep["child"], sweep["parent"]
+    before = {run_id: _artifacts(client, run_id) for run_id in (child, parent)}
+    result = _report([child, "--tracking-uri", sweep["uri"], "--out", "child_report"], sweep["folder"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: run {child} is a training run (a child of sweep {parent}) "
+                                    f"of experiment {EXPERIMENT!r}, not a sweep: ")
+    assert "takes the name of an MLflow experiment" in result.stderr
+    assert "or the run id of a sweep's parent run" in result.stderr
+    assert {run_id: _artifacts(client, run_id) for run_id in (child, parent)} == before, "nothing logged"
+    assert "report" not in before[child]
+    assert not (sweep["folder"] / "child_report").exists()
+
+    suggested = result.stderr.strip().split("report its sweep with: ")[1]
+    assert shlex.split(suggested) == ["python", "-m", "g2g.report", parent, "--tracking-uri", sweep["uri"]]
+    pasted = _bash(suggested, sweep["folder"], shell_bin)
+    assert pasted.returncode == 0, pasted.stderr
+    assert "sweep FINISHED: 1 jobs, 0 did not finish" in pasted.stdout
+
+
+def test_the_report_refuses_a_run_id_the_store_does_not_have(sweep):
+    missing = "0123456789abcdef0123456789abcdef"
+    for arguments in ([missing], [missing, "--page", "missing.md"]):
+        result = _report([*arguments, "--tracking-uri", sweep["uri"]], sweep["folder"])
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+        assert f"'{missing}' is neither a run id nor an experiment name" in result.stderr or (
+            f"no MLflow experiment named '{missing}'" in result.stderr)
+        assert f"its experiments: Default, {EXPERIMENT}" in result.stderr
+    assert not (sweep["folder"] / "missing.md").exists()
+
+
+def test_the_results_page_refuses_a_run_id_and_says_what_it_is(sweep):
+    result = _report([sweep["child"], "--page", "child.md", "--tracking-uri", sweep["uri"]], sweep["folder"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (f"(run {sweep['child']} is a training run (a child of sweep {sweep['parent']}) of experiment "
+            f"{EXPERIMENT!r}; --page takes an experiment name)") in result.stderr
+    assert not (sweep["folder"] / "child.md").exists()
+
+
+def test_a_cross_validation_fold_names_its_sweep_and_a_lone_run_says_it_has_none(tmp_path):
+    from g2g.reporting.queries import TargetError, resolve_sweep
+    from g2g.tracking.store import setup_experiment
+
+    experiment_id = setup_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "g2g")
+    client = MlflowClient()
+    sweep_id = client.create_run(experiment_id, run_name="sweep", tags={"g2g.sweep": "true"}).info.run_id
+    crossval = client.create_run(experiment_id, tags={"mlflow.parentRunId": sweep_id,
+                                                      "g2g.protocol": "crossval"}).info.run_id
+    fold = client.create_run(experiment_id, tags={"mlflow.parentRunId": crossval, "g2g.fold": "2"}).info.run_id
+    lone = client.create_run(experiment_id).info.run_id
+
+    with pytest.raises(TargetError) as error:
+        resolve_sweep(client, fold)
+    assert str(error.value).startswith(f"run {fold} is fold 2 of a cross-validation (a child of run {crossval}, "
+                                       f"in sweep {sweep_id}) of experiment 'g2g', not a sweep: ")
+    assert str(error.value).endswith(f"report its sweep with: python -m g2g.report {sweep_id}")
+    with pytest.raises(TargetError, match=f"run {crossval} is the parent run of a cross-validation "
+                                          f"\\(a child of sweep {sweep_id}\\)"):
+        resolve_sweep(client, crossval)
+    with pytest.raises(TargetError) as error:
+        resolve_sweep(client, lone)
+    assert str(error.value).startswith(f"run {lone} is a training run of experiment 'g2g', not a sweep")
+    assert str(error.value).endswith("; it belongs to no sweep")
+    assert resolve_sweep(client, sweep_id) == (sweep_id, [])
 
 
 @pytest.mark.skipif(shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None,
