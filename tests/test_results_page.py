@@ -127,7 +127,7 @@ def test_results_page_refuses_mixed_settings_and_unknown_experiments(store, tmp_
     folder, _ = store
     page = tmp_path / "results.md"
     missing = _page_command(folder, page, experiment="nope")
-    assert missing.returncode == 1 and "no MLflow experiment named 'nope'" in missing.stderr
+    assert missing.returncode == 2 and "no MLflow experiment named 'nope'" in missing.stderr
     assert "its experiments: Default, page" in missing.stderr, "the error lists what the store has"
     assert not page.exists()
     elsewhere = subprocess.run([sys.executable, "-m", "g2g.report", "page", "--page", str(page)],

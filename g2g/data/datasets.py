@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
+from g2g.shell import shell_command
+
 log = logging.getLogger(__name__)
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -130,7 +132,7 @@ def _decompress_debian_files(source_dir: Path, raw_dir: Path) -> None:
             partial.unlink()
             raise DatasetUnavailableError(
                 f"{source_dir / (name + '.gz')} decompresses to {got} bytes, expected {size}; "
-                f"reinstall the package: apt-get install --reinstall {DEBIAN_PACKAGE}"
+                f"reinstall the package: {shell_command('apt-get', 'install', '--reinstall', DEBIAN_PACKAGE)}"
             )
         os.replace(partial, target)
 
@@ -196,7 +198,7 @@ def prepare_fashion_mnist(
            if damaged else "\nTo get it,")
         + " either\n"
         f"  - run with internet access and dataset.download=true (torchvision downloads it into {raw_dir}), or\n"
-        f"  - install the Debian package: sudo apt-get install {DEBIAN_PACKAGE} "
+        f"  - install the Debian package: {shell_command('sudo', 'apt-get', 'install', DEBIAN_PACKAGE)} "
         f"(its files in {debian_dir} are used automatically)."
     )
 

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from g2g.files import atomic_torch_save
+from g2g.shell import hydra_override, shell_command
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,13 @@ def load_weights(weights: str, dataset: str) -> dict:
             return torch.hub.load_state_dict_from_url(HUB_WEIGHTS[dataset], map_location="cpu",
                                                       check_hash=True, weights_only=True)
         except Exception as error:  # network errors come in many types
+            out = Path(f"resnet32_{dataset}.pt").resolve()
+            train = shell_command("python", "-m", "g2g.data.features", "train", "--dataset", dataset,
+                                  "--root", "data", "--out", out)
             raise FeaturesUnavailableError(
-                f"could not download the pretrained ResNet-32 for {dataset} ({error}). Without "
-                "internet, train one and point to it:\n  python -m g2g.data.features train --dataset "
-                f"{dataset} --root data --out resnet32_{dataset}.pt\n  then features.weights=$PWD/resnet32_{dataset}.pt"
+                f"could not download the pretrained ResNet-32 for {dataset} ({error}). Without internet, train "
+                f"one and point to it:\n  {train}\n  then add {shell_command(hydra_override('features.weights', out))}"
+                " to the run's command line"
             ) from error
     path = Path(weights).expanduser()
     try:
@@ -311,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = train_resnet32(args.dataset, args.root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, device=args.device, train_subset=args.train_subset)
-    print(f"saved {args.out} (test accuracy {result['test_accuracy']:.4f}); use features.weights={args.out.resolve()}")
+    print(f"saved {args.out} (test accuracy {result['test_accuracy']:.4f}); use "
+          + shell_command(hydra_override("features.weights", args.out.resolve())))
     return 0
 
 

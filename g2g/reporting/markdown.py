@@ -17,6 +17,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def code(text: str) -> str:
+    """``text`` as an inline code span that shows it verbatim: fenced by one backtick
+    more than its longest run of backticks, with a space inside each fence when the
+    text starts or ends with a backtick (CommonMark strips one such space)."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _block_pattern(start: str, end: str) -> re.Pattern:
     return re.compile(re.escape(start) + r"\n(.*?)" + re.escape(end), re.S)
 

@@ -12,6 +12,7 @@ import functools
 from collections import defaultdict
 from typing import TYPE_CHECKING, NamedTuple
 
+from g2g.shell import shell_command
 from g2g.tracking import names
 from g2g.tracking.params import is_non_result_key
 
@@ -118,6 +119,21 @@ class ResultsError(ValueError):
     """The experiment cannot make a results page (no runs, mixed settings)."""
 
 
+class TargetError(ValueError):
+    """The report's target names nothing it reports: no such experiment or run, or a run
+    that is not a sweep's parent. The message names the target, what it is, and what
+    the report takes (:data:`TARGETS`)."""
+
+
+class UnknownExperimentError(ResultsError, TargetError):
+    """The results page's experiment is not in the store."""
+
+
+#: what ``python -m g2g.report`` takes as its target
+TARGETS = ("python -m g2g.report takes the name of an MLflow experiment (its newest sweep with jobs; with "
+           "--page, every finished run of it) or the run id of a sweep's parent run")
+
+
 def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     """Every finished training run of the experiment as a :func:`run_row`, plus
     ``train_time_s`` (sum of the per-epoch training times) and ``params`` (all its
@@ -126,12 +142,16 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     latest).
 
     Raises:
-        ResultsError: no such experiment, or no finished run in it.
+        UnknownExperimentError: no such experiment (the message says what the name is
+            when it is a run id).
+        ResultsError: no finished run in it.
     """
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        raise ResultsError(missing_experiment_message(client, experiment_name,
-                                                      f"no MLflow experiment named {experiment_name!r}"))
+        run = find_run(client, experiment_name)
+        what = f"no MLflow experiment named {experiment_name!r}" + (
+            f" ({describe_run(client, run)}; --page takes an experiment name)" if run is not None else "")
+        raise UnknownExperimentError(missing_experiment_message(client, experiment_name, what))
     refuse_deleted(client, experiment, ResultsError)
     runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"], max_results=50000)
@@ -369,28 +389,110 @@ def refuse_deleted(client: MlflowClient, experiment, error: type[ValueError] = V
                                                "report another experiment: python -m g2g.report OTHER_NAME"))
 
 
-def resolve_sweep(client: MlflowClient, target: str) -> tuple[str, list[str]]:
+def find_run(client: MlflowClient, run_id: str):
+    """The MLflow run ``run_id``, or None when the store has no run of that id (or
+    ``run_id`` cannot be one); any other failure of the store is raised."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 (MLflow only once a store is read)
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+#: how many parent runs :func:`describe_run` follows to find a run's sweep (a sweep's
+#: cross-validation fold is two below it)
+_MAX_ANCESTORS = 8
+
+
+def _kind(run) -> str:
+    """What ``run`` is, from g2g's tags: a sweep, a cross-validation parent, a fold or a
+    training run."""
+    tags = run.data.tags
+    if tags.get(names.TAG_SWEEP) == "true":
+        return "the parent run of a sweep"
+    if tags.get(names.TAG_PROTOCOL) == "crossval":
+        return "the parent run of a cross-validation"
+    if names.TAG_FOLD in tags:
+        return f"fold {tags[names.TAG_FOLD]} of a cross-validation"
+    return "a training run"
+
+
+def sweep_of(client: MlflowClient, run) -> str | None:
+    """The run id of the sweep ``run`` belongs to: its nearest ancestor (tag
+    ``mlflow.parentRunId``, followed upwards) that is a sweep's parent run; None when
+    it has none."""
+    seen = {run.info.run_id}
+    for _ in range(_MAX_ANCESTORS):
+        parent_id = run.data.tags.get(names.TAG_PARENT_RUN_ID)
+        if parent_id is None or parent_id in seen or (run := find_run(client, parent_id)) is None:
+            return None
+        if run.data.tags.get(names.TAG_SWEEP) == "true":
+            return parent_id
+        seen.add(parent_id)
+    return None
+
+
+def describe_run(client: MlflowClient, run) -> str:
+    """``run ID is KIND (a child of sweep S) of experiment 'E'``: what an MLflow run is
+    (a sweep's parent, a cross-validation's parent, a fold or a training run, from g2g's
+    tags), its parent and its sweep (:func:`sweep_of`), for a message that refuses it."""
+    parent_id = run.data.tags.get(names.TAG_PARENT_RUN_ID)
+    sweep_id = sweep_of(client, run)
+    if sweep_id is not None and sweep_id == parent_id:
+        where = f" (a child of sweep {sweep_id})"
+    elif sweep_id is not None:
+        where = f" (a child of run {parent_id}, in sweep {sweep_id})"
+    else:
+        where = "" if parent_id is None else f" (a child of run {parent_id})"
+    experiment = client.get_experiment(run.info.experiment_id)
+    return f"run {run.info.run_id} is {_kind(run)}{where} of experiment {experiment.name!r}"
+
+
+def report_command(target: str, *arguments: str, tracking_uri: str | None = None) -> str:
+    """``python -m g2g.report TARGET ARGUMENTS [--tracking-uri URI]`` quoted for the shell
+    (:func:`g2g.shell.shell_command`): the command written onto a results page, and the
+    one an error suggests."""
+    return shell_command("python", "-m", "g2g.report", target, *arguments,
+                         *(["--tracking-uri", tracking_uri] if tracking_uri else []))
+
+
+def _not_a_sweep(client: MlflowClient, run, tracking_uri: str | None) -> TargetError:
+    """The error for a run that is not a sweep's parent: what it is, what the report
+    takes, and the command for its sweep when it has one."""
+    sweep_id = sweep_of(client, run)
+    remedy = (f"; report its sweep with: {report_command(sweep_id, tracking_uri=tracking_uri)}"
+              if sweep_id is not None else "; it belongs to no sweep")
+    return TargetError(f"{describe_run(client, run)}, not a sweep: {TARGETS}{remedy}")
+
+
+def resolve_sweep(client: MlflowClient, target: str, *, tracking_uri: str | None = None) -> tuple[str, list[str]]:
     """A run id of a sweep parent, or an experiment name whose latest sweep with jobs is
     meant: newer sweeps without a job (Hydra refused the batch, interrupted before any job)
     are skipped, and said so.
 
+    Args:
+        tracking_uri: the ``--tracking-uri`` the report was given (None: the default
+            store), repeated in the command an error suggests.
     Returns:
         (the sweep parent's run id, one line per newer sweep that was skipped and why).
     Raises:
-        ValueError: neither a run nor an experiment with a sweep that has jobs, or a
-            deleted experiment.
+        TargetError: neither a run nor an experiment of the store, or a run that is not a
+            sweep's parent (a training run, a cross-validation or a fold).
+        ValueError: an experiment without a sweep that has jobs, or a deleted experiment.
     """
-    try:
-        run = client.get_run(target)
-    except Exception:  # not a run id: try an experiment name
-        pass
-    else:
+    run = find_run(client, target)
+    if run is not None:
+        if run.data.tags.get(names.TAG_SWEEP) != "true":
+            raise _not_a_sweep(client, run, tracking_uri)
         refuse_deleted(client, client.get_experiment(run.info.experiment_id))
         return run.info.run_id, []
     experiment = client.get_experiment_by_name(target)
     if experiment is None:
-        raise ValueError(missing_experiment_message(client, target,
-                                                    f"{target!r} is neither a run id nor an experiment name"))
+        raise TargetError(missing_experiment_message(
+            client, target, f"{target!r} is neither a run id nor an experiment name") + f"; {TARGETS}")
     refuse_deleted(client, experiment)
     sweeps = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{names.TAG_SWEEP}` = 'true'",
                                 order_by=["attributes.start_time DESC"], max_results=1000)

@@ -399,8 +399,8 @@ def _poolable_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
 
 def _provenance(command: str, num_runs: int, experiment_name: str) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    return (f"_Generated on {when} by `{command}` from {num_runs} finished runs of the MLflow experiment "
-            f"`{experiment_name}`. Do not edit between the markers: rerun the command._\n\n")
+    return (f"_Generated on {when} by {markdown.code(command)} from {num_runs} finished runs of the MLflow "
+            f"experiment {markdown.code(experiment_name)}. Do not edit between the markers: rerun the command._\n\n")
 
 
 def _devices(rows: list[dict]) -> str:

@@ -18,7 +18,12 @@ of the experiment, and
 
     python -m g2g.report <experiment-name> --page docs/results.md --section published
 
-its published-setting section (the runs of ``sweeps/published.yaml``).
+its published-setting section (the runs of ``sweeps/published.yaml``). The page records
+the command that regenerates it, quoted for the shell.
+
+A target that names nothing the report takes (no such experiment or run, or a run that is
+not a sweep's parent, e.g. one training run of a sweep) is refused with exit status 2,
+naming what the target is (and the command for the run's sweep); nothing is logged then.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
-from g2g.reporting.queries import ResultsError, columns, open_store, resolve_sweep, sweep_jobs
+from g2g.reporting.queries import TargetError, columns, open_store, report_command, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+#: exit status when TARGET names nothing the report takes (as argparse's for bad arguments)
+EXIT_BAD_TARGET = 2
 
 
 def _format(value) -> str:
@@ -94,8 +102,8 @@ def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m g2g.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", help="sweep parent run id, or experiment name (its latest sweep; "
-                                       "with --page: every finished run of it)")
+    parser.add_argument("target", help="run id of a sweep's parent run, or experiment name (its latest sweep "
+                                       "with jobs; with --page: every finished run of it)")
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///$PWD/mlflow.db")
     parser.add_argument("--out", default="sweep_report", help="folder for the files (default: sweep_report)")
     parser.add_argument("--page", default=None, metavar="PATH",
@@ -114,22 +122,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.page:
         from g2g.reporting.results_page import write_page  # noqa: PLC0415
 
-        command = " ".join(["python -m g2g.report", args.target, "--page", args.page]
-                           + (["--section", args.section] if args.section != "results" else [])
-                           + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))
+        command = report_command(args.target, "--page", args.page,
+                                 *(["--section", args.section] if args.section != "results" else []),
+                                 tracking_uri=args.tracking_uri)
         try:
             page = write_page(client, args.target, Path(args.page), command, args.section)
-        except (ResultsError, ValueError) as error:
+        except ValueError as error:  # ResultsError, TargetError among them
             print(f"error: {error}", file=sys.stderr)
-            return 1
+            return EXIT_BAD_TARGET if isinstance(error, TargetError) else 1
         print(f"wrote {page} and its figures in {page.parent / 'figures'}" if args.section == "results"
               else f"wrote the {args.section} section of {page}")
         return 0
     try:
-        parent, skipped = resolve_sweep(client, args.target)
-    except ValueError as error:
+        parent, skipped = resolve_sweep(client, args.target, tracking_uri=args.tracking_uri)
+    except ValueError as error:  # TargetError among them
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_TARGET if isinstance(error, TargetError) else 1
     for line in skipped:
         print(line, file=sys.stderr)
     rows = report_sweep(client, parent, Path(args.out))

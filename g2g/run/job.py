@@ -12,7 +12,6 @@ each model built by :mod:`g2g.run.build` and trained by :mod:`g2g.run.training_l
 from __future__ import annotations
 
 import logging
-import shlex
 
 from mlflow import get_tracking_uri
 from mlflow.tracking import MlflowClient
@@ -26,6 +25,7 @@ from g2g.run.paths import absolute_paths
 from g2g.run.protocols import RunContext, run_protocol
 from g2g.run.record import Plan, RunRecord
 from g2g.run.validation import validate
+from g2g.shell import shell_command
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import find_run, log_reused_run
 from g2g.tracking.store import setup_experiment, warn_ignored_environment
@@ -103,7 +103,7 @@ def _reuse(record: RunRecord, plan: Plan, experiment_id: str, parent_run_id: str
                  summary["answered_from_epoch"])
     else:
         log.info("run %s already finished: %s, folder %s. To train it again: %s", record.label, where,
-                 record.folder, shlex.join(["python", "-m", "g2g.run", "forget", str(record.folder)]))
+                 record.folder, shell_command("python", "-m", "g2g.run", "forget", record.folder))
     original = find_run(summary.get("run_id"))
     if original is not None and original.info.status == "RUNNING" and plan.action == "finished":
         log.warning("MLflow run %s was left RUNNING although its run finished (the store failed at its end); "

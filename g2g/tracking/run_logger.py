@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from mlflow.tracking import MlflowClient
 
 from g2g.files import atomic_write
+from g2g.shell import shell_command
 from g2g.tracking.names import TAG_ERROR
 from g2g.tracking.store import log_batch_chunked
 
@@ -94,9 +95,9 @@ class RunLogger:
             log.warning(
                 "MLflow store %s failed (%s: %s) after %d tries; training goes on and what cannot be "
                 "logged is kept in %s, to be logged at the end of the run if the store answers again "
-                "(else later with: python -m g2g.tracking relog %s)",
+                "(else later with: %s)",
                 self.tracking_uri, type(error).__name__, error, len(RETRY_DELAYS_S) + 1,
-                self.fallback_path, self.fallback_path,
+                self.fallback_path, shell_command("python", "-m", "g2g.tracking", "relog", self.fallback_path),
             )
         elif not self.offline:
             log.info("MLflow store failed again (%s: %s); kept in %s", type(error).__name__, error,
@@ -146,8 +147,8 @@ class RunLogger:
         the fallback file kept, when the store takes it. Only
         :class:`g2g.run.guard.RunGuard` calls this."""
         if self.fallback_path.exists() and not self._call(self._relog_kept, retry_while_offline=True):
-            log.warning("the MLflow store still fails: log %s later with: python -m g2g.tracking relog %s",
-                        self.fallback_path, self.fallback_path)
+            log.warning("the MLflow store still fails: log %s later with: %s", self.fallback_path,
+                        shell_command("python", "-m", "g2g.tracking", "relog", self.fallback_path))
         client = MlflowClient(self.tracking_uri)
         if not self._call(lambda: client.set_terminated(self.run_id, status)):
             self._record({"kind": "end", "status": status})

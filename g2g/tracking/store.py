@@ -40,6 +40,7 @@ from mlflow.entities import LifecycleStage
 from mlflow.tracking import MlflowClient
 
 from g2g.run.lock import blocking_file_lock
+from g2g.shell import shell_command
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,12 @@ def deleted_experiment_message(experiment_name: str, experiment_id: str, trackin
                                another: str = "log to another experiment: tracking.experiment=OTHER_NAME") -> str:
     """What to do about the deleted experiment ``experiment_name``: restore it (command
     line or UI), or ``another`` (the other remedy, in the words of the command at hand)."""
+    restore = shell_command("mlflow", "experiments", "restore", "--experiment-id", experiment_id,
+                            env={TRACKING_URI_ENV: tracking_uri})
     return (
         f"MLflow experiment {experiment_name!r} (id {experiment_id}) in the store {tracking_uri} was deleted "
         "(it is in MLflow's trash). Either restore it, with its runs:\n"
-        f"  MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {experiment_id}\n"
+        f"  {restore}\n"
         "  (or in the MLflow UI: the experiment list, show deleted experiments, restore)\n"
         f"or {another}"
     )
