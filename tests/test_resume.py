@@ -134,19 +134,28 @@ def test_the_epoch_count_is_in_the_config_hash_when_the_dst_schedule_spans_the_r
     assert ckpt.epoch_dependent_schedules(one) == (schedule if in_hash else [])
 
 
-def test_a_run_asked_for_fewer_epochs_than_a_finished_one_is_refused_naming_both(tmp_path, tiny_data_root):
-    run_job(compose_config(["model=index", "train.epochs=2"], tmp_path))
-    with pytest.raises(ckpt.CheckpointError, match="already finished with 2 epochs.*asks for 1"):
-        run_job(compose_config(["model=index", "train.epochs=1"], tmp_path))
+def test_a_run_asked_for_fewer_epochs_than_a_finished_one_is_answered_from_its_history(tmp_path, tiny_data_root,
+                                                                                        caplog):
+    finished = run_job(compose_config(["model=index", "train.epochs=2"], tmp_path))
+    caplog.set_level("INFO", logger="g2g")
+    answer = run_job(compose_config(["model=index", "train.epochs=1"], tmp_path))
+    epoch_one = _client(tmp_path).get_metric_history(finished["run_id"], "test_accuracy")[0]
+    assert answer["skipped"] and answer["answered_from_epoch"] == 1 and answer["run_id"] == finished["run_id"]
+    assert answer["test_accuracy"] == epoch_one.value and epoch_one.step == 1
+    assert "answered from its metrics after epoch 1" in caplog.text
 
 
-def test_a_checkpoint_further_than_the_epochs_asked_for_is_refused(tmp_path, tiny_data_root, monkeypatch):
+def test_a_checkpoint_further_than_the_epochs_asked_for_answers_from_its_history(tmp_path, tiny_data_root,
+                                                                                 monkeypatch):
     _stop_at_step(monkeypatch, 6, _sigterm)  # in epoch 2 of 3
     with pytest.raises(TrainingInterrupted):
         run_job(compose_config(DST_RUN, tmp_path))
     monkeypatch.undo()
-    with pytest.raises(ckpt.CheckpointError, match="in epoch 2 of a longer run; this run asks for 1 epochs"):
-        run_job(compose_config([*DST_RUN, "train.epochs=1"], tmp_path))
+    record = ckpt.run_record(compose_config(DST_RUN, tmp_path), tmp_path / "checkpoints")
+    assert record.status == "KILLED" and record.epochs_done == 1 and record.state["mid_epoch"]
+    answer = run_job(compose_config([*DST_RUN, "train.epochs=1"], tmp_path))
+    assert answer["answered_from_epoch"] == 1 and answer["test_accuracy"] == record.history[0]["test_accuracy"]
+    assert ckpt.run_record(compose_config(DST_RUN, tmp_path), tmp_path / "checkpoints").status == "KILLED"
 
 
 def test_extending_a_cross_validation_continues_every_fold_in_the_same_runs(tmp_path, tiny_data_root):

@@ -21,7 +21,7 @@ from g2g.run.guard import RunGuard
 from g2g.run.hardware import seed_everything
 from g2g.run.random_streams import stream_seed
 from g2g.run.record import RunRecord
-from g2g.run.training_loop import train_epochs
+from g2g.run.training_loop import CheckpointHook, MetricsHook, fit
 from g2g.files import remove_stale_temporary_files
 from g2g.tracking.names import (
     TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
@@ -86,17 +86,17 @@ def holdout(context: RunContext, *, validation_fraction: float = 0.0) -> dict:
     return train_model(context, load, epochs=cfg.train.epochs, eval_prefix="test")
 
 
-def _open(context: RunContext, earlier_run_ids: list[str | None], tags: dict) -> tuple[RunLogger, bool]:
-    """Close the runs of this record left RUNNING, open its MLflow run (resumed or new)
-    and its logger; the record is started by the caller inside its guard. Returns
-    (logger, whether the MLflow run is new)."""
+def _open(context: RunContext, resume_run_id: str | None, tags: dict) -> tuple[RunLogger, bool]:
+    """Close the runs of this record left RUNNING (their process is gone: we hold the
+    lock), open its MLflow run and its logger: ``resume_run_id`` resumed when the store
+    has it, else a new one. The record is started by the caller inside its guard.
+    Returns (logger, whether the MLflow run is new)."""
     record, cfg = context.record, context.cfg
     close_orphans([context.experiment_id, record.state.get("experiment_id")], str(record.checkpoint.resolve()),
-                  [record.run_id, *earlier_run_ids])
-    run_id, is_new = open_run(record.run_id or next((i for i in earlier_run_ids if i), None), context.experiment_id,
-                         context.run_name, tags=tags, **_config_record(cfg))
-    fallback = context.record.folder / "mlflow_fallback.jsonl"
-    return RunLogger(run_id, mlflow.get_tracking_uri(), fallback), is_new
+                  [record.run_id, resume_run_id])
+    run_id, is_new = open_run(resume_run_id, context.experiment_id, context.run_name, tags=tags,
+                              **_config_record(cfg))
+    return RunLogger(run_id, mlflow.get_tracking_uri(), record.folder / "mlflow_fallback.jsonl"), is_new
 
 
 def _start(context: RunContext, logger: RunLogger, epochs: int) -> None:
@@ -126,7 +126,7 @@ def crossval(context: RunContext, *, k_folds: int, epochs: int) -> dict:
     cfg, record = context.cfg, context.record
     tags = {**context.tags, TAG_RUN_LABEL: record.label, TAG_PROTOCOL: "crossval", TAG_EPOCHS: str(epochs),
             TAG_CHECKPOINT: str(record.checkpoint.resolve())}
-    logger, is_new = _open(context, [], tags)
+    logger, is_new = _open(context, record.run_id, tags)  # the folds' records hold their progress
     parent_id = logger.run_id
     with RunGuard(record, logger) as guard:
         _start(context, logger, epochs)
@@ -201,14 +201,15 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
     tags = {TAG_RUN_LABEL: record.label, TAG_CONFIG_HASH: config_hash,
             TAG_CHECKPOINT: str(record.checkpoint.resolve()), TAG_DEVICE: str(device),
             TAG_NUM_THREADS: str(torch.get_num_threads()), TAG_EPOCHS: str(epochs), **context.tags}
-    logger, _ = _open(context, [resume["mlflow_run_id"] if resume else None], tags)
+    logger, _ = _open(context, resume["mlflow_run_id"] if resume else None, tags)  # no checkpoint: a new run
     writer = ckpt.CheckpointWriter(record.checkpoint, config_hash, ckpt.result_config(cfg), logger.run_id)
     with RunGuard(record, logger) as guard:
         _start(context, logger, epochs)
         seed_everything(cfg.seed)
         data = load()
-        history = train_epochs(build(cfg, data, device), data, logger, writer, record,
-                               epochs=epochs, eval_prefix=eval_prefix, resume=resume)
+        hooks = [MetricsHook(logger), CheckpointHook(writer, record)]
+        history = fit(build(cfg, data, device), data, hooks, epochs=epochs, eval_prefix=eval_prefix, resume=resume,
+                      new_run=resume is None or resume["mlflow_run_id"] != logger.run_id)
         summary = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri,
                    "experiment": cfg.tracking.experiment, "checkpoint": str(record.checkpoint.resolve()),
                    **history[-1]}

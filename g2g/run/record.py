@@ -159,7 +159,8 @@ class RunRecord:
         if self.status == "FINISHED" and self.epochs_done == epochs:
             return Plan("finished", {**self.summary, **self._identity()})
         history = [row for row in self.history if row.get("epoch") == epochs]
-        if self.epochs_done > epochs and history and self.status != "RUNNING":
+        past = self.epochs_done > epochs or (self.epochs_done == epochs and self.state.get("mid_epoch", False))
+        if past and history and self.status != "RUNNING":
             row = history[0]
             summary = {**{k: v for k, v in self.summary.items() if k in _IDENTITY}, **self._identity(),
                        **row, "answered_from_epoch": epochs, "epochs_done": self.epochs_done}
@@ -190,7 +191,11 @@ class RunRecord:
 
     def epoch_done(self, epochs_done: int, history: list[dict]) -> None:
         """After a checkpoint was written: ``epochs_done`` epochs and their metrics."""
-        self._write(epochs_done=epochs_done, history=history)
+        self._write(epochs_done=epochs_done, history=history, mid_epoch=False)
+
+    def stopped_mid_epoch(self) -> None:
+        """After a checkpoint written inside epoch ``epochs_done + 1`` (a stop)."""
+        self._write(mid_epoch=True)
 
     def end(self, status: str, *, summary: dict | None = None, error: str | None = None) -> None:
         """Set a terminal status (only :class:`g2g.run.guard.RunGuard` calls this)."""

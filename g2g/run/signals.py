@@ -24,9 +24,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class StopRequest:
-    """Signals received by this job so far (SIGINT, SIGTERM), whatever it was doing."""
+    """Signals received by the job running now (SIGINT, SIGTERM), whatever it was doing;
+    kept only inside :func:`job_signals` (``active``)."""
 
     received: list[int] = []
+    active = False
 
 
 @contextlib.contextmanager
@@ -38,9 +40,12 @@ def job_signals() -> Iterator[None]:
     request), one that has finished stays finished. A second SIGINT raises
     :class:`KeyboardInterrupt` at once. Handlers only in the main thread; the previous
     ones are restored on exit."""
-    StopRequest.received = []
+    StopRequest.received, StopRequest.active = [], True
     if threading.current_thread() is not threading.main_thread():
-        yield
+        try:
+            yield
+        finally:
+            StopRequest.active = False
         return
 
     def remember(signal_number, frame):
@@ -54,6 +59,7 @@ def job_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        StopRequest.active = False
         for number, handler in previous.items():
             signal.signal(number, handler)
 
@@ -65,7 +71,7 @@ def stop_on_signals(trainer: Trainer) -> Iterator[list[int]]:
     :func:`job_signals`) stops it after its first step. Yields the list of signal
     numbers received so far. Handlers are only installed in the main thread, and the previous
     ones are restored on exit."""
-    received: list[int] = StopRequest.received
+    received: list[int] = StopRequest.received if StopRequest.active else []
     trainer.stop_requested = bool(received)  # a signal that came before training: stop after the first step
     if threading.current_thread() is not threading.main_thread():
         yield received

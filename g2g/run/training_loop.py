@@ -1,11 +1,13 @@
-"""The loop over epochs of one training run: train, evaluate, log, checkpoint, and
-stop (resumably) on SIGINT/SIGTERM; then the run's plots and final weights."""
+"""The loop over epochs of one training run, flat: train an epoch, evaluate, then the
+hooks (metrics, checkpoint and record; later a search's pruning) in plain sight; stop
+(resumably) on SIGINT/SIGTERM; then the run's plots and final weights."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,29 +26,99 @@ from g2g.training.trainer import EpochInterrupted
 log = logging.getLogger(__name__)
 
 
-def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, writer: ckpt.CheckpointWriter,
-                 record: RunRecord, *, epochs: int, eval_prefix: str, resume: dict | None = None) -> list[dict]:
+@dataclass
+class FitState:
+    """What the loop knows between epochs, handed to every hook.
+
+    history: one metrics row per completed epoch (all so far). epoch: the epoch that
+    just ended (or, on a stop, the last complete one). progress: the position inside an
+    interrupted epoch ``epoch + 1`` (None between epochs). logged_updates: how many of
+    the DST's update records the MLflow run has.
+    """
+
+    objects: RunObjects
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    progress: dict | None = None
+    logged_updates: int = 0
+
+
+class MetricsHook:
+    """Logs each epoch's row (step = epoch) and the DST updates made since the last call
+    (step = global step) to the run's MLflow logger; at the end the plots and the final
+    weights. It runs before :class:`CheckpointHook`, so a checkpoint never holds an
+    update that was not logged."""
+
+    def __init__(self, logger: RunLogger) -> None:
+        self.logger = logger
+
+    def log_updates(self, state: FitState) -> None:
+        sparsity = state.objects.sparsity
+        if sparsity is not None:
+            for update in sparsity.records[state.logged_updates:]:
+                self.logger.metrics(update.metrics(), step=update.step)
+            state.logged_updates = len(sparsity.records)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        row = state.history[-1]
+        self.logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        self.log_updates(state)
+
+    def on_stop(self, state: FitState) -> None:
+        self.log_updates(state)
+
+    def on_fit_end(self, state: FitState) -> None:
+        _log_final_artifacts(state.objects, state.history, self.logger)
+
+
+class CheckpointHook:
+    """Writes the checkpoint after every epoch and on a stop (mid-epoch), and after a
+    whole epoch the run record's epochs done and history."""
+
+    def __init__(self, writer: ckpt.CheckpointWriter, record: RunRecord) -> None:
+        self.writer = writer
+        self.record = record
+
+    def _save(self, state: FitState) -> None:
+        self.writer.save(state.objects.trainer.state_dict(), rng_state(), epoch=state.epoch,
+                         epoch_progress=state.progress, history=state.history, logged_updates=state.logged_updates)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._save(state)
+        self.record.epoch_done(state.epoch, state.history)
+
+    def on_stop(self, state: FitState) -> None:
+        self._save(state)
+        self.record.stopped_mid_epoch()
+
+    def on_fit_end(self, state: FitState) -> None:
+        pass
+
+
+def fit(objects: RunObjects, data: DataSplits, hooks: list, *, epochs: int, eval_prefix: str,
+        resume: dict | None = None, new_run: bool = True) -> list[dict]:
     """Train epochs ``1..epochs`` (or, resuming, those after the checkpoint's, also
-    from the middle of an epoch) on ``data.train_*``, evaluating ``data.test_*``
-    after each, with a checkpoint after every epoch and on SIGINT/SIGTERM; then log
-    the plots and the final weights.
+    from the middle of an epoch) on ``data.train_*``, evaluating ``data.test_*`` (and
+    ``data.val_*``) after each; then the hooks' ends (plots, final weights).
+
+    After every epoch each hook's ``on_epoch_end(state)`` runs, in order (the metrics,
+    then the checkpoint: :class:`MetricsHook`, :class:`CheckpointHook`; a hook may raise
+    to end the run, as a search's pruning would); on SIGINT/SIGTERM each hook's
+    ``on_stop(state)`` runs after the current step and the run stops with
+    :class:`TrainingInterrupted`; once the last epoch is done, each ``on_fit_end(state)``.
 
     Every metric series of the MLflow run is the same, step for step, whether the run
-    was interrupted and resumed (any number of times, at any step) or not: the DST
-    updates made so far are logged before every checkpoint, which stores how many were
-    logged; and a run resumed into a new MLflow run (the checkpoint's was deleted) gets
-    the checkpoint's whole record first (model sizes, every epoch, every DST update).
+    was interrupted and resumed (any number of times, at any step) or not; a run
+    resumed into a new MLflow run (``new_run``: the checkpoint's was deleted or is in
+    another experiment) gets the checkpoint's whole record first.
 
     Args:
-        logger: the run's MLflow logger (per-epoch metrics at step = epoch, DST
-            updates at step = global step, the model sizes at step 0 of a new run).
-        writer: writes the checkpoint; its ``mlflow_run_id`` is the run logged to.
-        record: the run's record: after every checkpoint of a whole epoch, its epochs
-            done and history.
+        hooks: objects with ``on_epoch_end``, ``on_stop`` and ``on_fit_end`` (see above).
         epochs: the run's total number of epochs (more than a finished checkpoint's
             continues it).
         eval_prefix: ``test`` or ``val``: the evaluation metrics' prefix.
         resume: a checkpoint :func:`g2g.run.checkpoint.load_checkpoint` loaded, to continue.
+        new_run: the MLflow run is new (the model sizes and the resumed record go into it).
     Returns:
         The per-epoch history (one metrics row per epoch, all epochs so far).
     Raises:
@@ -54,86 +126,84 @@ def train_epochs(objects: RunObjects, data: DataSplits, logger: RunLogger, write
         g2g.run.signals.TrainingInterrupted: stopped on a signal after saving.
         g2g.training.trainer.NonFiniteLossError: the loss became NaN or infinite.
     """
-    model, trainer, sparsity, regularizer = objects.model, objects.trainer, objects.sparsity, objects.regularizer
-    if regularizer is not None:
-        regularizer.warn_if_never_active(epochs)
-    sizes = model.parameter_counts()  # of the initial masks; DST keeps them (it grows as many as it prunes)
-    history: list[dict] = []
-    completed_epochs, epoch_progress, logged_updates = 0, None, 0
-    new_run = resume is None or resume["mlflow_run_id"] != writer.mlflow_run_id
-    if resume is not None:
-        _refuse_checkpoint_past(resume, epochs, writer.path)
-        trainer.load_state_dict(ckpt.trainer_state(resume))
-        set_rng_state(resume["rng"])
-        history, completed_epochs = resume["history"], resume["epoch"]
-        epoch_progress = resume.get("epoch_progress")
-        logged_updates = 0 if new_run else resume["logged_updates"]
-        log.info("resuming %s after epoch %d%s from %s", writer.path.stem, completed_epochs,
-                 f" and step {epoch_progress['next_batch']} of epoch {completed_epochs + 1}"
-                 if epoch_progress else "", writer.path)
-    if new_run:
-        logger.metrics(sizes, step=0)
-        if resume is not None:
-            log.warning("MLflow run %s of the checkpoint is gone; logging its record (%d epochs, %d DST "
-                        "updates) into the new run %s", resume["mlflow_run_id"], len(history),
-                        len(sparsity.records) if sparsity is not None else 0, writer.mlflow_run_id)
-        for row in history:
-            logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-
-    def log_pending_updates() -> None:
-        nonlocal logged_updates
-        if sparsity is not None:
-            for record in sparsity.records[logged_updates:]:
-                logger.metrics(record.metrics(), step=record.step)
-            logged_updates = len(sparsity.records)
-
-    def save(epoch: int, progress: dict | None = None) -> None:
-        log_pending_updates()  # a checkpoint never holds an update that was not logged
-        writer.save(trainer.state_dict(), rng_state(), epoch=epoch, epoch_progress=progress, history=history,
-                    logged_updates=logged_updates)
-        if progress is None:
-            record.epoch_done(epoch, history)
-
-    log_pending_updates()  # a new run's copy of the checkpoint's updates
+    state = _begin(objects, hooks, resume, epochs, new_run)
+    trainer = objects.trainer
     with stop_on_signals(trainer) as received:
-        for epoch in range(completed_epochs + 1, epochs + 1):
-            row = {"epoch": epoch}
-            if regularizer is not None:
-                row.update(regularizer.start_epoch(epoch, epochs))
+        for epoch in range(state.epoch + 1, epochs + 1):
+            row = {"epoch": epoch, **(objects.regularizer.start_epoch(epoch, epochs) if objects.regularizer else {})}
             try:
-                row.update(trainer.train_epoch(data.train_x, data.train_y,
-                                               f"epoch {epoch}/{epochs}", resume=epoch_progress))
+                row.update(trainer.train_epoch(data.train_x, data.train_y, f"epoch {epoch}/{epochs}",
+                                               resume=state.progress))
             except EpochInterrupted as stop:
-                save(epoch - 1, stop.progress)
-                raise _stopped(trainer, epoch - 1, writer, received) from None
-            epoch_progress = None
-            evaluation_started = time.perf_counter()
-            if data.val_x is not None:  # only its loss and accuracy: rates and SynOps are the test split's
-                row.update({key: value for key, value in trainer.evaluate(data.val_x, data.val_y, prefix="val").items()
-                            if key.startswith("val_")})
-            row.update(trainer.evaluate(data.test_x, data.test_y, prefix=eval_prefix))
-            row[METRIC_EVALUATION_TIME] = time.perf_counter() - evaluation_started
-            for prefix in ("val", eval_prefix) if data.val_x is not None else (eval_prefix,):
-                row.update(best_epoch(history, row, prefix))
-            row.update({f"density_{name}": layer.density() for name, layer in model.masked_layers().items()})
-            history.append(row)
-            logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f %s_accuracy %.4f (%.0f s)",
-                     epoch, epochs, row["train_loss"], row["train_accuracy"], eval_prefix,
-                     row[f"{eval_prefix}_accuracy"], row["epoch_time_s"])
-            save(epoch)
+                state.progress = stop.progress
+                for hook in hooks:
+                    hook.on_stop(state)
+                raise _stopped(trainer, epoch - 1, hooks, received) from None
+            row.update(evaluate(objects, data, eval_prefix, state.history, row))
+            state.history.append(row)
+            state.epoch, state.progress = epoch, None
+            log.info("epoch %d/%d: train_loss %.4f train_accuracy %.4f %s_accuracy %.4f (%.0f s)", epoch, epochs,
+                     row["train_loss"], row["train_accuracy"], eval_prefix, row[f"{eval_prefix}_accuracy"],
+                     row["epoch_time_s"])
+            for hook in hooks:
+                hook.on_epoch_end(state)
             if trainer.stop_requested and epoch < epochs:
-                raise _stopped(trainer, epoch, writer, received)
-        # a signal from here on changes nothing: the run is complete
-        _log_final_artifacts(objects, history, logger)
-    return history
+                raise _stopped(trainer, epoch, hooks, received)
+        for hook in hooks:  # a signal from here on changes nothing: the run is complete
+            hook.on_fit_end(state)
+    return state.history
 
 
-def _stopped(trainer, epochs_done: int, writer: ckpt.CheckpointWriter, received: list[int]) -> TrainingInterrupted:
+def evaluate(objects: RunObjects, data: DataSplits, eval_prefix: str, history: list[dict], row: dict) -> dict:
+    """The evaluation after an epoch: the validation split's loss and accuracy (when
+    held out), the evaluated split's metrics, their best epoch so far, the evaluation
+    time and each masked layer's density."""
+    trainer, started, metrics = objects.trainer, time.perf_counter(), {}
+    if data.val_x is not None:  # only its loss and accuracy: rates and SynOps are the test split's
+        metrics.update({key: value for key, value in trainer.evaluate(data.val_x, data.val_y, prefix="val").items()
+                        if key.startswith("val_")})
+    metrics.update(trainer.evaluate(data.test_x, data.test_y, prefix=eval_prefix))
+    metrics[METRIC_EVALUATION_TIME] = time.perf_counter() - started
+    for prefix in ("val", eval_prefix) if data.val_x is not None else (eval_prefix,):
+        metrics.update(best_epoch(history, {**row, **metrics}, prefix))
+    metrics.update({f"density_{name}": layer.density() for name, layer in objects.model.masked_layers().items()})
+    return metrics
+
+
+def _begin(objects: RunObjects, hooks: list, resume: dict | None, epochs: int, new_run: bool) -> FitState:
+    """The state to start from: a new run's (its model sizes logged at step 0), or the
+    checkpoint's (trainer, generators, history, position), whose record a new MLflow run
+    gets first."""
+    if objects.regularizer is not None:
+        objects.regularizer.warn_if_never_active(epochs)
+    state = FitState(objects)
+    metrics = next((hook for hook in hooks if isinstance(hook, MetricsHook)), None)
+    if resume is not None:
+        _refuse_checkpoint_past(resume, epochs)
+        objects.trainer.load_state_dict(ckpt.trainer_state(resume))
+        set_rng_state(resume["rng"])
+        state.history, state.epoch, state.progress = resume["history"], resume["epoch"], resume.get("epoch_progress")
+        state.logged_updates = 0 if new_run else resume["logged_updates"]
+        log.info("resuming after epoch %d%s", state.epoch,
+                 f" and step {state.progress['next_batch']} of epoch {state.epoch + 1}" if state.progress else "")
+    if new_run and metrics is not None:
+        metrics.logger.metrics(objects.model.parameter_counts(), step=0)  # DST keeps the sizes: grows as it prunes
+        if resume is not None:
+            log.warning("the checkpoint's MLflow run %s is gone or elsewhere; logging its record (%d epochs) into the "
+                        "new run %s", resume["mlflow_run_id"], len(state.history), metrics.logger.run_id)
+        for row in state.history:
+            metrics.logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+    if metrics is not None:
+        metrics.log_updates(state)  # a new run's copy of the checkpoint's updates
+    return state
+
+
+def _stopped(trainer, epochs_done: int, hooks: list, received: list[int]) -> TrainingInterrupted:
     """The stop after a signal, in one wording wherever in an epoch it came."""
+    saved = next((f"; checkpoint {hook.writer.path}" for hook in hooks if isinstance(hook, CheckpointHook)), "")
     return TrainingInterrupted(
-        f"stopped at global step {trainer.global_step} ({epochs_done} epochs complete); checkpoint {writer.path}; "
-        "run the same command to resume", received[0])
+        f"stopped at global step {trainer.global_step} ({epochs_done} epochs complete){saved}; run the same command "
+        "to resume", received[0])
 
 
 def best_epoch(history: list[dict], row: dict, prefix: str) -> dict:
@@ -147,13 +217,13 @@ def best_epoch(history: list[dict], row: dict, prefix: str) -> dict:
     return {f"best_{key}": best[key], f"best_{prefix}_epoch": best["epoch"]}
 
 
-def _refuse_checkpoint_past(resume: dict, epochs: int, path: Path) -> None:
+def _refuse_checkpoint_past(resume: dict, epochs: int) -> None:
     """Raise :class:`g2g.run.checkpoint.CheckpointError` when the checkpoint is already
     past the end of an ``epochs``-epoch run (it belongs to a longer run that was stopped)."""
     done, progress = resume["epoch"], resume.get("epoch_progress")
     if done > epochs or (done == epochs and progress is not None):
         raise ckpt.CheckpointError(
-            f"checkpoint {path} is {'in epoch ' + str(done + 1) if progress else 'after epoch ' + str(done)} "
+            f"the checkpoint is {'in epoch ' + str(done + 1) if progress else 'after epoch ' + str(done)} "
             f"of a longer run; this run asks for {epochs} epochs, whose final weights it no longer holds. "
             f"Either ask for at least {done + (progress is not None)} epochs to continue it, or set "
             f"checkpoint.dir to another folder to train {epochs} epochs separately."
