@@ -33,6 +33,9 @@ What :func:`absolute_paths` rewrites:
   ``../a/w.pt`` in ``/b``) gets one hash, and two different files that share a
   relative name get two. ``hub``, absolute paths and ``~/...`` paths do not depend on
   the launch directory and are kept as written, so their hashes are the same as before.
+
+It first checks that every interpolation of the config resolves
+(:func:`g2g.run.validation.check_interpolations`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.files import expand_path
-from g2g.run.validation import ConfigError
+from g2g.run.validation import ConfigError, check_interpolations
 from g2g.tracking.store import TRACKING_URI_ENV, resolve_tracking_uri, sqlite_uri_problem
 
 #: config keys that say where things are (not result-affecting, not in the hash)
@@ -97,9 +100,12 @@ def absolute_paths(cfg: DictConfig) -> DictConfig:
     Returns:
         The copy; ``cfg`` itself is not changed.
     Raises:
-        ConfigError: a path that names an environment variable that is not set, or a
-            SQLite URI with a ``?`` that is not a query string; each named with its key.
+        ConfigError: an interpolation that does not resolve
+            (:func:`g2g.run.validation.check_interpolations`), a path that names an
+            environment variable that is not set, or a SQLite URI with a ``?`` that is
+            not a query string; each named with its key.
     """
+    check_interpolations(cfg)
     cfg = copy.deepcopy(cfg)
     problems = [_rewrite(cfg, key, absolute_location) for key in LOCATION_KEYS]
     problems.append(_rewrite(cfg, "features.weights", absolute_weights))

@@ -37,6 +37,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from g2g.run.validation import ConfigError, check_interpolations
 from g2g.tracking.names import (
     METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, SWEEP_STOP_FILE, TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP,
     TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
@@ -74,14 +75,15 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
+            check_interpolations(config, under="tracking")  # what this reads; each job checks the rest
             experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
-        except TrackingUnavailableError as error:  # a message that says what to do; no traceback
+        except (ConfigError, TrackingUnavailableError) as error:  # a message that says what to do; no traceback
             print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(1) from error
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from error
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)  # from an earlier sweep in this folder
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task))  # as typed: ${...} unresolved
         parent = MlflowClient().create_run(
             experiment_id,
             run_name=f"sweep {overrides}".strip(),
