@@ -7,10 +7,11 @@ current directory without Hydra), so two runs of the same command find the same 
 MLflow store and checkpoints whatever Hydra's working directory.
 
 Every path means what it would mean to a shell in the launch directory: ``~`` and
-``~user`` are home folders, and environment variables (``$HOME/data``, ``${SCRATCH}/runs``)
+``~user`` are home folders, and environment variables (``$HOME/data``, ``$SCRATCH/runs``)
 are expanded (:func:`g2g.files.expand_path`; a variable that is not set is a
 :class:`~g2g.run.validation.ConfigError` naming the key, not a folder named ``$NAME``).
-Hydra's own ``${oc.env:HOME}/data`` works too (OmegaConf resolves it first). Any
+Hydra's own ``${oc.env:HOME}/data`` works too (OmegaConf resolves it first); a shell's
+``${NAME}`` is an OmegaConf interpolation of the key ``NAME`` in a config. Any
 character may appear in a folder name (``?``, ``%``, ``#``, spaces), the launch
 directory's included; on the command line, quote a value that Hydra's override syntax
 would read (``'dataset.root="~/data"'``, ``#``, ``,``, ``=``, brackets).

@@ -62,9 +62,9 @@ def _missing_key_reason(cfg: DictConfig, reference: str) -> str:
     users = _options_with_key(group, key.split(".")[0]) if group in SCHEMAS and key else []
     if not users and reference in os.environ:  # a shell's ${NAME} is a key to OmegaConf
         return f"there is no key {reference} (for the environment variable write ${{oc.env:{reference}}})"
-    if not users:
-        return f"there is no key {reference}"
     selected = OmegaConf.select(cfg, f"{group}.name", default=None, throw_on_resolution_failure=False)
+    if not users or selected in users:
+        return f"there is no key {reference}"
     return (f"there is no key {reference}: {group}={selected} does not have {key} "
             f"({' / '.join(f'{group}={user}' for user in users)} do)")
 
