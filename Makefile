@@ -49,7 +49,7 @@ published: data
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
 
 ui: $(INSTALLED)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean-venv:
 	rm -rf $(VENV)

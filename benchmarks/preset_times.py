@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from g2g.data.datasets import DataSplits, load_dataset  # noqa: E402
+from g2g.files import path_argument  # noqa: E402
 from g2g.run.build import build, instantiate_option  # noqa: E402
 from g2g.run.hardware import seed_everything, select_device  # noqa: E402
 
@@ -147,17 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hardware", default="auto", help="hardware group option: auto, cpu, cuda, directml")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per preset and model")
     parser.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (scaled to 10000)")
-    parser.add_argument("--data-root", default=str(REPO / "data"))
+    parser.add_argument("--data-root", default=str(REPO / "data"), type=path_argument)
     parser.add_argument("--from-runs", metavar="EXPERIMENT", default=None,
                         help="print what the finished runs of this MLflow experiment took instead of timing")
     parser.add_argument("--tracking-uri", default=None, help="with --from-runs; default: sqlite:///$PWD/mlflow.db")
     args = parser.parse_args(argv)
     if args.from_runs:
         from g2g.reporting.queries import ResultsError  # noqa: PLC0415
-        from g2g.tracking.store import default_tracking_uri  # noqa: PLC0415
+        from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # noqa: PLC0415
 
         try:
-            print_measured_runs(args.from_runs, args.tracking_uri or default_tracking_uri())
+            print_measured_runs(args.from_runs, absolute_tracking_uri(args.tracking_uri, Path.cwd())
+                                if args.tracking_uri else default_tracking_uri())
         except (ResultsError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

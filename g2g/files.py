@@ -1,14 +1,57 @@
-"""Atomic file writes, shared by every package that saves state (checkpoints, markers,
-the ResNet feature cache): a crash at any moment leaves either the old file or the
-new one, never a torn file."""
+"""File helpers shared by every package.
+
+- :func:`expand_path`: what a path a person typed means (``~`` and ``$NAME`` expanded as
+  a shell would), for config path keys and the command-line tools' path arguments.
+- :func:`atomic_write`: atomic file writes for every package that saves state
+  (checkpoints, markers, the ResNet feature cache): a crash at any moment leaves either
+  the old file or the new one, never a torn file.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+#: ``$NAME`` or ``${NAME}``, as a shell writes an environment variable
+_VARIABLE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+
+
+def expand_path(path: str | os.PathLike) -> str:
+    """``path`` as a shell would read it: a leading ``~`` or ``~user`` becomes that home
+    folder, then every ``$NAME`` and ``${NAME}`` becomes the environment variable's value
+    (the home folder itself is not expanded again). Nothing else changes: a relative
+    path stays relative, and a ``$`` not followed by a variable name stays as it is.
+
+    Raises:
+        ValueError: a ``$NAME`` whose environment variable is not set (a shell would make
+            it empty; kept as written it would become a folder literally named ``$NAME``).
+    """
+    text = os.fspath(path)
+    head = ""
+    if text.startswith("~"):
+        tilde, slash, rest = text.partition("/")
+        head, text = os.path.expanduser(tilde) + slash, rest
+    unset = sorted({a or b for a, b in _VARIABLE.findall(text) if (a or b) not in os.environ})
+    if unset:
+        raise ValueError(f"the environment variable{'s' if len(unset) > 1 else ''} "
+                         f"{', '.join(unset)} {'are' if len(unset) > 1 else 'is'} not set")
+    return head + _VARIABLE.sub(lambda match: os.environ[match.group(1) or match.group(2)], text)
+
+
+def path_argument(text: str) -> Path:
+    """``type=`` of a command-line path argument (argparse): :func:`expand_path`, so
+    ``--root '~/data'`` and ``--out '$HOME/report'`` mean what they would unquoted; an
+    unset variable is argparse's usage error."""
+    try:
+        return Path(expand_path(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def _create_temporary(path: Path) -> tuple[int, Path]:

@@ -2,6 +2,7 @@
 key, the value and what is allowed, before any work."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, REPO_ROOT, compose_config
+from conftest import CONF_DIR, REPO_ROOT, TINY, compose_config
 from g2g.run.build import instantiate_option
 from g2g.run.job import run_job
 from g2g.run.validation import ConfigError, validate
@@ -204,3 +205,85 @@ def test_following_hydras_append_hint_for_another_options_key_says_where_it_belo
     assert followed.returncode == 2
     assert "model=dense does not use this key; it belongs to model=dense_matched / model=index / model=mixer / model=random" in followed.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- interpolations: one that does not resolve is a config error, named with its key ---------
+
+BROKEN_INTERPOLATIONS = [
+    ("train.lr=${model.p_inter}", "train.lr='${model.p_inter}'",
+     "there is no key model.p_inter: model=dense does not have p_inter (model=dense_matched / model=index"),
+    ("model=index train.lr=${model.nope}", "train.lr='${model.nope}'", "there is no key model.nope"),
+    ("+notes=${nope}", "notes='${nope}'", "there is no key nope"),
+    ("tracking.experiment=${nope}", "tracking.experiment='${nope}'", "there is no key nope"),
+    ("dataset.root=${oc.env:G2G_UNSET_VARIABLE}", "dataset.root='${oc.env:G2G_UNSET_VARIABLE}'",
+     "Environment variable 'G2G_UNSET_VARIABLE' not found"),
+    ("train.epochs=${oc.decode:abc}", "train.epochs='${oc.decode:abc}'",
+     "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("train.lr=${no_such_resolver:1}", "train.lr='${no_such_resolver:1}'",
+     "there is no resolver named 'no_such_resolver'"),
+    ("checkpoint.dir=${G2G_SET_VARIABLE}/c", "checkpoint.dir='${G2G_SET_VARIABLE}/c'",
+     "there is no key G2G_SET_VARIABLE (for the environment variable write ${oc.env:G2G_SET_VARIABLE})"),
+]
+
+
+@pytest.mark.parametrize("overrides, key_and_value, reason", BROKEN_INTERPOLATIONS)
+def test_an_interpolation_that_does_not_resolve_is_a_config_error_naming_the_key(overrides, key_and_value, reason,
+                                                                                 tmp_path, monkeypatch):
+    monkeypatch.setenv("G2G_SET_VARIABLE", str(tmp_path))
+    cfg = compose_config(overrides.split(), tmp_path)
+    with pytest.raises(ConfigError) as error:
+        run_job(cfg)
+    assert f"{key_and_value}: cannot be resolved: {reason}" in str(error.value)
+    assert "an interpolation names a key of this config" in str(error.value)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_value_that_refers_to_a_broken_one_says_so():
+    cfg = compose_config(["train.lr=${model.p_inter}"])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert "train.optimizer.lr='${train.lr}': cannot be resolved: it refers to train.lr" in str(error.value)
+
+
+def _run_py(tmp_path, *arguments: str) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *arguments], cwd=tmp_path,
+                          env={**environment, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_interpolation_error_is_one_config_error_not_a_traceback(tmp_path):
+    result = _run_py(tmp_path, "experiment=quick", "train.lr=${model.p_inter}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "InterpolationKeyError" not in result.stderr
+    assert result.stderr.startswith("error: invalid configuration:\n  train.lr='${model.p_inter}': cannot be resolved")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_sweep_job_with_an_interpolation_error_is_a_failed_job_with_a_config_error(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    sweep = "train.lr=${model.p_inter},${nope}"
+    result = _run_py(tmp_path, "-m", sweep, *TINY, "hydra.launcher.n_jobs=1",
+                     f"hydra.sweep.dir={tmp_path / 'multirun'}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "UserWarning" not in result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("g2g").experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("g2g.sweep") == "true"]
+    assert parent.info.status == "FAILED" and parent.data.metrics["sweep_failed_jobs"] == 2
+    assert sweep in parent.data.tags["g2g.sweep_overrides"], "the sweep's overrides as typed, not resolved"
+    errors = sorted(run.data.tags["g2g.error"] for run in runs if run.data.tags.get("mlflow.parentRunId"))
+    assert [error.split("\n")[:2] for error in errors] == [
+        ["ConfigError: invalid configuration:", "  train.lr='${model.p_inter}': cannot be resolved: there is no key "
+         "model.p_inter: model=dense does not have p_inter (model=dense_matched / model=index / model=mixer / "
+         "model=random do)"],
+        ["ConfigError: invalid configuration:", "  train.lr='${nope}': cannot be resolved: there is no key nope"]]
+
+
+def test_sweep_with_an_interpolation_error_in_what_the_launcher_reads_stops_before_any_job(tmp_path):
+    result = _run_py(tmp_path, "-m", "tracking.experiment=${nope}", "seed=1,2", *TINY,
+                     f"hydra.sweep.dir={tmp_path / 'multirun'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: invalid configuration:\n  tracking.experiment='${nope}': cannot be resolved" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()

@@ -1,10 +1,13 @@
 """Paths and environment mean what they say: every relative path in the config is
 relative to the directory where the command was started (whatever Hydra's working
-directory), and MLflow's environment variables are honoured as documented or ignored
-with a warning, never used to log into a run g2g did not create."""
+directory); ``~``, ``$HOME`` and ``${oc.env:HOME}`` mean the home folder in every path key
+and command-line path argument; any folder name works, ``?``, ``%``, ``#`` and spaces
+included (SQLite URIs); and MLflow's environment variables are honoured as documented or
+ignored with a warning, never used to log into a run g2g did not create."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +18,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT, TINY, compose_config, write_fashion_mnist
+from g2g.files import expand_path
 from g2g.run import checkpoint as ckpt
 from g2g.run.job import run_job
 from g2g.run.paths import absolute_paths
+from g2g.run.validation import ConfigError, validate
+from g2g.tracking.store import (
+    absolute_tracking_uri, default_tracking_uri, deleted_experiment_message, sqlite_path, sqlite_uri,
+    sqlite_uri_problem,
+)
 
 QUICK = [*TINY, "train.epochs=1", "hardware.num_threads=1", "dataset.download=false"]
 
@@ -170,3 +179,147 @@ def test_mlflow_tracking_uri_is_ignored_with_a_warning_when_tracking_uri_is_set(
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert "MLFLOW_TRACKING_URI=" in caplog.text and "is ignored: tracking.uri=" in caplog.text
     assert not (tmp_path / "other.db").exists()
+
+
+# --- paths as a shell reads them: ~, $HOME, ${oc.env:HOME}, any folder name ---------------
+
+
+def _home(tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A home folder with tiny data in ``data/``, a launch folder beside it, and the
+    environment that makes that folder the home (``HOME``) of a command."""
+    home, launch = tmp_path / "home", tmp_path / "launch"
+    write_fashion_mnist(home / "data")
+    launch.mkdir()
+    return home, launch, {"HOME": str(home)}
+
+
+def _only_folder_in(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir()}
+
+
+def test_home_and_environment_variables_in_path_keys_mean_the_home_folder_through_run_py(tmp_path):
+    home, launch, env = _home(tmp_path)
+    first = _run_py(launch, "model=index", "dataset.root=$HOME/data", "checkpoint.dir=$HOME/checkpoints",
+                    "tracking.uri='sqlite:///~/store/mlflow.db'", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _only_folder_in(launch) == {"outputs"}, "no folder named $HOME or ~ in the launch folder"
+    (done,) = (home / "checkpoints").glob("*.DONE")
+    summary = ckpt.read_json(done)
+    assert summary["tracking_uri"] == f"sqlite:///{home / 'store' / 'mlflow.db'}"
+    run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
+    assert run.data.params["dataset.root"] == str(home / "data")
+
+    # the same folders written as Hydra's ${oc.env:HOME} and as ~: the same experiment, found finished
+    again = _run_py(launch, "model=index", "dataset.root=${oc.env:HOME}/data", 'checkpoint.dir="~/checkpoints"',
+                    "tracking.uri=sqlite:///${oc.env:HOME}/store/mlflow.db", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished" in again.stdout + again.stderr
+    assert _only_folder_in(launch) == {"outputs"}
+
+    # the report reads the same store and writes the page where ~ and $HOME say
+    for page, uri in (("~/pages/tilde.md", "sqlite:///~/store/mlflow.db"),
+                      ("$HOME/pages/variable.md", "sqlite:///$HOME/store/mlflow.db")):
+        report = subprocess.run([sys.executable, "-m", "g2g.report", "g2g", "--page", page, "--tracking-uri", uri],
+                                cwd=launch, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert report.returncode == 0, report.stderr[-3000:]
+    assert {path.name for path in (home / "pages").glob("*.md")} == {"tilde.md", "variable.md"}
+    assert _only_folder_in(launch) == {"outputs"}
+
+
+def test_an_unset_environment_variable_in_a_path_is_refused_naming_the_key(tmp_path):
+    _, launch, env = _home(tmp_path)
+    result = _run_py(launch, "dataset.root=$G2G_UNSET_FOLDER/data", "checkpoint.dir=$G2G_UNSET_FOLDER/c", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "dataset.root='$G2G_UNSET_FOLDER/data': the environment variable G2G_UNSET_FOLDER is not set" in result.stderr
+    assert "checkpoint.dir='$G2G_UNSET_FOLDER/c'" in result.stderr
+    assert _only_folder_in(launch) == {"outputs"}, "nothing made before the config is refused"
+
+
+def test_feature_weights_and_cache_with_environment_variables_name_the_files(tmp_path, monkeypatch):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.pt").touch()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("G2G_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.chdir(tmp_path / "weights")
+    cfg = compose_config(["dataset=cifar10", "features=resnet32", "features.weights=$G2G_WEIGHTS_DIR/w.pt",
+                          "features.cache_dir=$HOME/cache"])
+    resolved = absolute_paths(cfg)
+    assert resolved.features.weights == str(tmp_path / "weights" / "w.pt")
+    assert resolved.features.cache_dir == str(tmp_path / "cache")
+    validate(resolved)  # the weights file is found
+    relative = compose_config(["dataset=cifar10", "features=resnet32", "features.weights=w.pt"])
+    assert ckpt.config_hash(resolved) == ckpt.config_hash(absolute_paths(relative)), "one file, one hash"
+
+
+@pytest.mark.parametrize("folder", ["q?mark", "100%", "a#b c%41"])
+def test_a_launch_folder_with_uri_characters_keeps_its_store_inside(folder, tmp_path):
+    launch = tmp_path / folder
+    write_fashion_mnist(launch / "data")
+    result = _run_py(launch, "model=index", "dataset.root=data")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (launch / "mlflow.db").is_file()
+    outside = [path for path in tmp_path.rglob("*") if path.is_file() and not path.is_relative_to(launch)]
+    assert outside == [], "the store is inside the launch folder, not in a file cut off at '?' or decoded '%41'"
+    (done,) = (launch / "checkpoints").glob("*.DONE")
+    summary = ckpt.read_json(done)
+    assert sqlite_path(summary["tracking_uri"]) == launch / "mlflow.db"
+    assert summary["tracking_uri"] in result.stdout + result.stderr, "the URI the log shows is the one to use"
+    client = MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).is_file()
+    assert list((launch / "mlartifacts").rglob("config.yaml")), "artifacts beside mlflow.db"
+
+    page = subprocess.run([sys.executable, "-m", "g2g.report", "g2g", "--page", "results.md"], cwd=launch,
+                          capture_output=True, text=True, timeout=120)
+    assert page.returncode == 0, page.stderr[-3000:]
+    assert (launch / "results.md").is_file()
+
+
+def test_g2g_data_root_with_tilde_or_variable_is_the_home_folder(tmp_path):
+    home, launch, env = _home(tmp_path)
+    for root in ("~/data", "$HOME/data"):
+        result = subprocess.run([sys.executable, "-m", "g2g.data", "fashionmnist", "--root", root, "--no-download"],
+                                cwd=launch, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"64 training and 32 test examples under {home / 'data'}" in result.stdout
+    assert _only_folder_in(launch) == set(), "nothing unpacked into a folder named ~ or $HOME"
+    unset = subprocess.run([sys.executable, "-m", "g2g.data", "--root", "$G2G_UNSET_ROOT/data"], cwd=launch,
+                           capture_output=True, text=True, timeout=120)
+    assert unset.returncode == 2 and "G2G_UNSET_ROOT is not set" in unset.stderr and "Traceback" not in unset.stderr
+
+
+@pytest.mark.parametrize("folder", ["q?mark", "100%", "x%41y", "a#b c", "plain"])
+def test_sqlite_uris_name_their_file_whatever_its_folder_is_called(folder, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    database = tmp_path / folder / "mlflow.db"
+    uri = sqlite_uri(database)
+    assert make_url(uri).database == str(database), "SQLAlchemy (what MLflow opens it with) reads the same file"
+    assert sqlite_path(uri) == database
+    assert absolute_tracking_uri(uri, "/elsewhere") == uri
+    assert default_tracking_uri(tmp_path / folder) == uri
+    assert sqlite_uri_problem(uri) is None
+    restore = deleted_experiment_message("g2g", "1", uri).splitlines()[1]
+    assert shlex.split(restore)[0] == f"MLFLOW_TRACKING_URI={uri}", "the printed command works in a shell"
+
+
+def test_a_question_mark_in_a_written_sqlite_uri_is_refused_with_the_uri_to_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config([f"tracking.uri='sqlite:///{tmp_path}/q?mark/mlflow.db'"])
+    with pytest.raises(ConfigError) as error:
+        absolute_paths(cfg)
+    assert "is written %3F: sqlite:///" + f"{tmp_path}/q%3Fmark/mlflow.db" in str(error.value)
+    options = compose_config(["tracking.uri='sqlite:///store.db?timeout=30'"])  # SQLAlchemy's options are kept
+    assert absolute_paths(options).tracking.uri == f"sqlite:///{tmp_path}/store.db?timeout=30"
+
+
+def test_expand_path_reads_a_path_as_a_shell_would(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/me")
+    monkeypatch.setenv("RUNS", "/scratch/runs")
+    assert expand_path("~/data") == "/home/me/data"
+    assert expand_path("$HOME/data/${RUNS}x") == "/home/me/data//scratch/runsx"
+    assert expand_path("data/$5/a$") == "data/$5/a$", "a $ not followed by a variable name is kept"
+    assert expand_path("relative/path") == "relative/path"
+    with pytest.raises(ValueError, match="G2G_UNSET_A, G2G_UNSET_B are not set"):
+        expand_path("$G2G_UNSET_B/${G2G_UNSET_A}")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
+from g2g.files import path_argument
 from g2g.shell import shell_command
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ def prepare_fashion_mnist(
     temporary name, so a failed attempt never leaves a partial file in place.
 
     Args:
-        root: data root (``dataset.root``).
+        root: data root (``dataset.root``; a leading ``~`` is expanded, as torchvision's
+            loader expands it).
         download: allow the network download and the apt-get install.
         debian_dir: where the Debian package puts its archives.
     Returns:
@@ -170,6 +172,7 @@ def prepare_fashion_mnist(
     Raises:
         DatasetUnavailableError: nothing worked; the message names both remedies.
     """
+    root = os.path.expanduser(root)
     raw_dir = fashion_mnist_raw_dir(root)
     if not _check_fashion_mnist_files(raw_dir):
         return raw_dir
@@ -233,7 +236,7 @@ def load_dataset(
 
     Args:
         name: ``fashionmnist``, ``cifar10`` or ``cifar100``.
-        root: data root; torchvision's layout below it.
+        root: data root; torchvision's layout below it (a leading ``~`` is expanded).
         download: allow fetching missing files (see :func:`prepare_fashion_mnist`).
         train_subset, test_subset: keep a seeded random subset of this many
             examples (``None``: the whole split).
@@ -248,6 +251,7 @@ def load_dataset(
     if name not in DATASETS:
         raise ValueError(f"dataset.name={name!r} is unknown; allowed: {', '.join(DATASETS)}")
     dataset_class = DATASETS[name]
+    root = os.path.expanduser(root)
     if name == "fashionmnist":
         prepare_fashion_mnist(root, download)
         download = False
@@ -270,12 +274,14 @@ def load_dataset(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m g2g.data [fashionmnist|cifar10|cifar100] [--root data]``: make sure a
-    data set is on disk (what ``make run`` calls before training)."""
+    data set is on disk (what ``make run`` calls before training). ``--root`` means what
+    ``dataset.root`` means (``~`` and ``$NAME`` expanded, relative to the current folder)."""
     import argparse  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m g2g.data", description=main.__doc__)
     parser.add_argument("name", nargs="?", default="fashionmnist", choices=sorted(DATASETS))
-    parser.add_argument("--root", default="data", help="data root (dataset.root), default: data")
+    parser.add_argument("--root", default="data", type=path_argument,
+                        help="data root (dataset.root), default: data")
     parser.add_argument("--no-download", action="store_true", help="only use files already on disk")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from g2g.files import atomic_torch_save
+from g2g.files import atomic_torch_save, path_argument
 from g2g.shell import hydra_override, shell_command
 
 log = logging.getLogger(__name__)
@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a ResNet-32 and save its state dict")
     train.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
-    train.add_argument("--root", default="data", help="data root (dataset.root)")
-    train.add_argument("--out", type=Path, required=True, help="where to save the state dict")
+    train.add_argument("--root", default="data", type=path_argument, help="data root (dataset.root)")
+    train.add_argument("--out", type=path_argument, required=True, help="where to save the state dict")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=0.1)

@@ -359,12 +359,16 @@ def open_store(tracking_uri: str) -> MlflowClient:
     """A client of an existing MLflow store (an SQLite file is not created just to read it).
 
     Raises:
-        ValueError: an ``sqlite:///`` URI whose file does not exist.
+        ValueError: an ``sqlite:///`` URI whose file does not exist, or whose ``?`` is not
+            a query string (:func:`g2g.tracking.store.sqlite_uri_problem`).
     """
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 (MLflow only once a store is read)
 
-    from g2g.tracking.store import sqlite_path  # noqa: PLC0415
+    from g2g.tracking.store import sqlite_path, sqlite_uri_problem  # noqa: PLC0415
 
+    problem = sqlite_uri_problem(tracking_uri)
+    if problem:
+        raise ValueError(f"tracking URI {tracking_uri}: {problem}")
     path = sqlite_path(tracking_uri)
     if path is not None and not path.exists():
         raise ValueError(f"no MLflow store at {path} (tracking URI {tracking_uri}): run from the folder "

@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from g2g.files import expand_path, path_argument
 from g2g.reporting import markdown
 from g2g.reporting.queries import TargetError, columns, open_store, report_command, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
@@ -104,18 +105,26 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", help="run id of a sweep's parent run, or experiment name (its latest sweep "
                                        "with jobs; with --page: every finished run of it)")
-    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///$PWD/mlflow.db")
-    parser.add_argument("--out", default="sweep_report", help="folder for the files (default: sweep_report)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: sqlite:///$PWD/mlflow.db; a relative, ~ or $NAME SQLite file means what it "
+                             "would in tracking.uri")
+    parser.add_argument("--out", default="sweep_report", type=path_argument,
+                        help="folder for the files (default: sweep_report)")
     parser.add_argument("--page", default=None, metavar="PATH",
                         help="write the results page (e.g. docs/results.md) of experiment TARGET instead")
     parser.add_argument("--section", default="results", choices=("results", "published"),
                         help="with --page: the part of the page to regenerate: the studies (results, the "
                              "default) or the published setting (published)")
     args = parser.parse_args(argv)
-    from g2g.tracking.store import default_tracking_uri  # noqa: PLC0415 (MLflow only after the arguments)
+    try:
+        page_path = None if args.page is None else Path(expand_path(args.page))
+    except ValueError as error:  # the page's command line keeps --page as typed; only its file is expanded
+        parser.error(f"argument --page: {args.page!r}: {error}")
+    from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # noqa: PLC0415 (MLflow: after arguments)
 
     try:
-        client = open_store(args.tracking_uri or default_tracking_uri())
+        client = open_store(absolute_tracking_uri(args.tracking_uri, Path.cwd()) if args.tracking_uri
+                            else default_tracking_uri())
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                  *(["--section", args.section] if args.section != "results" else []),
                                  tracking_uri=args.tracking_uri)
         try:
-            page = write_page(client, args.target, Path(args.page), command, args.section)
+            page = write_page(client, args.target, page_path, command, args.section)
         except ValueError as error:  # ResultsError, TargetError among them
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_TARGET if isinstance(error, TargetError) else 1

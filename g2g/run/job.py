@@ -24,7 +24,7 @@ from g2g.run.lock import ExperimentLock
 from g2g.run.paths import absolute_paths
 from g2g.run.protocols import RunContext, run_protocol
 from g2g.run.record import Plan, RunRecord
-from g2g.run.validation import validate
+from g2g.run.validation import check_interpolations, validate
 from g2g.shell import shell_command
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import find_run, log_reused_run
@@ -67,6 +67,7 @@ def run_job(cfg: DictConfig) -> dict:
         g2g.run.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM after a checkpoint.
         (:data:`g2g.run.errors.USER_ERRORS` lists the errors ``run.py`` reports without a traceback.)
     """
+    check_interpolations(cfg)  # before any value is read: a broken interpolation is a ConfigError
     warn_ignored_environment(cfg.tracking.uri, cfg.tracking.experiment)
     cfg = absolute_paths(cfg)
     validate(cfg)

@@ -4,6 +4,11 @@ Hydra and OmegaConf already refuse, while composing, a key that no option of a g
 has and a value of the wrong type (the structured schemas of :mod:`g2g.run.schema`).
 :func:`validate` adds what composition cannot see:
 
+- interpolations that do not resolve (``train.lr=${model.p_inter}`` with a model that
+  has no ``p_inter``, ``${oc.env:UNSET}``, an unknown resolver):
+  :func:`check_interpolations`, which :func:`g2g.run.job.run_job` calls before it reads
+  any value, so a broken interpolation anywhere in the config is a :class:`ConfigError`
+  naming the key (exit 2), in a single run and in every job of a sweep;
 - the allowed values of every key (each schema field's ``check``, e.g.
   ``model.p_inter=1.5: must be a probability in [0, 1]``);
 - keys the selected option does not use (Hydra's ``+key=value`` appends them without
@@ -15,10 +20,12 @@ has and a value of the wrong type (the structured schemas of :mod:`g2g.run.schem
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import GrammarParseError, InterpolationKeyError, InterpolationResolutionError
 
 from g2g.run.schema import SCHEMAS
 
@@ -39,6 +46,96 @@ def _options_with_key(group: str, key: str) -> list[str]:
         if found and found.group(1) in schemas:
             options.append(path.stem)
     return options
+
+
+#: what an interpolation may name, said once after its problems
+INTERPOLATION_HELP = ("an interpolation names a key of this config (${model.hidden_dim}) or a resolver "
+                      "(${oc.env:HOME}, ${oc.env:NAME,default})")
+#: an interpolation of another key, as it appears in a value (``${train.lr}``)
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def _missing_key_reason(cfg: DictConfig, reference: str) -> str:
+    """Why the key ``reference`` (``model.p_inter``) does not exist, naming the options
+    of its group that have it when the selected one does not."""
+    group, _, key = reference.partition(".")
+    users = _options_with_key(group, key.split(".")[0]) if group in SCHEMAS and key else []
+    if not users and reference in os.environ:  # a shell's ${NAME} is a key to OmegaConf
+        return f"there is no key {reference} (for the environment variable write ${{oc.env:{reference}}})"
+    selected = OmegaConf.select(cfg, f"{group}.name", default=None, throw_on_resolution_failure=False)
+    if not users or selected in users:
+        return f"there is no key {reference}"
+    return (f"there is no key {reference}: {group}={selected} does not have {key} "
+            f"({' / '.join(f'{group}={user}' for user in users)} do)")
+
+
+def _reason(cfg: DictConfig, error: Exception) -> str:
+    """OmegaConf's reason for ``error`` in one line, in the words of this config."""
+    reason = str(error).splitlines()[0].removeprefix("KeyError raised while resolving interpolation: ")
+    reason = re.sub(r"^While dereferencing interpolation '.*?': ", "", reason)  # the value already says which
+    missing_key = re.fullmatch(r"Interpolation key '(.+)' not found", reason)
+    if isinstance(error, InterpolationKeyError) and missing_key:
+        return _missing_key_reason(cfg, missing_key.group(1))
+    unknown_resolver = re.fullmatch(r"Unsupported interpolation type (.+)", reason)
+    if unknown_resolver:
+        return f"there is no resolver named {unknown_resolver.group(1)!r}"
+    return reason.strip('"')
+
+
+def _unresolved(node: DictConfig | ListConfig, path: str = "") -> dict[str, tuple[str, Exception]]:
+    """Every value below ``node`` that does not resolve: dotted key -> (the value as
+    written, OmegaConf's error). Hydra's own node and values still missing (``???``,
+    :func:`schema_problems` reports them) are left out."""
+    unresolved = {}
+    keys = range(len(node)) if isinstance(node, ListConfig) else node.keys()
+    for key in keys:
+        dotted = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+        if (not path and key == "hydra") or OmegaConf.is_missing(node, key):
+            continue
+        try:
+            value = node[key]
+        except (InterpolationResolutionError, GrammarParseError) as error:
+            unresolved[dotted] = (str(node._get_node(key)._value()), error)
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            unresolved.update(_unresolved(value, dotted))
+    return unresolved
+
+
+def interpolation_problems(cfg: DictConfig, under: str = "") -> list[str]:
+    """One line for every value of ``cfg`` whose interpolation does not resolve (a key
+    that does not exist, an unknown resolver, a resolver that fails such as
+    ``${oc.env:UNSET}``, a result of the wrong type): the key, the value as written and
+    why (``train.lr='${model.p_inter}': cannot be resolved: there is no key model.p_inter:
+    model=dense does not have p_inter (model=index / ... do)``). A value that only fails
+    because it refers to another failing key says so.
+
+    Args:
+        cfg: the whole config (interpolations are resolved in it).
+        under: only the values below this dotted key (``tracking``); default: all.
+    """
+    node = OmegaConf.select(cfg, under) if under else cfg
+    unresolved = _unresolved(node, under) if isinstance(node, (DictConfig, ListConfig)) else {}
+    problems = []
+    for dotted, (raw, error) in unresolved.items():
+        broken = [reference for reference in _REFERENCE.findall(raw) if reference in unresolved]
+        reason = (f"it refers to {', '.join(broken)}, which cannot be resolved" if broken
+                  else _reason(cfg, error))
+        problems.append(f"{dotted}={raw!r}: cannot be resolved: {reason}")
+    return problems
+
+
+def check_interpolations(cfg: DictConfig, under: str = "") -> None:
+    """Resolve every interpolation of ``cfg`` (or of the values below the dotted key
+    ``under``) once, before anything reads a value.
+
+    Raises:
+        ConfigError: listing each value that does not resolve (:func:`interpolation_problems`),
+            then what an interpolation may name.
+    """
+    problems = interpolation_problems(cfg, under)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems) + f"\n({INTERPOLATION_HELP})")
 
 
 def _unused_key(path: str, node: DictConfig, key: str) -> str:
@@ -139,12 +236,13 @@ def removed_key_problems(arguments: list[str]) -> list[str]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the allowed value of every key, keys the selected options do not use,
-    required keys and the relations between keys.
+    """Check that every interpolation resolves, the allowed value of every key, keys the
+    selected options do not use, required keys and the relations between keys.
 
     Raises:
         ConfigError: listing every problem as ``key=value: what is allowed``.
     """
+    check_interpolations(cfg)  # the checks below read resolved values
     problems = schema_problems(cfg)
     if not problems:  # relations assume each key's own value is good
         problems = relation_problems(cfg)

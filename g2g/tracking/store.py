@@ -6,6 +6,15 @@ artifacts in ``mlartifacts/`` beside it (an absolute location, so runs started f
 anywhere find them). Browse with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``
 (``make ui``).
 
+SQLite URIs: a local store's file is written ``sqlite:///PATH`` (absolute:
+``sqlite:////home/me/runs/mlflow.db``). g2g builds them with :func:`sqlite_uri`, so any
+folder name works: SQLAlchemy, which opens the file for MLflow, reads a ``?`` in the URI
+as the start of its query string and decodes ``%XX``, so those two are percent-encoded
+(``q?mark`` -> ``q%3Fmark``), and :func:`sqlite_path` decodes them again. A SQLite file
+given relative, with ``~`` or with ``$NAME`` (``tracking.uri``, ``MLFLOW_TRACKING_URI``,
+``python -m g2g.report --tracking-uri``) is expanded as a shell would and made absolute
+(:func:`absolute_tracking_uri`).
+
 MLflow's environment variables (https://mlflow.org/docs/latest/python_api/mlflow.environment_variables.html):
 
 - ``MLFLOW_TRACKING_URI`` is honoured as MLflow documents it when ``tracking.uri`` is
@@ -30,15 +39,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import shlex
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote
 
 import mlflow
 from mlflow.entities import LifecycleStage
 from mlflow.tracking import MlflowClient
 
+from g2g.files import expand_path
 from g2g.run.lock import blocking_file_lock
 from g2g.shell import shell_command
 
@@ -53,6 +66,10 @@ FOREIGN_RUN_ENV = ("MLFLOW_RUN_ID", "SERVERLESS_GPU_COMPUTE_ASSOCIATED_JOB_RUN_I
 
 #: makes the MLflow 3 UI open experiments on the training-runs view
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+#: the prefix of a local SQLite store's URI
+SQLITE_PREFIX = "sqlite:///"
+#: a ``%`` that SQLAlchemy would decode: one followed by two hex digits
+_PERCENT_ESCAPE = re.compile(r"%(?=[0-9A-Fa-f]{2})")
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -64,25 +81,84 @@ class ExperimentDeletedError(TrackingUnavailableError):
     restore it or choose another one."""
 
 
+def sqlite_uri(database: str | Path) -> str:
+    """The tracking URI ``sqlite:///PATH`` of the SQLite file ``database`` (give it
+    absolute: ``/a/mlflow.db`` -> ``sqlite:////a/mlflow.db``), which SQLAlchemy and MLflow
+    open as that file whatever characters its path holds.
+
+    SQLAlchemy's URL parser reads ``?`` as the start of the query string and decodes
+    ``%XX``, so a ``?`` is written ``%3F`` and a ``%`` followed by two hex digits ``%25``
+    (:func:`sqlite_path` decodes them). Every other character, spaces and ``#``
+    included, is kept as it is: MLflow creates the file's folder from the URI's text
+    without decoding it, so every encoded character leaves an empty folder named with the
+    code beside the real one (MLflow 3.x; for a ``?`` or ``%XX`` in a name it still does).
+    """
+    text = Path(database).as_posix()
+    return SQLITE_PREFIX + _PERCENT_ESCAPE.sub("%25", text).replace("?", "%3F")
+
+
+def _split_sqlite_uri(tracking_uri: str) -> tuple[str, str | None] | None:
+    """``(database as written, query string or None)`` of a ``sqlite:///`` URI, split
+    where SQLAlchemy splits it (at the first ``?``); None for every other URI."""
+    if not tracking_uri.startswith(SQLITE_PREFIX):
+        return None
+    database, question, query = tracking_uri.removeprefix(SQLITE_PREFIX).partition("?")
+    return database, query if question else None
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` tracking URI, decoded as SQLAlchemy
+    decodes it (``%3F`` -> ``?``, without the query string); None for other stores."""
+    parts = _split_sqlite_uri(tracking_uri)
+    return None if parts is None else Path(unquote(parts[0]))
+
+
+def sqlite_uri_problem(tracking_uri: str) -> str | None:
+    """What is wrong with a ``sqlite:///`` URI whose ``?`` does not start SQLAlchemy
+    options (``?key=value&key=value``): most likely a ``?`` in a folder or file name,
+    which SQLAlchemy would cut off there (``sqlite:////a/q?mark/mlflow.db`` opens the
+    file ``/a/q``). None when the URI is fine or not a SQLite URI."""
+    parts = _split_sqlite_uri(tracking_uri)
+    if parts is None or parts[1] is None:
+        return None
+    database, query = parts
+    if query and all("=" in option for option in query.split("&")):
+        return None
+    return (f"the '?' starts the URI's query string (SQLAlchemy options key=value), and {query!r} is not one; "
+            f"a '?' in a folder or file name is written %3F: {sqlite_uri(unquote(database) + '?' + unquote(query))}")
+
+
 def default_tracking_uri(directory: str | Path = ".") -> str:
-    """``sqlite:///ABS/mlflow.db`` in ``directory``."""
-    return f"sqlite:///{(Path(directory).resolve() / 'mlflow.db').as_posix()}"
+    """``sqlite:///ABS/mlflow.db`` in ``directory`` (:func:`sqlite_uri`)."""
+    return sqlite_uri(Path(directory).resolve() / "mlflow.db")
 
 
 def absolute_tracking_uri(tracking_uri: str, base: str | Path) -> str:
-    """``tracking_uri`` with a relative SQLite file made absolute against ``base``
-    (``sqlite:///mlflow.db`` -> ``sqlite:///BASE/mlflow.db``); every other URI is kept."""
-    path = tracking_uri.removeprefix("sqlite:///")
-    if path == tracking_uri or not path or Path(path).expanduser().is_absolute():
+    """``tracking_uri`` with its SQLite file expanded as a shell would (``~``, ``$NAME``:
+    :func:`g2g.files.expand_path`), made absolute against ``base``, normalised and
+    written with :func:`sqlite_uri` (``sqlite:///mlflow.db`` -> ``sqlite:////BASE/mlflow.db``;
+    a query string is kept); every other URI is kept as it is.
+
+    Raises:
+        ValueError: the file's path names an environment variable that is not set.
+    """
+    parts = _split_sqlite_uri(tracking_uri)
+    if parts is None or parts[0] in ("", ":memory:"):
         return tracking_uri
-    return f"sqlite:///{Path(os.path.normpath(Path(base).absolute() / path)).as_posix()}"
+    database, query = parts
+    path = os.path.normpath(Path(base).absolute() / expand_path(unquote(database)))
+    return sqlite_uri(path) + ("" if query is None else f"?{query}")
 
 
 def resolve_tracking_uri(tracking_uri: str | None, base: str | Path = ".") -> str:
     """The store to log to: ``tracking_uri`` (``tracking.uri``) when set, else
     ``MLFLOW_TRACKING_URI`` when set, else :func:`default_tracking_uri` in ``base``; a
     relative local store is made absolute against ``base`` (:func:`absolute_tracking_uri`).
-    Logs nothing (see :func:`warn_ignored_environment`)."""
+    Logs nothing (see :func:`warn_ignored_environment`).
+
+    Raises:
+        ValueError: the SQLite file's path names an environment variable that is not set.
+    """
     uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri(base)
     return absolute_tracking_uri(uri, base)
 
@@ -144,11 +220,6 @@ def deleted_experiment_message(experiment_name: str, experiment_id: str, trackin
     )
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of an ``sqlite:///PATH`` tracking URI (None for other stores)."""
-    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
-
-
 def _artifact_location(tracking_uri: str) -> str | None:
     """An absolute artifact folder beside a local SQLite store (``None`` for a
     tracking server, which decides itself)."""
@@ -164,9 +235,18 @@ def setup_experiment(tracking_uri: str | None, experiment: str) -> str:
         The experiment id.
     Raises:
         ExperimentDeletedError: ``experiment`` was deleted (restore it or choose another).
-        TrackingUnavailableError: the store cannot be reached or created.
+        TrackingUnavailableError: the store cannot be reached or created, or its URI names
+            an unset environment variable or has a ``?`` that is not a query string.
     """
-    uri = resolve_tracking_uri(tracking_uri)
+    source = (f"tracking.uri={tracking_uri!r}" if tracking_uri
+              else f"{TRACKING_URI_ENV}={os.environ.get(TRACKING_URI_ENV)!r}")
+    try:
+        uri = resolve_tracking_uri(tracking_uri)
+    except ValueError as error:
+        raise TrackingUnavailableError(f"MLflow store {source}: {error}") from None
+    problem = sqlite_uri_problem(uri)
+    if problem:
+        raise TrackingUnavailableError(f"MLflow store {source}: {problem}")
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
     with _environment_kept(TRACKING_URI_ENV):

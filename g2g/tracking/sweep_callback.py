@@ -41,6 +41,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from g2g.run.validation import ConfigError, check_interpolations
 from g2g.tracking.names import (
     METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP,
     TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
@@ -209,11 +210,12 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         global ACTIVE
         try:
+            check_interpolations(config, under="tracking")  # what this reads; each job checks the rest
             experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
             sweep_dir = Path(config.hydra.sweep.dir).resolve()
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)  # from an earlier sweep in this folder
-            overrides = " ".join(config.hydra.overrides.task)
+            overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task))  # as typed: ${...} kept
             try:
                 with quiet_store_errors():
                     parent = MlflowClient().create_run(
@@ -225,9 +227,9 @@ class MlflowSweepCallback(Callback):
                     f"MLflow store {config.tracking.uri or 'mlflow.db'} cannot create the sweep's run "
                     f"({root_cause(error)}). Check that the store is writable "
                     "(the database file and its folder) or that its server runs.") from error
-        except (TrackingUnavailableError, OSError) as error:  # Hydra would turn any Exception into a warning
+        except (ConfigError, TrackingUnavailableError, OSError) as error:  # Hydra would make it a warning
             print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(1) from error
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from error
         ACTIVE = Sweep(parent.info.run_id, sweep_dir)
         os.environ[PARENT_RUN_ENV] = ACTIVE.parent_run_id
         if threading.current_thread() is threading.main_thread():
