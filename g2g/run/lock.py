@@ -69,11 +69,7 @@ class ExperimentLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
-        except OSError as error:  # a full disk, a read-only folder: say where
-            if error.filename is None:
-                error.filename = str(self.path)
-            raise
-        except Timeout:
+        except Timeout:  # (a TimeoutError, so an OSError: caught first)
             owner = self._owner()
             if self.wait:
                 logging.getLogger(__name__).warning(
@@ -86,6 +82,10 @@ class ExperimentLock:
                 f"{owner.get('host', '?')} (since {owner.get('started', '?')}); lock file {self.path}. "
                 "Wait for it to finish (this command then skips it), or stop that process first."
             ) from None
+        except OSError as error:  # a full disk, a read-only folder: say where
+            if error.filename is None:
+                error.filename = str(self.path)
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
