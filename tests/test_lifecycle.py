@@ -293,3 +293,35 @@ def test_sigterm_to_the_launcher_stops_every_job_with_a_checkpoint_and_the_paren
     assert again.returncode == 0, again.stderr[-3000:]
     assert {r["status"] for r in _records(workdir)} == {"FINISHED"}
     assert {c.info.run_id for c in children} == {r["run_id"] for r in _records(workdir)}, "the same runs continued"
+
+
+def test_a_worker_killed_hard_leaves_no_run_running_and_every_job_counted(workdir):
+    """kill -9 of one joblib worker of a 3-job, 2-worker sweep: loky then stops the other
+    worker too (a library limit, documented); the sweep still ends FAILED with every job
+    counted (the queued one as not started), no MLflow run or record is left RUNNING, and
+    the same command resumes the stopped jobs from their checkpoints."""
+    write_fashion_mnist(workdir / "data", num_train=3000, num_test=32)
+    arguments = ["-m", "seed=1,2,3", "hydra.launcher.n_jobs=2", *TINY, "train.epochs=3", "train.batch_size=8",
+                 f"hydra.sweep.dir={workdir / 'multirun'}"]
+    sweep = subprocess.Popen([sys.executable, str(REPO_ROOT / "run.py"), *arguments], cwd=workdir, env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, running = time.time() + 240, []
+        while time.time() < deadline and not (len(running) == 2 and _records(workdir)
+                                              and list((workdir / "checkpoints").glob("*/checkpoint.pth"))):
+            running = list((workdir / "multirun").glob(".g2g_running/*"))
+            time.sleep(0.2)
+        os.kill(int(running[0].name), signal.SIGKILL)
+        output, _ = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 1, output[-3000:]
+    runs = _runs(workdir)
+    (parent,) = [r for r in runs if r.data.tags.get("g2g.sweep") == "true"]
+    assert parent.info.status == "FAILED" and parent.data.metrics["sweep_jobs"] == 3
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert "RUNNING" not in {r["status"] for r in _records(workdir)}
+    again = _run(arguments, workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {r["status"] for r in _records(workdir)} == {"FINISHED"} and len(_records(workdir)) == 3

@@ -43,8 +43,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g.run.validation import ConfigError, check_interpolations
 from g2g.tracking.names import (
-    METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP,
-    TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
+    METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_CHECKPOINT,
+    TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
 from g2g.tracking.store import TrackingUnavailableError, quiet_store_errors, root_cause, setup_experiment
@@ -175,9 +175,28 @@ class Sweep:
                                else "FAILED", reason=reason)
         for run in children:
             if run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, TAG_ERROR, "its process ended without ending the run (killed hard?); "
-                               "run the same command to resume it")
-                client.set_terminated(run.info.run_id, "KILLED" if stopped else "FAILED")
+                reason = "its process ended without ending the run (killed hard?); run the same command to resume it"
+                status = "KILLED" if stopped else "FAILED"
+                client.set_tag(run.info.run_id, TAG_ERROR, reason)
+                client.set_terminated(run.info.run_id, status)
+                _end_orphaned_record(run.data.tags.get(TAG_CHECKPOINT), run.info.run_id, status, reason)
+
+
+def _end_orphaned_record(checkpoint: str | None, run_id: str, status: str, reason: str) -> None:
+    """The run record beside ``checkpoint`` of a run whose process died: when it still
+    says RUNNING for ``run_id`` and no process holds its lock, it ends with ``status``."""
+    if not checkpoint:
+        return
+    from g2g.run.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
+    from g2g.run.record import RunRecord  # noqa: PLC0415
+
+    record = RunRecord(Path(checkpoint).parent)
+    try:
+        with ExperimentLock(record.lock_file):
+            if record.read().status == "RUNNING" and record.run_id == run_id:
+                record.end(status, error=reason)
+    except (ExperimentLockedError, OSError) as error:  # still held, or not writable: the next start closes it
+        log.warning("the run record %s was left as it was (%s)", record.path, error)
 
 
 def _rows(client: MlflowClient, parent_run_id: str) -> list[dict]:
