@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import secrets
@@ -46,12 +45,16 @@ def expand_path(path: str | os.PathLike) -> str:
 
 def path_argument(text: str) -> Path:
     """``type=`` of a command-line path argument (argparse): :func:`expand_path`, so
-    ``--root '~/data'`` and ``--out '$HOME/report'`` mean what they would unquoted; an
-    unset variable is argparse's usage error."""
+    ``--root '~/data'`` and ``--out '$HOME/report'`` mean what they would unquoted. The
+    shell has already expanded what it was asked to, so a path that exists as written,
+    or a ``$NAME`` whose variable is not set, is taken as written (a file or folder name
+    may hold a ``$``); only a leading ``~`` is expanded then."""
+    if os.path.lexists(text):
+        return Path(text)
     try:
         return Path(expand_path(text))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    except ValueError:
+        return Path(os.path.expanduser(text))
 
 
 def _create_temporary(path: Path) -> tuple[int, Path]:

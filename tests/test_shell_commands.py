@@ -264,7 +264,7 @@ def test_the_relog_command_of_a_fallback_file_logs_it(tmp_path, shell_bin, monke
     def store_down(*args, **kwargs):
         raise mlflow.exceptions.MlflowException("database is locked (injected)")
 
-    monkeypatch.setattr(mlflow, "log_metrics", store_down)
+    monkeypatch.setattr("g2g.tracking.run_logger.log_batch_chunked", store_down)
     monkeypatch.setattr("g2g.tracking.run_logger.RETRY_DELAYS_S", ())
     caplog.set_level(logging.WARNING, logger="g2g")
     RunLogger(run_id, uri, folder / "run $1.mlflow_fallback.jsonl").metrics({"test_accuracy": 0.5}, step=1)

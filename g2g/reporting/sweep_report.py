@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from g2g.files import expand_path, path_argument
+from g2g.files import path_argument
 from g2g.reporting import markdown
 from g2g.reporting.queries import TargetError, columns, open_store, report_command, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --page: the part of the page to regenerate: the studies (results, the "
                              "default) or the published setting (published)")
     args = parser.parse_args(argv)
-    try:
-        page_path = None if args.page is None else Path(expand_path(args.page))
-    except ValueError as error:  # the page's command line keeps --page as typed; only its file is expanded
-        parser.error(f"argument --page: {args.page!r}: {error}")
+    page_path = None if args.page is None else path_argument(args.page)  # the page's command keeps --page as typed
     from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # noqa: PLC0415 (MLflow: after arguments)
 
     try:

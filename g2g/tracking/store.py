@@ -146,7 +146,11 @@ def absolute_tracking_uri(tracking_uri: str, base: str | Path) -> str:
     if parts is None or parts[0] in ("", ":memory:"):
         return tracking_uri
     database, query = parts
-    path = os.path.normpath(Path(base).absolute() / expand_path(unquote(database)))
+    literal = unquote(database)
+    if Path(literal).is_absolute() and Path(literal).parent.is_dir():  # already resolved: a folder may hold a $
+        path = os.path.normpath(literal)
+    else:
+        path = os.path.normpath(Path(base).absolute() / expand_path(literal))
     return sqlite_uri(path) + ("" if query is None else f"?{query}")
 
 
@@ -159,7 +163,9 @@ def resolve_tracking_uri(tracking_uri: str | None, base: str | Path = ".") -> st
     Raises:
         ValueError: the SQLite file's path names an environment variable that is not set.
     """
-    uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri(base)
+    uri = tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    if not uri:  # g2g's own absolute path: nothing in it is for expanding (a folder may hold a $)
+        return default_tracking_uri(base)
     return absolute_tracking_uri(uri, base)
 
 
