@@ -18,21 +18,21 @@ def main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # a job of a sweep never raises: its failure or stop is recorded under the sweep's
         # parent run, and conclude_sweep (below) sets the parent's status and the exit status
-        from g2g.run.sweep_job import run_sweep_job
+        from g2g.lifecycle.sweep_job import run_sweep_job
 
-        return run_sweep_job(cfg)
+        return run_sweep_job(cfg, _run_job)
 
     import signal
 
-    from g2g.run.errors import exit_code, user_message
+    from g2g.lifecycle.errors import exit_code, user_message
+    from g2g.lifecycle.signals import job_signals
     from g2g.run.job import run_job
-    from g2g.run.signals import job_signals
 
     with job_signals():  # a signal anywhere in the run goes through the run's guard
         try:
             summary = run_job(cfg)
             return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
-        except KeyboardInterrupt as stop:  # also g2g.run.signals.TrainingInterrupted (checkpoint saved)
+        except KeyboardInterrupt as stop:  # also g2g.lifecycle.signals.TrainingInterrupted (checkpoint saved)
             print(f"interrupted: {stop or 'at once (SIGINT)'}", file=sys.stderr)
             sys.exit(128 + getattr(stop, "signal_number", signal.SIGINT))
         except Exception as error:
@@ -43,8 +43,16 @@ def main(cfg: DictConfig) -> float | None:
             raise
 
 
+def _run_job(cfg: DictConfig) -> dict:
+    """:func:`g2g.run.job.run_job`, imported only when a sweep job calls it (torch: inside
+    the job's signal handlers, after the sweep's stop file is checked)."""
+    from g2g.run.job import run_job
+
+    return run_job(cfg)
+
+
 if __name__ == "__main__":
-    from g2g.run.validation import removed_key_problems
+    from g2g.config.validation import removed_key_problems
 
     removed = removed_key_problems(sys.argv[1:])
     if removed:  # before Hydra, whose own message for a deleted schema key says neither why nor what to do

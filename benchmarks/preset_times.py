@@ -42,10 +42,11 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from g2g.build.objects import build, instantiate_option  # noqa: E402
+from g2g.build.random_streams import seed_everything  # noqa: E402
 from g2g.data.datasets import DataSplits, load_dataset  # noqa: E402
 from g2g.files import path_argument  # noqa: E402
-from g2g.run.build import build, instantiate_option  # noqa: E402
-from g2g.run.hardware import seed_everything, select_device  # noqa: E402
+from g2g.hardware.device import select_device  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60000, 10000
 

@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ANY = None  # "may import any g2g package"
 CONFIG_TRACKING_PLOTTING = ("hydra", "omegaconf", "mlflow", "matplotlib")
+TRACKING_PLOTTING = ("mlflow", "matplotlib")
 TORCH = ("torch", "torchvision", "snntorch")
 
 # package: (g2g packages it may import besides itself, libraries it never imports)
@@ -33,13 +34,20 @@ LAYERS: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "models": (frozenset({"snn", "sparse"}), CONFIG_TRACKING_PLOTTING),
     "data": (frozenset(), CONFIG_TRACKING_PLOTTING),
     "training": (frozenset({"snn", "sparse", "models", "data"}), CONFIG_TRACKING_PLOTTING),
+    "hardware": (frozenset(), CONFIG_TRACKING_PLOTTING),
+    # the schema names the registries of snn, sparse, models and data only as strings
+    # ("g2g.sparse.dst:PRUNE_RULES"), imported when a value is checked
+    "config": (frozenset({"tracking"}), TORCH + TRACKING_PLOTTING),
+    "build": (frozenset({"snn", "sparse", "models", "data", "training", "hardware", "config"}), TRACKING_PLOTTING),
+    "lifecycle": (frozenset({"data", "training", "hardware", "config", "tracking"}), ("matplotlib",)),
     "run": (ANY, ()),
     "tracking": (ANY, TORCH),
     "reporting": (frozenset({"snn", "sparse", "models", "data", "tracking"}), ()),
 }
 # the only modules that may import Hydra or OmegaConf (a name covers its submodules)
 CONFIG_LIBRARIES = ("hydra", "omegaconf")
-CONFIG_USERS = ("g2g.run", "g2g.tracking.sweep_callback", "g2g.config_docs", "run")
+CONFIG_USERS = ("g2g.config", "g2g.build", "g2g.lifecycle", "g2g.run", "g2g.tracking.sweep_callback",
+                "g2g.config_docs", "run")
 # top-level helpers every package may import: the lazy re-export helper of the
 # __init__s, the atomic file writes of everything that saves state, and the shell
 # quoting of every command g2g prints
@@ -212,6 +220,14 @@ def test_find_cycle_reports_the_cycle_path():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) is None
 
 
+def test_the_layer_rules_allow_no_cycle_between_packages():
+    """The packages with rules (all but the ``any`` ones) form layers: none may import,
+    through the others, a package that may import it."""
+    graph = {package: set(allowed) for package, (allowed, _) in LAYERS.items() if allowed is not ANY}
+    cycle = _find_cycle(graph)
+    assert cycle is None, "LAYERS allows a cycle: " + " -> ".join(f"g2g.{p}" for p in cycle)
+
+
 def test_no_import_cycle_between_g2g_modules():
     graph = {name: {i.target for i in IMPORTS[name] if i.target in SOURCES and i.target != name}
              for name in SOURCES}
@@ -236,7 +252,7 @@ def test_package_never_imports_its_forbidden_libraries(package):
     assert not wrong, f"g2g.{package} must not import {', '.join(libraries)}:\n  {_lines(wrong)}"
 
 
-def test_only_run_the_sweep_callback_run_py_and_config_docs_import_hydra_or_omegaconf():
+def test_only_the_config_users_import_hydra_or_omegaconf():
     def may(module: str) -> bool:
         return any(module == user or module.startswith(user + ".") for user in CONFIG_USERS)
 
@@ -271,6 +287,10 @@ def test_importing_a_package_imports_no_heavy_library():
 
 def test_importing_the_tracking_modules_does_not_import_torch():
     assert _loaded_after_import(_importable(_modules_of("tracking")), TORCH) == []
+
+
+def test_importing_the_config_modules_does_not_import_torch():
+    assert _loaded_after_import(_importable(_modules_of("config")), TORCH) == []
 
 
 def test_importing_the_model_code_does_not_import_hydra_mlflow_or_matplotlib():

@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, REPO_ROOT, TINY, compose_config
-from g2g.run.build import instantiate_option
+from g2g.build.objects import instantiate_option
+from g2g.config.validation import ConfigError, validate
 from g2g.run.job import run_job
-from g2g.run.validation import ConfigError, validate
 
 GROUPS = sorted(
     folder.name for folder in CONF_DIR.iterdir()

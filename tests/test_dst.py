@@ -10,13 +10,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
-from g2g.run import checkpoint as ckpt
-from g2g.sparse.dst import DynamicSparsity, HebbianTrace, float64_device, prune_count
-from g2g.snn.encoders import CurrentEncoder, RateEncoder
-from g2g.run.build import build, load_data
-from g2g.run.job import run_job
+from g2g.build.objects import build, load_data
+from g2g.config.validation import ConfigError
+from g2g.lifecycle import checkpoint as ckpt
 from g2g.models.network import SpikingNetwork
-from g2g.run.validation import ConfigError
+from g2g.run.job import run_job
+from g2g.snn.encoders import CurrentEncoder, RateEncoder
+from g2g.sparse.dst import DynamicSparsity, HebbianTrace, float64_device, prune_count
 
 PAIRS = [(prune, grow) for prune in ("set", "random", "hebb") for grow in ("hebb", "random")]
 

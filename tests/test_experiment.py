@@ -12,8 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, TINY, compose_config
-from g2g.run import checkpoint as ckpt
 from g2g.data.datasets import DEBIAN_FASHION_MNIST_DIR
+from g2g.lifecycle import checkpoint as ckpt
 from g2g.run.job import run_job
 
 PER_EPOCH_METRICS = [

@@ -9,16 +9,14 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from conftest import compose_config
+from g2g.build.objects import build
+from g2g.build.random_streams import STREAMS, seed_everything, stream_seed
+from g2g.config.validation import ConfigError, validate
 from g2g.data.datasets import DataSplits
 from g2g.data.folds import hold_out_validation
 from g2g.models.network import SpikingNetwork, parameter_matched_dense
-from g2g.run.build import build
-from g2g.run.errors import ConfigError
-from g2g.run.hardware import seed_everything
 from g2g.run.job import run_job
-from g2g.run.random_streams import STREAMS, stream_seed
-from g2g.run.training_loop import best_epoch
-from g2g.run.validation import validate
+from g2g.run.loop import best_epoch
 from g2g.sparse.layers import MaskedLinear
 
 

@@ -3,7 +3,8 @@ import importlib.util
 import pytest
 import torch
 
-from g2g.run.hardware import DeviceUnavailableError, rng_state, seed_everything, select_device, set_rng_state
+from g2g.build.random_streams import rng_state, seed_everything, set_rng_state
+from g2g.hardware.device import DeviceUnavailableError, select_device
 
 
 def test_auto_and_cpu_resolve_to_a_device():

@@ -19,9 +19,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
-from g2g.run import checkpoint as ckpt
+from g2g.lifecycle import checkpoint as ckpt
+from g2g.lifecycle.record import RunRecord
 from g2g.run.job import run_job
-from g2g.run.record import RunRecord
 
 TINY = ["model.hidden_dim=16", "encoder.num_steps=4", "train.epochs=1", "train.batch_size=16",
         "train.eval_batch_size=16", "train.progress=false", "hardware=cpu", "hardware.num_threads=1",
@@ -127,10 +127,10 @@ def test_a_full_checkpoint_disk_fails_the_run_in_one_line_and_nothing_claims_fin
 # ------------------------------------------------------------ the guard
 
 FAULTS = {
-    "start": ("g2g.run.record.RunRecord.start", None),
+    "start": ("g2g.lifecycle.record.RunRecord.start", None),
     "epoch": ("g2g.training.trainer.Trainer.train_epoch", None),
     "checkpoint write": ("g2g.files.atomic_torch_save", OSError(errno.ENOSPC, "No space left on device")),
-    "record write": ("g2g.run.record.RunRecord.epoch_done", None),
+    "record write": ("g2g.lifecycle.record.RunRecord.epoch_done", None),
 }
 
 
@@ -149,7 +149,7 @@ def test_a_failure_at_any_step_of_a_run_ends_it_failed_in_mlflow_and_its_record(
             module, cls = module.rsplit(".", 1)
             monkeypatch.setattr(getattr(__import__(module, fromlist=[cls]), cls), name, fail)
         else:
-            monkeypatch.setattr("g2g.run.checkpoint.atomic_torch_save", fail)
+            monkeypatch.setattr("g2g.lifecycle.checkpoint.atomic_torch_save", fail)
     elif step == "record end":
         real_end = RunRecord.end
 

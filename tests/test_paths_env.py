@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT, TINY, compose_config, write_fashion_mnist
+from g2g.config.paths import absolute_paths
+from g2g.config.validation import ConfigError, validate
 from g2g.files import expand_path
-from g2g.run import checkpoint as ckpt
+from g2g.lifecycle import checkpoint as ckpt
 from g2g.run.job import run_job
-from g2g.run.paths import absolute_paths
-from g2g.run.validation import ConfigError, validate
 from g2g.tracking.store import (
     absolute_tracking_uri, default_tracking_uri, deleted_experiment_message, sqlite_path, sqlite_uri,
     sqlite_uri_problem,

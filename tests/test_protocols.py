@@ -10,9 +10,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
-from g2g.run import checkpoint as ckpt
 from g2g.data import features
 from g2g.data.folds import stratified_folds
+from g2g.lifecycle import checkpoint as ckpt
 from g2g.run.job import run_job
 from g2g.training.regularizer import FiringRateRegularizer
 

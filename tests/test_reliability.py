@@ -16,14 +16,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
+from g2g.build.objects import build
 from g2g.data.datasets import DataSplits
-from g2g.run import checkpoint as ckpt
-from g2g.run.build import build
+from g2g.lifecycle import checkpoint as ckpt
+from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError
+from g2g.lifecycle.record import RunRecord
 from g2g.run.job import run_job
-from g2g.run.lock import ExperimentLock, ExperimentLockedError
-from g2g.run.record import RunRecord
-from g2g.training.trainer import EpochInterrupted, NonFiniteLossError
 from g2g.tracking.store import TrackingUnavailableError
+from g2g.training.trainer import EpochInterrupted, NonFiniteLossError
 
 # long enough epochs (500 steps, seconds) that a signal lands in the middle of one
 SLOW = ["model=mixer", "encoder=rate", "model.hidden_dim=64", "encoder.num_steps=8", "train.epochs=2",
@@ -215,12 +215,12 @@ def test_lock_refuses_a_second_holder_and_is_released_when_the_owner_dies(tmp_pa
     path = tmp_path / "x.lock"
     with ExperimentLock(path):
         holder = subprocess.run(
-            [sys.executable, "-c", "from g2g.run.lock import ExperimentLock\nimport sys\n"
+            [sys.executable, "-c", "from g2g.lifecycle.lock import ExperimentLock\nimport sys\n"
              "try:\n    ExperimentLock(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e)",
              str(path)], capture_output=True, text=True, timeout=60)
         assert f"being trained by pid {os.getpid()}" in holder.stdout
     # a process that dies holding the lock (SIGKILL: no clean-up) does not leave it stuck
-    dead = subprocess.Popen([sys.executable, "-c", "from g2g.run.lock import ExperimentLock\nimport sys, time\n"
+    dead = subprocess.Popen([sys.executable, "-c", "from g2g.lifecycle.lock import ExperimentLock\nimport sys, time\n"
                              "lock = ExperimentLock(sys.argv[1])\nlock.__enter__()\nprint('locked', flush=True)\n"
                              "time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
     assert dead.stdout.readline().strip() == "locked"
@@ -338,7 +338,7 @@ def test_checkpoint_file_keeps_its_keys_and_gives_the_trainer_state_back(tmp_pat
 
 
 def test_a_checkpoint_loaded_for_another_device_restores_the_random_generator_states(tmp_path):
-    from g2g.run.hardware import rng_state, set_rng_state
+    from g2g.build.random_streams import rng_state, set_rng_state
 
     trainer, data = _trainer(seed=1)
     trainer.train_epoch(data.train_x, data.train_y)

@@ -17,12 +17,12 @@ from scipy.stats import t as student_t
 from scipy.stats import ttest_rel
 
 from conftest import compose_config, write_fashion_mnist
-from g2g.run.job import run_job
+from g2g.build.random_streams import stream_seed
 from g2g.models.network import SpikingNetwork
-from g2g.run.random_streams import stream_seed
 from g2g.reporting.queries import ResultsError, configuration, configuration_label, experiment_rows
 from g2g.reporting.results_page import END, PUBLISHED_END, PUBLISHED_START, START, generate, write_page
 from g2g.reporting.statistics import paired_difference
+from g2g.run.job import run_job
 
 RUNS = [["model=dense"], ["model=mixer", "model.p_inter=0.1"], ["model=mixer", "model.p_inter=0.3"],
         ["model=mixer", "model.p_inter=0.1", "sparsity=dynamic", "sparsity.prune=set", "sparsity.grow=hebb",

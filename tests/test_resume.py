@@ -16,9 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, compose_config, write_fashion_mnist
-from g2g.run import checkpoint as ckpt
+from g2g.lifecycle import checkpoint as ckpt
+from g2g.lifecycle.signals import TrainingInterrupted
 from g2g.run.job import run_job
-from g2g.run.signals import TrainingInterrupted
 from g2g.sparse.dst import DynamicSparsity
 
 # 64 training examples in batches of 16: 4 steps per epoch; DST updates at steps 3, 6, 9, 12

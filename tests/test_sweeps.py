@@ -253,7 +253,7 @@ def test_every_study_has_the_job_count_its_header_states_and_valid_jobs(study):
 
     from hydra.types import RunMode
 
-    from g2g.run.validation import validate
+    from g2g.config.validation import validate
 
     header = (REPO_ROOT / "sweeps" / f"{study}.yaml").read_text().split("\ndefaults:")[0]
     stated = int(re.search(r"(\d+) jobs", header).group(1))

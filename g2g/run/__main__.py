@@ -1,12 +1,12 @@
 """``python -m g2g.run forget FOLDER``: delete a run's folder (record, checkpoint, folds),
-so the next start of the same config trains it anew. See :mod:`g2g.run.record`."""
+so the next start of the same config trains it anew. See :mod:`g2g.lifecycle.record`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from g2g.run.record import RecordError, forget
+from g2g.lifecycle.record import RecordError, forget
 
 
 def main(argv: list[str] | None = None) -> int:

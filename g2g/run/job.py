@@ -1,11 +1,11 @@
 """One job from a composed config: the function ``run.py`` calls.
 
 Data flow: MLflow's environment variables checked (:mod:`g2g.tracking.store`) -> paths
-made absolute against the launch directory (:mod:`g2g.run.paths`) -> validate
-(:mod:`g2g.run.validation`) -> hardware (:mod:`g2g.run.hardware`, threads from
-:mod:`g2g.run.hydra_runtime`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.run.record`), lock
-(:mod:`g2g.run.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
-each model built by :mod:`g2g.run.build` and trained by :mod:`g2g.run.training_loop`)
+made absolute against the launch directory (:mod:`g2g.config.paths`) -> validate
+(:mod:`g2g.config.validation`) -> hardware (:mod:`g2g.hardware.device`, threads from
+:mod:`g2g.run.hydra_runtime`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
+(:mod:`g2g.lifecycle.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
+each model built by :mod:`g2g.build.objects` and trained by :mod:`g2g.run.loop`)
 -> MLflow (:mod:`g2g.tracking`).
 """
 
@@ -17,14 +17,14 @@ from mlflow import get_tracking_uri
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from g2g.run import checkpoint as ckpt
-from g2g.run.build import instantiate_option, protocol_epochs
+from g2g.build.objects import instantiate_option, protocol_epochs
+from g2g.config.paths import absolute_paths
+from g2g.config.validation import check_interpolations, validate
+from g2g.lifecycle import checkpoint as ckpt
+from g2g.lifecycle.lock import ExperimentLock
+from g2g.lifecycle.record import Plan, RunRecord
 from g2g.run.hydra_runtime import sweep_context, threads_per_job
-from g2g.run.lock import ExperimentLock
-from g2g.run.paths import absolute_paths
 from g2g.run.protocols import RunContext, run_protocol
-from g2g.run.record import Plan, RunRecord
-from g2g.run.validation import check_interpolations, validate
 from g2g.shell import shell_command
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
 from g2g.tracking.runs import find_run, log_reused_run
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def run_job(cfg: DictConfig) -> dict:
     """Train and evaluate what ``cfg`` describes, logging it to MLflow.
 
-    The run's record (:mod:`g2g.run.record`, folder ``checkpoint.dir/LABEL_HASH``) says
+    The run's record (:mod:`g2g.lifecycle.record`, folder ``checkpoint.dir/LABEL_HASH``) says
     what to do: a finished run is skipped; one with fewer epochs than asked is extended;
     one with more is answered from its history (the metrics after the asked epoch); an
     unfinished one resumes from its checkpoint. A finished run is linked (as a FINISHED
@@ -45,7 +45,7 @@ def run_job(cfg: DictConfig) -> dict:
     run is a child of the sweep's parent run, named and tagged with the job's overrides,
     and a job whose run another job of the sweep trains waits for it. Relative paths are
     relative to the directory where the command was started
-    (:func:`g2g.run.paths.absolute_paths`); MLflow's environment variables are honoured
+    (:func:`g2g.config.paths.absolute_paths`); MLflow's environment variables are honoured
     or ignored as :mod:`g2g.tracking.store` says.
 
     Args:
@@ -56,16 +56,16 @@ def run_job(cfg: DictConfig) -> dict:
         ``cv_val_accuracy_mean``, ``cv_val_accuracy_std`` and ``fold_val_accuracy``;
         an answer from the history also has ``answered_from_epoch``.
     Raises:
-        g2g.run.validation.ConfigError: a bad config value (before any work).
-        g2g.run.hardware.DeviceUnavailableError: a requested device is missing.
+        g2g.config.validation.ConfigError: a bad config value (before any work).
+        g2g.hardware.device.DeviceUnavailableError: a requested device is missing.
         g2g.tracking.store.TrackingUnavailableError: the MLflow store cannot be used.
         g2g.tracking.store.ExperimentDeletedError: ``tracking.experiment`` was deleted.
-        g2g.run.lock.ExperimentLockedError: another process trains this run.
+        g2g.lifecycle.lock.ExperimentLockedError: another process trains this run.
         g2g.data.datasets.DatasetUnavailableError: data missing and not fetchable (the MLflow
             run is marked FAILED).
-        g2g.run.checkpoint.CheckpointError: an unusable checkpoint (left in place).
-        g2g.run.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM after a checkpoint.
-        (:data:`g2g.run.errors.USER_ERRORS` lists the errors ``run.py`` reports without a traceback.)
+        g2g.lifecycle.checkpoint.CheckpointError: an unusable checkpoint (left in place).
+        g2g.lifecycle.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM after a checkpoint.
+        (:data:`g2g.lifecycle.errors.USER_ERRORS` lists the errors ``run.py`` reports without a traceback.)
     """
     check_interpolations(cfg)  # before any value is read: a broken interpolation is a ConfigError
     warn_ignored_environment(cfg.tracking.uri, cfg.tracking.experiment)

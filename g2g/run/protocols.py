@@ -12,17 +12,16 @@ import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from g2g.build.objects import build, instantiate_option, load_data
+from g2g.build.random_streams import seed_everything, stream_seed
 from g2g.data.datasets import DataSplits
 from g2g.data.folds import fold_split, hold_out_validation, stratified_folds
-from g2g.reporting.statistics import mean_std
-from g2g.run import checkpoint as ckpt
-from g2g.run.build import build, instantiate_option, load_data
-from g2g.run.guard import RunGuard
-from g2g.run.hardware import seed_everything
-from g2g.run.random_streams import stream_seed
-from g2g.run.record import RunRecord
-from g2g.run.training_loop import CheckpointHook, MetricsHook, fit
 from g2g.files import remove_stale_temporary_files
+from g2g.lifecycle import checkpoint as ckpt
+from g2g.lifecycle.guard import RunGuard
+from g2g.lifecycle.record import RunRecord
+from g2g.reporting.statistics import mean_std
+from g2g.run.loop import CheckpointHook, MetricsHook, fit
 from g2g.tracking.names import (
     TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
     TAG_PROTOCOL, TAG_RUN_LABEL,
@@ -185,8 +184,8 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
         ``run_id``, ``tracking_uri``, ``experiment``, ``checkpoint``, the last
         epoch's metrics and ``skipped`` (False).
     Raises:
-        g2g.run.checkpoint.CheckpointError: an unusable checkpoint (left in place).
-        g2g.run.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM (run KILLED).
+        g2g.lifecycle.checkpoint.CheckpointError: an unusable checkpoint (left in place).
+        g2g.lifecycle.signals.TrainingInterrupted: stopped on SIGINT/SIGTERM (run KILLED).
         g2g.data.datasets.DatasetUnavailableError: the data cannot be loaded (run FAILED).
     """
     cfg, record, device = context.cfg, context.record, context.device

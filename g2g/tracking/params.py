@@ -5,7 +5,7 @@ MLflow."""
 from __future__ import annotations
 
 #: config paths that do not change results (where things go, how fast, how shown): left
-#: out of the checkpoint hash (:func:`g2g.run.checkpoint.result_config`) and of the
+#: out of the checkpoint hash (:func:`g2g.lifecycle.checkpoint.result_config`) and of the
 #: settings the results page requires runs to share (a param whose dotted key is one of
 #: these or starts with one of these plus ``.``)
 NON_RESULT_KEYS = (

@@ -145,7 +145,7 @@ class RunLogger:
     def end(self, status: str) -> None:
         """End the run with ``status`` (FINISHED, FAILED, KILLED), after logging what
         the fallback file kept, when the store takes it. Only
-        :class:`g2g.run.guard.RunGuard` calls this."""
+        :class:`g2g.lifecycle.guard.RunGuard` calls this."""
         if self.fallback_path.exists() and not self._call(self._relog_kept, retry_while_offline=True):
             log.warning("the MLflow store still fails: log %s later with: %s", self.fallback_path,
                         shell_command("python", "-m", "g2g.tracking", "relog", self.fallback_path))

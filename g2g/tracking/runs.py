@@ -90,7 +90,7 @@ def open_run(earlier_run_id: str | None, experiment_id: str, run_name: str, *, t
     that continues it, and a new run in ``experiment_id`` gets the whole record.
 
     Only the MLflow client is used (no active run): nothing but
-    :class:`g2g.run.guard.RunGuard` ends a run, and no ``atexit`` hook of MLflow can
+    :class:`g2g.lifecycle.guard.RunGuard` ends a run, and no ``atexit`` hook of MLflow can
     mark it FINISHED. No environment variable (``MLFLOW_RUN_ID``, ...) can make it log
     into another run (:func:`g2g.tracking.store.drop_foreign_run_environment`).
 

@@ -48,11 +48,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import LifecycleStage
 from mlflow.tracking import MlflowClient
 
 from g2g.files import expand_path
-from g2g.run.lock import blocking_file_lock
 from g2g.shell import shell_command
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,15 @@ def _artifact_location(tracking_uri: str) -> str | None:
     tracking server, which decides itself)."""
     database = sqlite_path(tracking_uri)
     return None if database is None else (database.parent / "mlartifacts").resolve().as_uri()
+
+
+def blocking_file_lock(path: Path) -> FileLock:
+    """An exclusive OS lock on ``path`` for a ``with`` block, waiting for it (used
+    to serialise the creation of a brand-new SQLite MLflow store, whose schema
+    migration races when two processes do it at once). Creates ``path``'s folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path)
 
 
 def setup_experiment(tracking_uri: str | None, experiment: str) -> str:

@@ -6,7 +6,7 @@ In the launching process, before any worker starts, it creates the MLflow store 
 experiment once (parallel workers creating a brand-new SQLite store race on its
 schema) and a parent run for the sweep; jobs find the parent through the environment
 variable :data:`g2g.tracking.names.PARENT_RUN_ENV` and log as child runs
-(:mod:`g2g.run.sweep_job` records a job that failed or stopped). A store that cannot
+(:mod:`g2g.lifecycle.sweep_job` records a job that failed or stopped). A store that cannot
 be used ends the command at once with one line (exit 1), before any job.
 
 The sweep's end is not left to Hydra, which turns a callback's exceptions into
@@ -41,7 +41,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from g2g.run.validation import ConfigError, check_interpolations
+from g2g.config.validation import ConfigError, check_interpolations
 from g2g.tracking.names import (
     METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_CHECKPOINT,
     TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,

@@ -24,14 +24,17 @@ stream                    consumer
 ========================  ==============================================================
 
 A resumed run restores every stream's state from its checkpoint, so it continues
-bit-exactly.
+bit-exactly. :func:`seed_everything` seeds the global generators from the ``encoder``
+stream; :func:`rng_state` and :func:`set_rng_state` save and restore them (checkpoints).
 """
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import numpy as np
+import torch
 
 #: stream names (see the module docstring for their consumers)
 STREAMS = ("masks", "weight_init", "shuffle", "folds", "validation_split", "dst", "encoder", "data_subset")
@@ -53,3 +56,31 @@ def stream_seed(seed: int, stream: str) -> int:
         raise ValueError(f"seed={seed} must be >= 0")
     sequence = np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(stream.encode()),))
     return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global random generators from
+    the run seed's ``encoder`` stream: in g2g only the rate encoder draws from them;
+    masks, initial weights, shuffling, folds and DST have generators of their own."""
+    global_seed = stream_seed(seed, "encoder")
+    random.seed(global_seed)
+    np.random.seed(global_seed % 2**32)
+    torch.manual_seed(global_seed)
+
+
+def rng_state() -> dict:
+    """Random generator states as plain tensors/tuples (loadable with
+    ``torch.load(weights_only=True)``)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned (its tensors may be on any device: torch
+    takes generator states only as CPU tensors, so they are copied there first)."""
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])

@@ -9,7 +9,7 @@ default is required.
 
 Each field also says what values it allows (``check`` in the field's metadata: a
 probability, a positive integer, one of a registry's names, ...).
-:func:`g2g.run.validation.validate` applies these checks, refuses keys that the
+:func:`g2g.config.validation.validate` applies these checks, refuses keys that the
 selected option does not use (Hydra's ``+key=value`` can add them), and checks the
 rules that relate several keys. Importing this module imports neither torch nor MLflow.
 
@@ -288,10 +288,10 @@ class CrossValidationSchema:
 
 @dataclass
 class HardwareSchema:
-    """``hardware=auto|cpu|cuda|directml`` (:class:`g2g.run.hardware.Hardware`)."""
+    """``hardware=auto|cpu|cuda|directml`` (:class:`g2g.hardware.device.Hardware`)."""
 
-    _target_: str = "g2g.run.hardware.Hardware"
-    device: str = value(check=one_of("g2g.run.hardware:DEVICES"))
+    _target_: str = "g2g.hardware.device.Hardware"
+    device: str = value(check=one_of("g2g.hardware.device:DEVICES"))
     num_threads: Optional[int] = value(check=optional_positive_int)
     deterministic: bool = value()
 

@@ -9,7 +9,7 @@ MLflow store and checkpoints whatever Hydra's working directory.
 Every path means what it would mean to a shell in the launch directory: ``~`` and
 ``~user`` are home folders, and environment variables (``$HOME/data``, ``$SCRATCH/runs``)
 are expanded (:func:`g2g.files.expand_path`; a variable that is not set is a
-:class:`~g2g.run.validation.ConfigError` naming the key, not a folder named ``$NAME``).
+:class:`~g2g.config.validation.ConfigError` naming the key, not a folder named ``$NAME``).
 Hydra's own ``${oc.env:HOME}/data`` works too (OmegaConf resolves it first); a shell's
 ``${NAME}`` is an OmegaConf interpolation of the key ``NAME`` in a config. Any
 character may appear in a folder name (``?``, ``%``, ``#``, spaces), the launch
@@ -36,7 +36,7 @@ What :func:`absolute_paths` rewrites:
   the launch directory and are kept as written, so their hashes are the same as before.
 
 It first checks that every interpolation of the config resolves
-(:func:`g2g.run.validation.check_interpolations`).
+(:func:`g2g.config.validation.check_interpolations`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from pathlib import Path
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from g2g.config.validation import ConfigError, check_interpolations
 from g2g.files import expand_path
-from g2g.run.validation import ConfigError, check_interpolations
 from g2g.tracking.store import TRACKING_URI_ENV, resolve_tracking_uri, sqlite_uri_problem
 
 #: config keys that say where things are (not result-affecting, not in the hash)
@@ -93,7 +93,7 @@ def absolute_weights(weights: str) -> str:
 def absolute_paths(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` whose paths are absolute against :func:`launch_directory`
     (what changes: the module docstring). Values that are not strings are left for
-    :func:`g2g.run.validation.validate` to refuse; an interpolation that already gives
+    :func:`g2g.config.validation.validate` to refuse; an interpolation that already gives
     an absolute path (``features.cache_dir: ${dataset.root}/features``) is kept.
 
     Args:
@@ -102,7 +102,7 @@ def absolute_paths(cfg: DictConfig) -> DictConfig:
         The copy; ``cfg`` itself is not changed.
     Raises:
         ConfigError: an interpolation that does not resolve
-            (:func:`g2g.run.validation.check_interpolations`), a path that names an
+            (:func:`g2g.config.validation.check_interpolations`), a path that names an
             environment variable that is not set, or a SQLite URI with a ``?`` that is
             not a query string; each named with its key.
     """

@@ -1,7 +1,7 @@
 """Checks of a composed config before any expensive work starts.
 
 Hydra and OmegaConf already refuse, while composing, a key that no option of a group
-has and a value of the wrong type (the structured schemas of :mod:`g2g.run.schema`).
+has and a value of the wrong type (the structured schemas of :mod:`g2g.config.schema`).
 :func:`validate` adds what composition cannot see:
 
 - interpolations that do not resolve (``train.lr=${model.p_inter}`` with a model that
@@ -27,7 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import GrammarParseError, InterpolationKeyError, InterpolationResolutionError
 
-from g2g.run.schema import SCHEMAS
+from g2g.config.schema import SCHEMAS
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -18,15 +18,6 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 
-def blocking_file_lock(path: Path) -> FileLock:
-    """An exclusive OS lock on ``path`` for a ``with`` block, waiting for it (used
-    to serialise the creation of a brand-new SQLite MLflow store, whose schema
-    migration races when two processes do it at once). Creates ``path``'s folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path)
-
-
 class ExperimentLockedError(RuntimeError):
     """Another live process is training this experiment."""
 

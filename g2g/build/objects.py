@@ -1,7 +1,7 @@
 """Objects from config: the only place that instantiates the config groups.
 
 Every config group option names its class (or function) with ``_target_``, checked
-against its structured schema (:mod:`g2g.run.schema`); ``_partial_`` options are
+against its structured schema (:mod:`g2g.config.schema`); ``_partial_`` options are
 completed here with what only the run knows (the model's input size, the optimizer's
 parameters). An option that builds nothing (``sparsity=static``,
 ``regularizer=none``, ``features=raw``) has no ``_target_``. An option's ``name`` is
@@ -26,9 +26,9 @@ from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from g2g.build.random_streams import stream_seed
 from g2g.data.datasets import DataSplits
 from g2g.models.network import SpikingNetwork
-from g2g.run.random_streams import stream_seed
 from g2g.sparse.dst import DynamicSparsity
 from g2g.training.regularizer import FiringRateRegularizer
 from g2g.training.trainer import Trainer
@@ -109,8 +109,8 @@ class RunObjects:
 def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects:
     """Build the run's objects for ``data`` (its input size and class count) on
     ``device``. Masks, initial weights, the training shuffle and DST each draw from
-    their own stream of ``cfg.seed`` (:mod:`g2g.run.random_streams`); the rate encoder
-    from torch's global generator, so seed it first (:func:`g2g.run.hardware.seed_everything`).
+    their own stream of ``cfg.seed`` (:mod:`g2g.build.random_streams`); the rate encoder
+    from torch's global generator, so seed it first (:func:`g2g.build.random_streams.seed_everything`).
     DST gets the run's total optimizer steps (:func:`total_optimizer_steps` of
     ``data``'s training split), which its stop step and prune-fraction schedule need."""
     model = instantiate_option(

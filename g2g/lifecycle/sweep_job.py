@@ -1,11 +1,11 @@
 """One job of a multirun sweep: whatever happens to it is recorded, and Ctrl-C stops the
 sweep cleanly.
 
-``run.py -m`` calls :func:`run_sweep_job` for every job instead of letting an error
-escape: one job's failure must not stop the others (Hydra would end the whole sweep),
-and must not go unseen either. A job that fails (at any stage: refused config, missing
-data, an error in training) or is stopped gets the tag
-:data:`g2g.tracking.names.TAG_ERROR` on its MLflow run, or a FAILED/KILLED child run of
+``run.py -m`` calls :func:`run_sweep_job` with :func:`g2g.run.job.run_job` for every
+job instead of letting an error escape: one job's failure must not stop the others
+(Hydra would end the whole sweep), and must not go unseen either. A job that fails
+(at any stage: refused config, missing data, an error in training) or is stopped gets
+the tag :data:`g2g.tracking.names.TAG_ERROR` on its MLflow run, or a FAILED/KILLED child run of
 the sweep's parent when it had none (:func:`g2g.tracking.runs.record_job_outcome`); the
 sweep callback (:mod:`g2g.tracking.sweep_callback`) then counts it, marks the parent and
 sets the exit status.
@@ -14,7 +14,7 @@ Ctrl-C (SIGINT to the whole process group) or SIGTERM during a sweep: the launch
 process ignores SIGINT and passes SIGTERM on to the running jobs
 (:mod:`g2g.tracking.sweep_callback`), so joblib does not kill workers while they save;
 each running job stops after its current step, saves its checkpoint and ends KILLED
-(:mod:`g2g.run.signals`), and writes the stop file
+(:mod:`g2g.lifecycle.signals`), and writes the stop file
 (:data:`g2g.tracking.names.SWEEP_STOP_FILE`) into the sweep folder, so jobs not yet
 started do not start. A second Ctrl-C stops the running jobs at once. Between jobs a
 worker ignores both signals (the launcher decides).
@@ -26,15 +26,15 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from g2g.run.hydra_runtime import sweep_context
-from g2g.run.signals import StopRequest, job_signals
-from g2g.tracking.names import RUNNING_FOLDER, SWEEP_STOP_FILE
+from g2g.lifecycle.signals import StopRequest, job_signals
+from g2g.tracking.names import PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE
 from g2g.tracking.runs import record_job_outcome
 from g2g.tracking.store import setup_experiment
 
@@ -65,11 +65,12 @@ def request_sweep_stop(signal_number: int) -> None:
 def _record(cfg: DictConfig, status: str, reason: str) -> None:
     """Record the outcome of a job that has no run of its own (refused, or stopped before
     it had one) under the sweep's parent run; a job whose run exists was ended by its
-    :class:`~g2g.run.guard.RunGuard`. Best effort: when even that fails, the sweep's
+    :class:`~g2g.lifecycle.guard.RunGuard`. Best effort: when even that fails, the sweep's
     end counts the job as one that ended without a record."""
-    parent_run_id, overrides = sweep_context()
+    parent_run_id = os.environ.get(PARENT_RUN_ENV)  # set by the sweep callback for every job
     if parent_run_id is None:
         return
+    overrides = list(HydraConfig.get().overrides.task)
     try:
         setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
         record_job_outcome(MlflowClient(), parent_run_id, overrides, status=status, reason=reason)
@@ -77,10 +78,14 @@ def _record(cfg: DictConfig, status: str, reason: str) -> None:
         log.warning("could not record this job's outcome in MLflow (%s); the sweep's end counts it", error)
 
 
-def run_sweep_job(cfg: DictConfig) -> float | None:
-    """Run one job of a sweep (:func:`g2g.run.job.run_job`); never raises for a job's
-    failure or stop, records it instead (see the module doc).
+def run_sweep_job(cfg: DictConfig, job: Callable[[DictConfig], dict]) -> float | None:
+    """Run one job of a sweep; never raises for a job's failure or stop, records it
+    instead (see the module doc).
 
+    Args:
+        cfg: the job's composed config.
+        job: runs it and returns its summary (:func:`g2g.run.job.run_job`); called inside
+            the job's signal handlers, so it imports torch there.
     Returns:
         The job's test accuracy (or cross-validation mean), None when it did not finish.
     """
@@ -89,7 +94,7 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
     with job_signals():
         running.touch()  # the launcher passes SIGTERM on to the jobs listed here
         try:
-            return _run(cfg)
+            return _run(cfg, job)
         finally:
             running.unlink(missing_ok=True)
             if StopRequest.received:  # queued jobs do not start
@@ -98,29 +103,28 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an idle worker: the launcher decides
 
 
-def _run(cfg: DictConfig) -> float | None:
+def _run(cfg: DictConfig, job: Callable[[DictConfig], dict]) -> float | None:
     if _this_sweep_stop_file().exists():
         log.warning("%s", NOT_STARTED)
         _record(cfg, "KILLED", NOT_STARTED)
         return None
-    from g2g.run.errors import USER_ERRORS, user_message  # noqa: PLC0415 (torch)
-    from g2g.run.guard import describe  # noqa: PLC0415
-    from g2g.run.job import run_job  # noqa: PLC0415 (torch: inside the handler's scope)
+    from g2g.lifecycle.errors import USER_ERRORS, user_message  # noqa: PLC0415 (torch)
+    from g2g.lifecycle.guard import describe  # noqa: PLC0415
 
     try:
-        summary = run_job(cfg)
-    except KeyboardInterrupt as stop:  # also g2g.run.signals.TrainingInterrupted (checkpoint saved)
+        summary = job(cfg)
+    except KeyboardInterrupt as stop:  # also g2g.lifecycle.signals.TrainingInterrupted (checkpoint saved)
         StopRequest.received = StopRequest.received or [getattr(stop, "signal_number", signal.SIGINT)]
         log.warning("job stopped: %s", describe(stop))
         _record(cfg, "KILLED", describe(stop))
         return None
     except Exception as error:
-        job = " ".join(HydraConfig.get().overrides.task)
+        overrides = " ".join(HydraConfig.get().overrides.task)
         message = user_message(error)
         if message is not None:  # its message says what to do: no traceback
-            log.error("job failed: %s: %s", job, message)
+            log.error("job failed: %s: %s", overrides, message)
         else:
-            log.exception("job failed: %s", job)
+            log.exception("job failed: %s", overrides)
         _record(cfg, "FAILED", describe(error) if message is None or isinstance(error, USER_ERRORS)
                 else f"{type(error).__name__}: {message}")
         return None

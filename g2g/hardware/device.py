@@ -1,15 +1,11 @@
-"""Device selection, threads, seeding and deterministic settings."""
+"""Device selection, CPU threads and deterministic settings."""
 
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-
-from g2g.run.random_streams import stream_seed
 
 DEVICES = ("auto", "cpu", "cuda", "directml")
 
@@ -105,32 +101,3 @@ class Hardware:
         device = select_device(self.device)
         configure(num_threads if num_threads is not None else self.num_threads, self.deterministic)
         return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) global random generators from
-    the run seed's ``encoder`` stream (:mod:`g2g.run.random_streams`): in g2g only the
-    rate encoder draws from them; masks, initial weights, shuffling, folds and DST have
-    generators of their own."""
-    global_seed = stream_seed(seed, "encoder")
-    random.seed(global_seed)
-    np.random.seed(global_seed % 2**32)
-    torch.manual_seed(global_seed)
-
-
-def rng_state() -> dict:
-    """Random generator states as plain tensors/tuples (loadable with
-    ``torch.load(weights_only=True)``)."""
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned (its tensors may be on any device: torch
-    takes generator states only as CPU tensors, so they are copied there first)."""
-    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])

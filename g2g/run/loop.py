@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
+from g2g.build.objects import RunObjects
+from g2g.build.random_streams import rng_state, set_rng_state
 from g2g.data.datasets import DataSplits
+from g2g.lifecycle import checkpoint as ckpt
+from g2g.lifecycle.record import RunRecord
+from g2g.lifecycle.signals import TrainingInterrupted, stop_on_signals
 from g2g.reporting.training_plots import dst_history_figure, learning_curves_figure, mask_structure_figure
-from g2g.run import checkpoint as ckpt
-from g2g.run.build import RunObjects
-from g2g.run.hardware import rng_state, set_rng_state
-from g2g.run.record import RunRecord
-from g2g.run.signals import TrainingInterrupted, stop_on_signals
 from g2g.tracking.names import METRIC_EVALUATION_TIME
 from g2g.tracking.run_logger import RunLogger
 from g2g.training.trainer import EpochInterrupted
@@ -117,13 +117,13 @@ def fit(objects: RunObjects, data: DataSplits, hooks: list, *, epochs: int, eval
         epochs: the run's total number of epochs (more than a finished checkpoint's
             continues it).
         eval_prefix: ``test`` or ``val``: the evaluation metrics' prefix.
-        resume: a checkpoint :func:`g2g.run.checkpoint.load_checkpoint` loaded, to continue.
+        resume: a checkpoint :func:`g2g.lifecycle.checkpoint.load_checkpoint` loaded, to continue.
         new_run: the MLflow run is new (the model sizes and the resumed record go into it).
     Returns:
         The per-epoch history (one metrics row per epoch, all epochs so far).
     Raises:
-        g2g.run.checkpoint.CheckpointError: the checkpoint is further than ``epochs``.
-        g2g.run.signals.TrainingInterrupted: stopped on a signal after saving.
+        g2g.lifecycle.checkpoint.CheckpointError: the checkpoint is further than ``epochs``.
+        g2g.lifecycle.signals.TrainingInterrupted: stopped on a signal after saving.
         g2g.training.trainer.NonFiniteLossError: the loss became NaN or infinite.
     """
     state = _begin(objects, hooks, resume, epochs, new_run)
@@ -218,7 +218,7 @@ def best_epoch(history: list[dict], row: dict, prefix: str) -> dict:
 
 
 def _refuse_checkpoint_past(resume: dict, epochs: int) -> None:
-    """Raise :class:`g2g.run.checkpoint.CheckpointError` when the checkpoint is already
+    """Raise :class:`g2g.lifecycle.checkpoint.CheckpointError` when the checkpoint is already
     past the end of an ``epochs``-epoch run (it belongs to a longer run that was stopped)."""
     done, progress = resume["epoch"], resume.get("epoch_progress")
     if done > epochs or (done == epochs and progress is not None):

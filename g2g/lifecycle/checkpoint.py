@@ -1,7 +1,7 @@
 """Checkpoint names, atomic saves and safe loads.
 
 A checkpoint lives at ``CHECKPOINT_DIR/LABEL_HASH/checkpoint.pth``, in the run's folder
-beside its record (:mod:`g2g.run.record`), where LABEL (the run label) follows the seed's
+beside its record (:mod:`g2g.lifecycle.record`), where LABEL (the run label) follows the seed's
 convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for dynamic
 sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash of every
 result-affecting setting, so two runs that could differ never share a folder.
@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from g2g.files import atomic_torch_save
-from g2g.run.record import RunRecord
+from g2g.lifecycle.record import RunRecord
 from g2g.tracking.params import NON_RESULT_KEYS
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class CheckpointWriter:
         Args:
             trainer: ``Trainer.state_dict()``, with at most one step-callback state
                 (the DST's; stored under ``sparsity``).
-            rng: ``g2g.run.hardware.rng_state()``.
+            rng: ``g2g.build.random_streams.rng_state()``.
             epoch: completed epochs.
             epoch_progress: the ``progress`` of an interrupted epoch ``epoch + 1``, else None.
             history: one row of metrics per completed epoch.

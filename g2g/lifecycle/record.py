@@ -7,11 +7,11 @@ A run (one model trained under one result-affecting config) has one folder::
         record.json      status, epochs done, MLflow run (and parent) id, store and
                          experiment, the per-epoch history, the summary, the error
         checkpoint.pth   the last checkpoint (the whole training state)
-        lock             held while a process trains the run (:mod:`g2g.run.lock`)
+        lock             held while a process trains the run (:mod:`g2g.lifecycle.lock`)
         fold1/, ...      cross-validation: each fold is a run folder of its own
 
 LABEL follows the seed's naming convention and HASH is a short hash of every
-result-affecting setting (:func:`g2g.run.checkpoint.config_hash`), so two runs that
+result-affecting setting (:func:`g2g.lifecycle.checkpoint.config_hash`), so two runs that
 could differ never share a folder.
 
 Statuses (:data:`STATUSES`) and who sets them:
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 #: every status a run record can have (``NEW``: no record file yet)
 STATUSES = ("NEW", "RUNNING", "FINISHED", "FAILED", "KILLED")
-#: the statuses only :class:`g2g.run.guard.RunGuard` sets
+#: the statuses only :class:`g2g.lifecycle.guard.RunGuard` sets
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 RECORD_FILE = "record.json"
@@ -198,7 +198,7 @@ class RunRecord:
         self._write(mid_epoch=True)
 
     def end(self, status: str, *, summary: dict | None = None, error: str | None = None) -> None:
-        """Set a terminal status (only :class:`g2g.run.guard.RunGuard` calls this)."""
+        """Set a terminal status (only :class:`g2g.lifecycle.guard.RunGuard` calls this)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, not {status!r}")
         self._write(status=status, error=error, **({} if summary is None else {"summary": summary}))
@@ -215,7 +215,7 @@ def forget(folder: Path) -> Path:
     Raises:
         RecordError: not a run folder, or locked by a live process.
     """
-    from g2g.run.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
+    from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
 
     record = RunRecord(Path(folder)).read()
     if not record.path.exists() and not record.checkpoint.exists():

@@ -15,12 +15,12 @@ On leaving the block:
   on to the caller: nothing claims FINISHED that did not finish.
 - an exception (also one raised while writing a checkpoint, the record or the metrics):
   ``KILLED`` for a stop by a signal (:class:`KeyboardInterrupt`, so also
-  :class:`g2g.run.signals.TrainingInterrupted`), ``FAILED`` for anything else; the reason
+  :class:`g2g.lifecycle.signals.TrainingInterrupted`), ``FAILED`` for anything else; the reason
   goes into the record and the MLflow tag :data:`g2g.tracking.names.TAG_ERROR`. Each
   write is tried on its own (a store that fails does not keep the record from being
   written, nor the other way round), a failure while doing so is logged, and the
   original exception always goes on to the caller, whose exit status says what happened
-  (:func:`g2g.run.errors.exit_code`).
+  (:func:`g2g.lifecycle.errors.exit_code`).
 - the block left without ``succeed`` and without an exception: ``FAILED`` (a run that
   did not say it finished has not).
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 
-from g2g.run.record import RunRecord
+from g2g.lifecycle.record import RunRecord
 from g2g.tracking.run_logger import RunLogger
 
 log = logging.getLogger(__name__)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import errno
 
+from g2g.config.validation import ConfigError
 from g2g.data.datasets import DatasetUnavailableError
 from g2g.data.features import FeaturesUnavailableError
-from g2g.run.checkpoint import CheckpointError
-from g2g.run.hardware import DeviceUnavailableError
-from g2g.run.lock import ExperimentLockedError
-from g2g.run.validation import ConfigError
+from g2g.hardware.device import DeviceUnavailableError
+from g2g.lifecycle.checkpoint import CheckpointError
+from g2g.lifecycle.lock import ExperimentLockedError
 from g2g.tracking.store import TrackingUnavailableError
 from g2g.training.trainer import NonFiniteTrainingError
 
