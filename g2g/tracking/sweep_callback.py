@@ -187,8 +187,8 @@ def _end_orphaned_record(checkpoint: str | None, run_id: str, status: str, reaso
     says RUNNING for ``run_id`` and no process holds its lock, it ends with ``status``."""
     if not checkpoint:
         return
-    from g2g.run.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
-    from g2g.run.record import RunRecord  # noqa: PLC0415
+    from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
+    from g2g.lifecycle.record import RunRecord  # noqa: PLC0415
 
     record = RunRecord(Path(checkpoint).parent)
     try:
