@@ -50,6 +50,15 @@ def _runs(workdir: Path, experiment: str = "g2g") -> list:
     return [] if found is None else client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
 
 
+def _group_alive(group: int) -> bool:
+    """Whether a process of the process group ``group`` is alive."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _records(workdir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((workdir / "checkpoints").glob("*/record.json"))]
 
@@ -277,7 +286,7 @@ def test_sigterm_to_the_launcher_stops_every_job_with_a_checkpoint_and_the_paren
     assert sweep.returncode == 128 + signal.SIGTERM, output[-3000:]
     checkpoints = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*/checkpoint.pth")}
     deadline = time.time() + 30  # idle loky workers notice their launcher is gone and exit
-    while subprocess.run(["pgrep", "-s", str(sweep.pid)], capture_output=True).returncode == 0:
+    while _group_alive(sweep.pid):
         assert time.time() < deadline, "a worker outlived its launcher"
         time.sleep(0.5)
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints, "no worker trained on"
