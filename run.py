@@ -8,19 +8,20 @@
 import sys
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    from g2g.lifecycle.runtime import JobRuntime
+
+    runtime = JobRuntime.read()  # Hydra's runtime, read once for the job and passed down
+    if runtime.in_sweep:
         # a job of a sweep never raises: its failure or stop is recorded under the sweep's
         # parent run, and conclude_sweep (below) sets the parent's status and the exit status
         from g2g.lifecycle.sweep_job import run_sweep_job
 
-        return run_sweep_job(cfg, _run_job)
+        return run_sweep_job(cfg, runtime, _run_job)
 
     import signal
 
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
 
     with job_signals():  # a signal anywhere in the run goes through the run's guard
         try:
-            summary = run_job(cfg)
+            summary = run_job(cfg, runtime)
             return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
         except KeyboardInterrupt as stop:  # also g2g.lifecycle.signals.TrainingInterrupted (checkpoint saved)
             print(f"interrupted: {stop or 'at once (SIGINT)'}", file=sys.stderr)
@@ -43,12 +44,12 @@ def main(cfg: DictConfig) -> float | None:
             raise
 
 
-def _run_job(cfg: DictConfig) -> dict:
+def _run_job(cfg: DictConfig, runtime) -> dict:
     """:func:`g2g.run.job.run_job`, imported only when a sweep job calls it (torch: inside
     the job's signal handlers, after the sweep's stop file is checked)."""
     from g2g.run.job import run_job
 
-    return run_job(cfg)
+    return run_job(cfg, runtime)
 
 
 if __name__ == "__main__":

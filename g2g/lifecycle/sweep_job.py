@@ -29,12 +29,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from g2g.lifecycle.runtime import JobRuntime
 from g2g.lifecycle.signals import StopRequest, job_signals
-from g2g.tracking.names import PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE
+from g2g.tracking.names import RUNNING_FOLDER, SWEEP_STOP_FILE
 from g2g.tracking.runs import record_job_outcome
 from g2g.tracking.store import setup_experiment
 
@@ -50,82 +50,77 @@ def stop_file(sweep_dir: str | Path) -> Path:
     return Path(sweep_dir) / SWEEP_STOP_FILE
 
 
-def _this_sweep_stop_file() -> Path:
-    return stop_file(HydraConfig.get().sweep.dir)
-
-
-def request_sweep_stop(signal_number: int) -> None:
-    """Write the stop file of the running job's sweep (jobs not yet started will not start)."""
-    path = _this_sweep_stop_file()
+def request_sweep_stop(sweep_dir: Path, signal_number: int) -> None:
+    """Write the stop file of the sweep in ``sweep_dir`` (jobs not yet started will not start)."""
+    path = stop_file(sweep_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_text(signal.Signals(signal_number).name + "\n")
 
 
-def _record(cfg: DictConfig, status: str, reason: str) -> None:
+def _record(cfg: DictConfig, runtime: JobRuntime, status: str, reason: str) -> None:
     """Record the outcome of a job that has no run of its own (refused, or stopped before
     it had one) under the sweep's parent run; a job whose run exists was ended by its
     :class:`~g2g.lifecycle.guard.RunGuard`. Best effort: when even that fails, the sweep's
     end counts the job as one that ended without a record."""
-    parent_run_id = os.environ.get(PARENT_RUN_ENV)  # set by the sweep callback for every job
-    if parent_run_id is None:
+    if runtime.parent_run_id is None:
         return
-    overrides = list(HydraConfig.get().overrides.task)
     try:
         setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-        record_job_outcome(MlflowClient(), parent_run_id, overrides, status=status, reason=reason)
+        record_job_outcome(MlflowClient(), runtime.parent_run_id, runtime.overrides, status=status, reason=reason)
     except Exception as error:  # the store itself may be what failed
         log.warning("could not record this job's outcome in MLflow (%s); the sweep's end counts it", error)
 
 
-def run_sweep_job(cfg: DictConfig, job: Callable[[DictConfig], dict]) -> float | None:
+def run_sweep_job(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRuntime], dict]) -> float | None:
     """Run one job of a sweep; never raises for a job's failure or stop, records it
     instead (see the module doc).
 
     Args:
         cfg: the job's composed config.
-        job: runs it and returns its summary (:func:`g2g.run.job.run_job`); called inside
+        runtime: the job's runtime (its sweep folder, parent run and overrides).
+        job: runs it (with ``runtime``) and returns its summary (:func:`g2g.run.job.run_job`); called inside
             the job's signal handlers, so it imports torch there.
     Returns:
         The job's test accuracy (or cross-validation mean), None when it did not finish.
     """
-    running = Path(HydraConfig.get().sweep.dir) / RUNNING_FOLDER / str(os.getpid())
+    running = runtime.sweep_dir / RUNNING_FOLDER / str(os.getpid())
     running.parent.mkdir(parents=True, exist_ok=True)
     with job_signals():
         running.touch()  # the launcher passes SIGTERM on to the jobs listed here
         try:
-            return _run(cfg, job)
+            return _run(cfg, runtime, job)
         finally:
             running.unlink(missing_ok=True)
             if StopRequest.received:  # queued jobs do not start
-                request_sweep_stop(StopRequest.received[0])
+                request_sweep_stop(runtime.sweep_dir, StopRequest.received[0])
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an idle worker: the launcher decides
 
 
-def _run(cfg: DictConfig, job: Callable[[DictConfig], dict]) -> float | None:
-    if _this_sweep_stop_file().exists():
+def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRuntime], dict]) -> float | None:
+    if stop_file(runtime.sweep_dir).exists():
         log.warning("%s", NOT_STARTED)
-        _record(cfg, "KILLED", NOT_STARTED)
+        _record(cfg, runtime, "KILLED", NOT_STARTED)
         return None
     from g2g.lifecycle.errors import USER_ERRORS, user_message  # noqa: PLC0415 (torch)
     from g2g.lifecycle.guard import describe  # noqa: PLC0415
 
     try:
-        summary = job(cfg)
+        summary = job(cfg, runtime)
     except KeyboardInterrupt as stop:  # also g2g.lifecycle.signals.TrainingInterrupted (checkpoint saved)
         StopRequest.received = StopRequest.received or [getattr(stop, "signal_number", signal.SIGINT)]
         log.warning("job stopped: %s", describe(stop))
-        _record(cfg, "KILLED", describe(stop))
+        _record(cfg, runtime, "KILLED", describe(stop))
         return None
     except Exception as error:
-        overrides = " ".join(HydraConfig.get().overrides.task)
+        overrides = " ".join(runtime.overrides)
         message = user_message(error)
         if message is not None:  # its message says what to do: no traceback
             log.error("job failed: %s: %s", overrides, message)
         else:
             log.exception("job failed: %s", overrides)
-        _record(cfg, "FAILED", describe(error) if message is None or isinstance(error, USER_ERRORS)
+        _record(cfg, runtime, "FAILED", describe(error) if message is None or isinstance(error, USER_ERRORS)
                 else f"{type(error).__name__}: {message}")
         return None
     return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))

@@ -3,7 +3,7 @@
 Data flow: MLflow's environment variables checked (:mod:`g2g.tracking.store`) -> paths
 made absolute against the launch directory (:mod:`g2g.config.paths`) -> validate
 (:mod:`g2g.config.validation`) -> hardware (:mod:`g2g.hardware.device`, threads from
-:mod:`g2g.run.hydra_runtime`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
+:mod:`g2g.lifecycle.runtime`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
 (:mod:`g2g.lifecycle.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
 each model built by :mod:`g2g.build.objects` and trained by :mod:`g2g.run.loop`)
 -> MLflow (:mod:`g2g.tracking`).
@@ -23,7 +23,7 @@ from g2g.config.validation import check_interpolations, validate
 from g2g.lifecycle import checkpoint as ckpt
 from g2g.lifecycle.lock import ExperimentLock
 from g2g.lifecycle.record import Plan, RunRecord
-from g2g.run.hydra_runtime import sweep_context, threads_per_job
+from g2g.lifecycle.runtime import JobRuntime
 from g2g.run.protocols import RunContext, run_protocol
 from g2g.shell import shell_command
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
@@ -33,7 +33,7 @@ from g2g.tracking.store import setup_experiment, warn_ignored_environment
 log = logging.getLogger(__name__)
 
 
-def run_job(cfg: DictConfig) -> dict:
+def run_job(cfg: DictConfig, runtime: JobRuntime | None = None) -> dict:
     """Train and evaluate what ``cfg`` describes, logging it to MLflow.
 
     The run's record (:mod:`g2g.lifecycle.record`, folder ``checkpoint.dir/LABEL_HASH``) says
@@ -50,6 +50,8 @@ def run_job(cfg: DictConfig) -> dict:
 
     Args:
         cfg: the composed config (see ``conf/config.yaml``).
+        runtime: what Hydra's runtime says about this job (``run.py`` reads it once); the
+            default is a run outside any sweep.
     Returns:
         Summary: ``run_id``, ``tracking_uri``, ``skipped``, and for holdout
         ``checkpoint`` and the last epoch's metrics, for cross-validation
@@ -72,10 +74,11 @@ def run_job(cfg: DictConfig) -> dict:
     cfg = absolute_paths(cfg)
     validate(cfg)
     hardware = instantiate_option(cfg.hardware)
-    device = hardware.apply(num_threads=threads_per_job(hardware.num_threads))
+    runtime = runtime or JobRuntime()
+    device = hardware.apply(num_threads=runtime.threads(hardware.num_threads))
     record = ckpt.run_record(cfg, cfg.checkpoint.dir)
     epochs = protocol_epochs(cfg)
-    parent_run_id, overrides = sweep_context()
+    parent_run_id, overrides = runtime.parent_run_id, runtime.overrides
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)  # refuses a deleted one
     plan = record.plan(epochs)
     if plan.action != "train":
