@@ -245,6 +245,10 @@ def test_a_run_resumed_into_another_experiment_is_recorded_there_and_says_so(wor
     assert linked.returncode == 0 and "already finished" in linked.stdout + linked.stderr
     (link,) = _runs(workdir, "third")
     assert link.info.status == "FINISHED" and link.data.tags["g2g.reused_run_id"] == moved.info.run_id
+    page = subprocess.run([sys.executable, "-m", "g2g.report", "third", "--page", "third.md"], cwd=workdir,
+                          capture_output=True, text=True, timeout=120, env=_env())
+    assert page.returncode == 0, page.stderr[-2000:]
+    assert "from 1 finished run" in (workdir / "third.md").read_text(), "the linked run is the experiment's result"
 
 
 def test_a_sweep_asking_fewer_epochs_than_a_finished_run_is_answered_from_its_history(workdir):
@@ -260,6 +264,7 @@ def test_a_sweep_asking_fewer_epochs_than_a_finished_run_is_answered_from_its_hi
     assert {k: c.info.status for k, c in children.items()} == {"model=index": "FINISHED", "model=mixer": "FINISHED"}
     answer = children["model=mixer"]
     assert answer.data.tags["g2g.answered_from_epoch"] == "1" and answer.data.tags["g2g.epochs"] == "1"
+    assert answer.data.params["train.epochs"] == "1", "never pooled with the 2-epoch run"
     epoch_one = _client(workdir).get_metric_history(finished.info.run_id, "test_accuracy")[0]
     assert epoch_one.step == 1 and answer.data.metrics["test_accuracy"] == epoch_one.value
     (record,) = [r for r in _records(workdir) if r["run_id"] == finished.info.run_id]
@@ -334,3 +339,18 @@ def test_a_worker_killed_hard_leaves_no_run_running_and_every_job_counted(workdi
     again = _run(arguments, workdir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {r["status"] for r in _records(workdir)} == {"FINISHED"} and len(_records(workdir)) == 3
+
+
+def test_forget_makes_a_finished_run_train_again_and_refuses_what_is_not_a_run_folder(workdir):
+    assert _run(TINY, workdir).returncode == 0
+    (folder,) = (workdir / "checkpoints").iterdir()
+    forget = subprocess.run([sys.executable, "-m", "g2g.run", "forget", str(folder)], capture_output=True, text=True,
+                            timeout=120, env=_env())
+    assert forget.returncode == 0 and not folder.exists(), forget.stderr
+    again = _run(TINY, workdir)
+    assert again.returncode == 0 and "already finished" not in again.stdout + again.stderr
+    assert [r.info.status for r in _runs(workdir)] == ["FINISHED", "FINISHED"], "trained again, in a new run"
+    refused = subprocess.run([sys.executable, "-m", "g2g.run", "forget", str(workdir / "data")], capture_output=True,
+                             text=True, timeout=120, env=_env())
+    assert refused.returncode == 1 and "is not a run folder" in refused.stderr
+    assert (workdir / "data").exists()

@@ -30,14 +30,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g.files import atomic_torch_save
 from g2g.lifecycle.record import RunRecord
+from g2g.tracking.names import EPOCH_KEYS
 from g2g.tracking.params import NON_RESULT_KEYS
 
 log = logging.getLogger(__name__)
 
 
-#: the epoch counts (holdout's, and each cross-validation fold's): not in the hash
-#: unless a schedule depends on them (see :func:`result_config`)
-EPOCH_KEYS = ("train.epochs", "protocol.epochs")
 
 #: checkpoint entries that are random generator states: torch accepts these only as
 #: CPU tensors, so :func:`load_checkpoint` keeps them on the CPU for any device

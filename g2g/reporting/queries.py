@@ -137,9 +137,10 @@ TARGETS = ("python -m g2g.report takes the name of an MLflow experiment (its new
 def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     """Every finished training run of the experiment as a :func:`run_row`, plus
     ``train_time_s`` (sum of the per-epoch training times) and ``params`` (all its
-    MLflow params: the flattened resolved config). Sweep parents and runs that a
-    re-run sweep only reused are left out; one run per configuration and seed (the
-    latest).
+    MLflow params: the flattened resolved config). Sweep parents and runs that only
+    link a run of this experiment are left out (a link to a run of another experiment,
+    or one that answers a request for fewer epochs from its history, is counted, with
+    its original's training time); one run per configuration and seed (the latest).
 
     Raises:
         UnknownExperimentError: no such experiment (the message says what the name is
@@ -158,13 +159,16 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
     latest = {}
     for run in runs:
         tags = run.data.tags
-        if (tags.get(names.TAG_SWEEP) == "true" or names.TAG_REUSED_RUN_ID in tags
-                or names.METRIC_TEST_ACCURACY not in run.data.metrics):
+        if tags.get(names.TAG_SWEEP) == "true" or names.METRIC_TEST_ACCURACY not in run.data.metrics:
             continue
+        original = find_run(client, tags[names.TAG_REUSED_RUN_ID]) if names.TAG_REUSED_RUN_ID in tags else None
+        answered = tags.get(names.TAG_ANSWERED_FROM_EPOCH)
+        if original is not None and original.info.experiment_id == experiment.experiment_id and answered is None:
+            continue  # a link to a run of this experiment, which is counted itself
         row = run_row(run)
         row["params"] = dict(run.data.params)
-        row["train_time_s"] = sum(m.value for m in client.get_metric_history(run.info.run_id,
-                                                                             names.METRIC_EPOCH_TIME))
+        timed = client.get_metric_history((original or run).info.run_id, names.METRIC_EPOCH_TIME)
+        row["train_time_s"] = sum(m.value for m in timed if answered is None or m.step <= int(answered))
         latest[(configuration(row), row["seed"])] = row
     if not latest:
         raise ResultsError(f"experiment {experiment_name!r} has no finished training run with a test accuracy")

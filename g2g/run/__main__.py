@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from g2g.files import path_argument
 from g2g.lifecycle.record import RecordError, forget
 
 
@@ -13,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m g2g.run", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     forget_parser = commands.add_parser("forget", help="delete a run's folder so that it trains again")
-    forget_parser.add_argument("folder", nargs="+", help="CHECKPOINT_DIR/LABEL_HASH (named in the run's log)")
+    forget_parser.add_argument("folder", nargs="+", type=path_argument,
+                               help="CHECKPOINT_DIR/LABEL_HASH (named in the run's log)")
     arguments = parser.parse_args(argv)
     for folder in arguments.folder:
         try:

@@ -5,6 +5,10 @@ and the sweep callback read them back, so every module uses these constants inst
 string literals. Importing this module imports nothing else.
 """
 
+#: the config keys (and MLflow params) that hold a run's epoch count: holdout's, and each
+#: cross-validation fold's
+EPOCH_KEYS = ("train.epochs", "protocol.epochs")
+
 #: environment variable through which a sweep's jobs learn their MLflow parent run
 PARENT_RUN_ENV = "G2G_MLFLOW_PARENT_RUN_ID"
 

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from g2g.tracking.names import (
-    TAG_ANSWERED_FROM_EPOCH, TAG_CHECKPOINT, TAG_EPOCHS, TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_REUSED_RUN_ID,
+    EPOCH_KEYS, TAG_ANSWERED_FROM_EPOCH, TAG_CHECKPOINT, TAG_EPOCHS, TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID,
+    TAG_REUSED_RUN_ID,
 )
 from g2g.tracking.store import (
     TrackingUnavailableError, drop_foreign_run_environment, log_batch_chunked, quiet_store_errors, root_cause,
@@ -186,8 +187,10 @@ def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str | None,
         run_name = " ".join(overrides) or str(summary.get("run_id"))
     else:
         tags = {**{k: v for k, v in original.data.tags.items() if k.startswith(G2G_TAG_PREFIX)}, **tags}
-        params = original.data.params
+        params = dict(original.data.params)
         metrics = summary_metrics if answered is not None else original.data.metrics
+        if answered is not None:  # the epochs this run answers for, so it is never pooled with the original
+            params.update({key: str(answered) for key in EPOCH_KEYS if key in params})
         run_name = " ".join(overrides) or original.info.run_name
     if answered is not None:
         tags[TAG_EPOCHS] = str(answered)
