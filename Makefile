@@ -2,7 +2,7 @@
 #   make run                       quick preset on real Fashion-MNIST (ARGS="model=mixer" to add overrides)
 #   make test                      the test suite
 #   make sweep STUDY=p_inter       a named study from sweeps/ with the quick preset, in parallel
-#   make ui                        MLflow UI on the runs in ./mlflow.db (http://127.0.0.1:5000)
+#   make ui                        MLflow UI on the runs in ./mlflow.db, with a link to each experiment's runs
 #   make results                   the results studies (108 jobs, ~3.1 h on 2 cores), then docs/results.md
 #   make published                 the published setting (6 jobs of 20 epochs, ~4 h on 2 cores), then its section
 #   make data                      Fashion-MNIST into ./data (the Debian package's files or a download)
@@ -49,6 +49,7 @@ published: data
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
 
 ui: $(INSTALLED)
+	$(BIN)/python -m g2g.tracking links
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean-venv:
