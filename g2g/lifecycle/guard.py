@@ -67,8 +67,6 @@ class RunGuard:
         self.record = record
         self.logger = logger
         self._summary: dict | None = None
-        #: the status the run ended with, once the block is left
-        self.status: str | None = None
 
     def __enter__(self) -> "RunGuard":
         return self
@@ -86,25 +84,23 @@ class RunGuard:
             except BaseException as failure:  # the record is the truth: the run is not finished
                 self._end_failed(failure)
                 raise
-            self.status = "FINISHED"
             self.logger.end("FINISHED")
             return False
         self._end_failed(error)
         return False  # the error goes on
 
     def _end_failed(self, error: BaseException) -> None:
-        self.status = status_of(error)
-        reason = describe(error)
+        status, reason = status_of(error), describe(error)
         try:
             self.logger.error_tag(reason)
         except Exception as failure:
             log.error("could not tag MLflow run %s with its error (%s)", self.logger.run_id, failure)
         try:
-            self.logger.end(self.status)
+            self.logger.end(status)
         except Exception as failure:
-            log.error("could not end MLflow run %s %s (%s)", self.logger.run_id, self.status, failure)
+            log.error("could not end MLflow run %s %s (%s)", self.logger.run_id, status, failure)
         try:
-            self.record.end(self.status, error=reason)
+            self.record.end(status, error=reason)
         except Exception as failure:
             log.error("could not write the run record %s (%s: %s); it still says %s", self.record.path,
                       type(failure).__name__, failure, self.record.status)

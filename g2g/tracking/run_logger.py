@@ -58,6 +58,8 @@ class RunLogger:
         self.offline = False
         #: an outage was reported (the warning is given once per run)
         self.warned = False
+        #: the store's client, made once
+        self.client = MlflowClient(tracking_uri)
 
     def _record(self, entry: dict) -> None:
         self.fallback_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,15 +109,13 @@ class RunLogger:
     def metrics(self, values: dict[str, float], step: int) -> None:
         """Log metrics at ``step`` (or keep them in the fallback file)."""
         timestamp = int(time.time() * 1000)
-        client = MlflowClient(self.tracking_uri)
-        if not self._call(lambda: log_batch_chunked(client, self.run_id, metrics=values, step=step,
+        if not self._call(lambda: log_batch_chunked(self.client, self.run_id, metrics=values, step=step,
                                                     timestamp=timestamp)):
             self._record({"kind": "metrics", "step": step, "values": values, "timestamp": timestamp})
 
     def artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         """Log a file (or keep a copy beside the fallback file)."""
-        client = MlflowClient(self.tracking_uri)
-        if self._call(lambda: client.log_artifact(self.run_id, str(local_path), artifact_path)):
+        if self._call(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path)):
             return
         folder = self.fallback_path.with_suffix(".artifacts") / (artifact_path or "")
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,8 +138,7 @@ class RunLogger:
     def error_tag(self, reason: str) -> None:
         """Tag the run with why it did not finish (:data:`g2g.tracking.names.TAG_ERROR`);
         tried once (a store that is out keeps it in the fallback file)."""
-        client = MlflowClient(self.tracking_uri)
-        if not self._call(lambda: client.set_tag(self.run_id, TAG_ERROR, reason), retry_while_offline=False):
+        if not self._call(lambda: self.client.set_tag(self.run_id, TAG_ERROR, reason), retry_while_offline=False):
             self._record({"kind": "tag", "key": TAG_ERROR, "value": reason})
 
     def end(self, status: str) -> None:
@@ -149,8 +148,7 @@ class RunLogger:
         if self.fallback_path.exists() and not self._call(self._relog_kept, retry_while_offline=True):
             log.warning("the MLflow store still fails: log %s later with: %s", self.fallback_path,
                         shell_command("python", "-m", "g2g.tracking", "relog", self.fallback_path))
-        client = MlflowClient(self.tracking_uri)
-        if not self._call(lambda: client.set_terminated(self.run_id, status)):
+        if not self._call(lambda: self.client.set_terminated(self.run_id, status)):
             self._record({"kind": "end", "status": status})
 
     def _relog_kept(self) -> None:

@@ -195,8 +195,13 @@ def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str | None,
     if answered is not None:
         tags[TAG_EPOCHS] = str(answered)
     child = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    log_batch_chunked(client, child.info.run_id, params=params, metrics=metrics,
-                      step=answered if answered is not None else summary.get("epoch", 0))
+    try:
+        log_batch_chunked(client, child.info.run_id, params=params, metrics=metrics,
+                          step=answered if answered is not None else summary.get("epoch", 0))
+    except BaseException:  # a linked run that could not be filled never stays RUNNING, nor claims FINISHED
+        with contextlib.suppress(Exception):
+            client.set_terminated(child.info.run_id, "FAILED")
+        raise
     client.set_terminated(child.info.run_id, "FINISHED")
     return child.info.run_id
 

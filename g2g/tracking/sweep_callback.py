@@ -65,17 +65,23 @@ def write_job_list(sweep_dir: str | Path, jobs: list[list[str]]) -> None:
     path.write_text(json.dumps({"jobs": [" ".join(job) for job in jobs]}, indent=1))
 
 
-def _job_list(sweep_dir: Path, since_ms: int) -> list[str]:
+def _job_folders(sweep_dir: Path, since_ms: int) -> dict[str, Path]:
+    """The job folders Hydra made in ``sweep_dir`` at or after ``since_ms`` (ms since the
+    epoch; older ones are an earlier sweep's): overrides joined by spaces -> folder
+    (Hydra writes ``JOB/.hydra/overrides.yaml`` before it calls the job)."""
+    return {" ".join(OmegaConf.load(path)): path.parent.parent
+            for path in sorted(sweep_dir.glob("**/.hydra/overrides.yaml"))
+            if path.stat().st_mtime * 1000 >= since_ms - 1000}
+
+
+def _job_list(sweep_dir: Path, folders: dict[str, Path], since_ms: int) -> list[str]:
     """The jobs of the sweep, as their overrides joined by spaces: the sweeper's list
-    when it wrote one, plus every job folder Hydra made (``JOB/.hydra/overrides.yaml``)
-    at or after ``since_ms`` (ms since the epoch; older folders are an earlier sweep's)."""
+    when it wrote one (:data:`JOBS_FILE`), plus every job folder Hydra made (``folders``)."""
     jobs: dict[str, None] = {}
     path = sweep_dir / JOBS_FILE
     if path.exists() and path.stat().st_mtime * 1000 >= since_ms - 1000:
         jobs.update(dict.fromkeys(json.loads(path.read_text())["jobs"]))
-    for overrides in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
-        if overrides.stat().st_mtime * 1000 >= since_ms - 1000:
-            jobs[" ".join(OmegaConf.load(overrides))] = None
+    jobs.update(dict.fromkeys(folders))
     return list(jobs)
 
 
@@ -157,11 +163,11 @@ class Sweep:
         start_ms = client.get_run(self.parent_run_id).info.start_time
         children = sweep_children(client, self.parent_run_id)
         recorded = {run.data.tags.get(TAG_OVERRIDES) for run in children}
-        for overrides in _job_list(self.sweep_dir, start_ms):
+        folders = _job_folders(self.sweep_dir, start_ms)
+        for overrides in _job_list(self.sweep_dir, folders, start_ms):
             if overrides in recorded:
                 continue
-            folder = next((p.parent.parent for p in self.sweep_dir.glob("**/.hydra/overrides.yaml")
-                           if " ".join(OmegaConf.load(p)) == overrides), None)
+            folder = folders.get(overrides)
             if stopped:
                 reason = "not started: the sweep was stopped; run the same command to continue"
             elif folder is None and hydra_exit not in (None, 0):
