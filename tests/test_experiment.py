@@ -235,3 +235,19 @@ def test_a_finished_job_whose_run_was_deleted_is_linked_to_a_new_sweep_from_its_
     (child,) = sweep_children(client, parent)
     assert child.info.status == "FINISHED" and child.data.metrics == {"test_accuracy": 0.5}
     assert child.data.tags[TAG_REUSED_RUN_ID] == "0123abcd" and child.data.tags[TAG_PARENT_RUN_ID] == parent
+
+
+def test_a_linked_run_that_cannot_be_filled_ends_failed_not_running(tmp_path, monkeypatch):
+    from g2g.tracking import runs
+    from g2g.tracking.store import setup_experiment
+
+    experiment_id = setup_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "g2g")
+
+    def store_fails(*args, **kwargs):
+        raise OSError("the store went away")
+
+    monkeypatch.setattr(runs, "log_batch_chunked", store_fails)
+    with pytest.raises(OSError, match="went away"):
+        runs.log_reused_run(experiment_id, {"run_id": "0123abcd", "epoch": 1, "test_accuracy": 0.5}, None, [])
+    (linked,) = _client(tmp_path).search_runs([experiment_id])
+    assert linked.info.status == "FAILED"
