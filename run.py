@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> dict | float | None:
     from g2g.lifecycle.runtime import JobRuntime
 
     runtime = JobRuntime.read()  # Hydra's runtime, read once for the job and passed down

@@ -21,6 +21,11 @@ On leaving the block:
   written, nor the other way round), a failure while doing so is logged, and the
   original exception always goes on to the caller, whose exit status says what happened
   (:func:`g2g.lifecycle.errors.exit_code`).
+- :class:`RunPruned` (a hyperparameter search's pruner stopped the run after an epoch,
+  whose metrics and checkpoint were saved): the record becomes ``PRUNED`` and the MLflow
+  run ``KILLED`` with the reason in the tag :data:`g2g.tracking.names.TAG_PRUNED` (not
+  :data:`~g2g.tracking.names.TAG_ERROR`: a pruned run is not a failure); the exception
+  goes on to the job, which tells the search.
 - the block left without ``succeed`` and without an exception: ``FAILED`` (a run that
   did not say it finished has not).
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 import logging
 
 from g2g.lifecycle.record import RunRecord
+from g2g.tracking.names import TAG_ERROR, TAG_PRUNED
 from g2g.tracking.run_logger import RunLogger
 
 log = logging.getLogger(__name__)
@@ -38,10 +44,18 @@ log = logging.getLogger(__name__)
 ERROR_LENGTH = 2000
 
 
+class RunPruned(Exception):
+    """A hyperparameter search pruned the run after an epoch (:mod:`g2g.search`): its
+    metrics and checkpoint of that epoch are saved. The message says which pruner, at
+    which epoch, on which value."""
+
+
 def status_of(error: BaseException | None) -> str:
-    """The terminal status a run ends with when ``error`` ended it (None: none did)."""
+    """The terminal status of the run record when ``error`` ended the run (None: none did)."""
     if error is None:
         return "FINISHED"
+    if isinstance(error, RunPruned):
+        return "PRUNED"
     return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
 
 
@@ -51,6 +65,8 @@ def describe(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         text = str(error) or "interrupted at once (SIGINT); it resumes from its last checkpoint, if it has one"
         return f"stopped: {text}"[:ERROR_LENGTH]
+    if isinstance(error, RunPruned):
+        return f"pruned: {error}"[:ERROR_LENGTH]
     return f"{type(error).__name__}: {error}"[:ERROR_LENGTH]
 
 
@@ -92,11 +108,11 @@ class RunGuard:
     def _end_failed(self, error: BaseException) -> None:
         status, reason = status_of(error), describe(error)
         try:
-            self.logger.error_tag(reason)
+            self.logger.error_tag(reason, TAG_PRUNED if status == "PRUNED" else TAG_ERROR)
         except Exception as failure:
             log.error("could not tag MLflow run %s with its error (%s)", self.logger.run_id, failure)
         try:
-            self.logger.end(status)
+            self.logger.end("KILLED" if status == "PRUNED" else status)  # MLflow has no pruned status
         except Exception as failure:
             log.error("could not end MLflow run %s %s (%s)", self.logger.run_id, status, failure)
         try:

@@ -22,6 +22,11 @@ Statuses (:data:`STATUSES`) and who sets them:
   was killed hard): the next start closes its MLflow run KILLED (:func:`close_orphans`).
 - ``FINISHED``, ``FAILED``, ``KILLED``: set only by :class:`RunGuard` (the one guard
   around a run), together with the MLflow run's status.
+- ``PRUNED``: a hyperparameter search stopped the run after an epoch because it was
+  unpromising (:mod:`g2g.search`); also set only by the guard. Its MLflow run ends
+  ``KILLED`` with the tag :data:`g2g.tracking.names.TAG_PRUNED` (MLflow has no pruned
+  status), which the sweep's end does not count as a failure. Like ``KILLED``, a later
+  start with the same config resumes it from its checkpoint.
 
 What a start does with a record (:meth:`RunRecord.plan`): ``FINISHED`` with the epochs
 asked for is skipped; ``FINISHED`` with fewer epochs is extended (it continues from its
@@ -46,9 +51,9 @@ from g2g.files import atomic_write
 log = logging.getLogger(__name__)
 
 #: every status a run record can have (``NEW``: no record file yet)
-STATUSES = ("NEW", "RUNNING", "FINISHED", "FAILED", "KILLED")
+STATUSES = ("NEW", "RUNNING", "FINISHED", "FAILED", "KILLED", "PRUNED")
 #: the statuses only :class:`g2g.lifecycle.guard.RunGuard` sets
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED", "PRUNED")
 
 RECORD_FILE = "record.json"
 CHECKPOINT_FILE = "checkpoint.pth"

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from g2g.tracking.names import PARENT_RUN_ENV
+from g2g.tracking.names import PARENT_RUN_ENV, TRIAL_ENV
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,15 @@ class JobRuntime:
         launcher_threads: the threads the launcher leaves the job: the machine's cores
             divided among the joblib launcher's parallel jobs, or submitit's
             ``cpus_per_task``; None outside a sweep or when the launcher says nothing.
+        trial: the Optuna trial number of a hyperparameter search's job (its sweeper sets
+            :data:`g2g.tracking.names.TRIAL_ENV`), or None.
     """
 
     parent_run_id: str | None = None
     overrides: list[str] = field(default_factory=list)
     sweep_dir: Path | None = None
     launcher_threads: int | None = None
+    trial: int | None = None
 
     @property
     def in_sweep(self) -> bool:
@@ -49,8 +52,10 @@ class JobRuntime:
         if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
             return cls()
         hydra_config = HydraConfig.get()
+        trial = os.environ.get(TRIAL_ENV)
         return cls(parent_run_id=os.environ.get(PARENT_RUN_ENV), overrides=list(hydra_config.overrides.task),
-                   sweep_dir=Path(hydra_config.sweep.dir), launcher_threads=_launcher_threads(hydra_config.launcher))
+                   sweep_dir=Path(hydra_config.sweep.dir), launcher_threads=_launcher_threads(hydra_config.launcher),
+                   trial=int(trial) if trial else None)
 
 
 def _launcher_threads(launcher) -> int | None:

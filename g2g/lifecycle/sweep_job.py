@@ -72,7 +72,7 @@ def _record(cfg: DictConfig, runtime: JobRuntime, status: str, reason: str) -> N
         log.warning("could not record this job's outcome in MLflow (%s); the sweep's end counts it", error)
 
 
-def run_sweep_job(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRuntime], dict]) -> float | None:
+def run_sweep_job(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRuntime], dict]) -> dict:
     """Run one job of a sweep; never raises for a job's failure or stop, records it
     instead (see the module doc).
 
@@ -82,7 +82,10 @@ def run_sweep_job(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfi
         job: runs it (with ``runtime``) and returns its summary (:func:`g2g.run.job.run_job`); called inside
             the job's signal handlers, so it imports torch there.
     Returns:
-        The job's test accuracy (or cross-validation mean), None when it did not finish.
+        The job's outcome, for the sweeper (a search tells its study): ``status``
+        (FINISHED, PRUNED, FAILED or KILLED), ``summary`` (the run's summary:
+        :func:`g2g.run.job.run_job`; empty unless FINISHED) and ``reason`` (why it did not
+        finish; None when it did).
     """
     running = runtime.sweep_dir / RUNNING_FOLDER / str(os.getpid())
     running.parent.mkdir(parents=True, exist_ok=True)
@@ -98,13 +101,17 @@ def run_sweep_job(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfi
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an idle worker: the launcher decides
 
 
-def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRuntime], dict]) -> float | None:
+def _outcome(status: str, summary: dict | None = None, reason: str | None = None) -> dict:
+    return {"status": status, "summary": summary or {}, "reason": reason}
+
+
+def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRuntime], dict]) -> dict:
     if stop_file(runtime.sweep_dir).exists():
         log.warning("%s", NOT_STARTED)
         _record(cfg, runtime, "KILLED", NOT_STARTED)
-        return None
+        return _outcome("KILLED", reason=NOT_STARTED)
     from g2g.lifecycle.errors import USER_ERRORS, user_message  # noqa: PLC0415 (torch)
-    from g2g.lifecycle.guard import describe  # noqa: PLC0415
+    from g2g.lifecycle.guard import RunPruned, describe  # noqa: PLC0415
 
     try:
         summary = job(cfg, runtime)
@@ -112,7 +119,10 @@ def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRun
         StopRequest.received = StopRequest.received or [getattr(stop, "signal_number", signal.SIGINT)]
         log.warning("job stopped: %s", describe(stop))
         _record(cfg, runtime, "KILLED", describe(stop))
-        return None
+        return _outcome("KILLED", reason=describe(stop))
+    except RunPruned as pruned:  # its guard ended the run PRUNED: not a failure
+        log.info("%s", describe(pruned))
+        return _outcome("PRUNED", reason=describe(pruned))
     except Exception as error:
         overrides = " ".join(runtime.overrides)
         message = user_message(error)
@@ -120,7 +130,8 @@ def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRun
             log.error("job failed: %s: %s", overrides, message)
         else:
             log.exception("job failed: %s", overrides)
-        _record(cfg, runtime, "FAILED", describe(error) if message is None or isinstance(error, USER_ERRORS)
-                else f"{type(error).__name__}: {message}")
-        return None
-    return summary.get("test_accuracy", summary.get("cv_val_accuracy_mean"))
+        reason = (describe(error) if message is None or isinstance(error, USER_ERRORS)
+                  else f"{type(error).__name__}: {message}")
+        _record(cfg, runtime, "FAILED", reason)
+        return _outcome("FAILED", reason=reason)
+    return _outcome("FINISHED", summary)

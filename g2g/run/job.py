@@ -26,7 +26,8 @@ from g2g.lifecycle.record import Plan, RunRecord
 from g2g.lifecycle.runtime import JobRuntime
 from g2g.run.protocols import RunContext, run_protocol
 from g2g.shell import shell_command
-from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID
+from g2g.search.study import trial_hooks
+from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_TRIAL
 from g2g.tracking.runs import find_run, log_reused_run
 from g2g.tracking.store import setup_experiment, warn_ignored_environment
 
@@ -88,8 +89,11 @@ def run_job(cfg: DictConfig, runtime: JobRuntime | None = None) -> dict:
         if plan.action != "train":  # finished by another process while we waited
             return _reuse(record, plan, experiment_id, parent_run_id, overrides)
         tags = {TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: " ".join(overrides)} if parent_run_id else {}
+        if runtime.trial is not None:  # a hyperparameter search's trial: it reports each epoch to its study
+            tags[TAG_TRIAL] = str(runtime.trial)
+        hooks = tuple(trial_hooks(runtime.sweep_dir, runtime.trial, cfg.protocol.name))
         run_name = " ".join(overrides) if overrides else record.label
-        return run_protocol(RunContext(cfg, device, experiment_id, record, run_name, tags, parent_run_id))
+        return run_protocol(RunContext(cfg, device, experiment_id, record, run_name, tags, parent_run_id, hooks))
 
 
 def _reuse(record: RunRecord, plan: Plan, experiment_id: str, parent_run_id: str | None,

@@ -41,7 +41,9 @@ class RunContext:
     experiment_id: the MLflow experiment. record: the run's record, which owns its
     folder (checkpoint, lock; a fold's is :meth:`RunRecord.fold`).
     run_name: the MLflow run name. tags: extra tags of the run (a sweep's parent and
-    overrides). parent_run_id: the sweep's parent run, or None.
+    overrides). parent_run_id: the sweep's parent run, or None. hooks: training-loop
+    hooks after the metrics and checkpoint hooks (a search trial's pruning,
+    :func:`g2g.search.study.trial_hooks`).
     """
 
     cfg: DictConfig
@@ -51,6 +53,7 @@ class RunContext:
     run_name: str
     tags: dict[str, str]
     parent_run_id: str | None = None
+    hooks: tuple = ()
 
 
 def _config_record(cfg: DictConfig) -> dict:
@@ -206,7 +209,7 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
         _start(context, logger, epochs)
         seed_everything(cfg.seed)
         data = load()
-        hooks = [MetricsHook(logger), CheckpointHook(writer, record)]
+        hooks = [MetricsHook(logger), CheckpointHook(writer, record), *context.hooks]
         history = fit(build(cfg, data, device), data, hooks, epochs=epochs, eval_prefix=eval_prefix, resume=resume,
                       new_run=resume is None or resume["mlflow_run_id"] != logger.run_id)
         summary = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri,

@@ -53,6 +53,22 @@ TAG_FOLD = "g2g.fold"
 #: MLflow's own tag linking a child run to its parent
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 
+#: environment variable through which a job of a hyperparameter search learns its Optuna
+#: trial number (set per job by the search's sweeper, ``hydra.job.env_set``)
+TRIAL_ENV = "G2G_OPTUNA_TRIAL"
+#: file in a search's sweep folder with the study the trials report to (storage, name,
+#: objectives, pruner): the jobs read it (:mod:`g2g.search.study`)
+SEARCH_FILE = ".g2g_search.json"
+#: a trial's number in its Optuna study (child run of a search)
+TAG_TRIAL = "g2g.trial"
+#: a trial's Optuna state once the search has told it: COMPLETE, PRUNED or FAIL
+TAG_TRIAL_STATE = "g2g.trial_state"
+#: why a trial's run was pruned (its MLflow status is KILLED; a pruned run is not a
+#: failure of the search)
+TAG_PRUNED = "g2g.pruned"
+#: the Optuna study of a search (parent run)
+TAG_STUDY = "g2g.study"
+
 #: sweep parent run: how many jobs the sweep had, and how many of them did not finish
 #: (failed, stopped, or never started)
 METRIC_SWEEP_JOBS = "sweep_jobs"

@@ -135,11 +135,12 @@ class RunLogger:
         finally:
             plt.close(figure)
 
-    def error_tag(self, reason: str) -> None:
-        """Tag the run with why it did not finish (:data:`g2g.tracking.names.TAG_ERROR`);
-        tried once (a store that is out keeps it in the fallback file)."""
-        if not self._call(lambda: self.client.set_tag(self.run_id, TAG_ERROR, reason), retry_while_offline=False):
-            self._record({"kind": "tag", "key": TAG_ERROR, "value": reason})
+    def error_tag(self, reason: str, key: str = TAG_ERROR) -> None:
+        """Tag the run with why it did not finish (``key``: :data:`g2g.tracking.names.TAG_ERROR`,
+        or :data:`~g2g.tracking.names.TAG_PRUNED` for a run a search pruned); tried once
+        (a store that is out keeps it in the fallback file)."""
+        if not self._call(lambda: self.client.set_tag(self.run_id, key, reason), retry_while_offline=False):
+            self._record({"kind": "tag", "key": key, "value": reason})
 
     def end(self, status: str) -> None:
         """End the run with ``status`` (FINISHED, FAILED, KILLED), after logging what
