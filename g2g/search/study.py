@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from g2g.config.validation import ConfigError
 from g2g.files import atomic_write
 from g2g.lifecycle.guard import RunPruned
 from g2g.tracking.names import SEARCH_FILE
@@ -47,9 +48,10 @@ NO_PRUNER = "optuna.pruners.NopPruner"
 STORAGE_FILE = "optuna_studies.log"
 
 
-class SearchConfigError(ValueError):
+class SearchConfigError(ConfigError):
     """A search setting that cannot work; the message names the key, the value and what
-    is allowed. Raised before any trial runs."""
+    is allowed. Raised before any trial runs (and before the sweep's MLflow run exists:
+    :func:`check_search` runs first thing in the sweep's callback)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,33 @@ def check_settings(objectives: tuple[str, ...], directions: tuple[str, ...], *, 
         raise SearchConfigError(
             f"hydra.sweeper.pruner={pruner.get('_target_')}: Optuna prunes single-objective studies only, and this "
             f"one has {len(objectives)} objectives ({', '.join(objectives)}); set hydra/sweeper/pruner=none")
+
+
+#: the ``_target_`` of g2g's search sweeper (conf/hydra/sweeper/optuna.yaml)
+SEARCH_SWEEPER = "hydra_plugins.g2g_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+
+
+def as_tuple(value) -> tuple[str, ...]:
+    """A config value that is one name or a list of names, as a tuple."""
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+def check_search(config) -> None:
+    """:func:`check_settings` on a composed config (``hydra.sweeper`` and ``protocol``)
+    when its sweeper is g2g's search sweeper; nothing otherwise.
+
+    Raises:
+        SearchConfigError: see :func:`check_settings`.
+    """
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") != SEARCH_SWEEPER:
+        return
+    pruner = sweeper.get("pruner")
+    check_settings(as_tuple(sweeper.get("objective", "val_accuracy")), as_tuple(sweeper.get("direction", "maximize")),
+                   allow_test_objective=bool(sweeper.get("allow_test_objective", False)),
+                   protocol=str(config.protocol.name),
+                   validation_fraction=float(config.protocol.get("validation_fraction") or 0.0),
+                   pruner=dict(pruner) if pruner else None)
 
 
 def make_pruner(pruner: dict | None) -> optuna.pruners.BasePruner:

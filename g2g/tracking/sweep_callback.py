@@ -17,7 +17,8 @@ with a child run, so a job that never started (the sweep was stopped) or died wi
 a word (its worker was killed) is counted too, closes children left RUNNING, logs the
 comparison report (:mod:`g2g.reporting.sweep_report`) and the metrics ``sweep_jobs``
 and ``sweep_failed_jobs``, and ends the parent: FINISHED (exit 0) when every job
-finished, FAILED (exit 1) when one did not or the report could not be made, KILLED
+finished (a hyperparameter search's pruned trials count as done: their runs end KILLED
+with the tag :data:`~g2g.tracking.names.TAG_PRUNED`), FAILED (exit 1) when one did not or the report could not be made, KILLED
 (exit 128 + the signal) when the sweep was stopped by SIGINT or SIGTERM.
 
 While the jobs run, the launching process ignores SIGINT (workers inherit that: an
@@ -44,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from g2g.config.validation import ConfigError, check_interpolations
 from g2g.tracking.names import (
     METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_CHECKPOINT,
-    TAG_ERROR, TAG_OVERRIDES, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
+    TAG_ERROR, TAG_OVERRIDES, TAG_PRUNED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
 from g2g.tracking.store import TrackingUnavailableError, quiet_store_errors, root_cause, setup_experiment
@@ -121,7 +122,8 @@ class Sweep:
                 jobs = report_sweep(client, self.parent_run_id)
             finally:
                 jobs = jobs or _rows(client, self.parent_run_id)
-                failed = [job for job in jobs if job["status"] != "FINISHED"]
+                pruned = _pruned_runs(client, self.parent_run_id)  # a search's pruned trials did not fail
+                failed = [job for job in jobs if job["status"] != "FINISHED" and job.get("run_id") not in pruned]
                 client.log_metric(self.parent_run_id, METRIC_SWEEP_JOBS, len(jobs))
                 client.log_metric(self.parent_run_id, METRIC_SWEEP_FAILED_JOBS, len(failed))
             if stopped is not None:
@@ -205,6 +207,11 @@ def _end_orphaned_record(checkpoint: str | None, run_id: str, status: str, reaso
         log.warning("the run record %s was left as it was (%s)", record.path, error)
 
 
+def _pruned_runs(client: MlflowClient, parent_run_id: str) -> set[str]:
+    """The run ids of the sweep's children that a search pruned (tag :data:`TAG_PRUNED`)."""
+    return {run.info.run_id for run in sweep_children(client, parent_run_id) if TAG_PRUNED in run.data.tags}
+
+
 def _rows(client: MlflowClient, parent_run_id: str) -> list[dict]:
     from g2g.reporting.queries import sweep_jobs  # noqa: PLC0415
 
@@ -236,6 +243,9 @@ class MlflowSweepCallback(Callback):
         global ACTIVE
         try:
             check_interpolations(config, under="tracking")  # what this reads; each job checks the rest
+            from g2g.search.study import check_search  # noqa: PLC0415 (a search's refusals: before its run)
+
+            check_search(config)
             experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)
             sweep_dir = Path(config.hydra.sweep.dir).resolve()
             sweep_dir.mkdir(parents=True, exist_ok=True)

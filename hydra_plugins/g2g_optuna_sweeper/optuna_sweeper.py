@@ -50,7 +50,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from g2g.search.study import override_value
+from g2g.search.study import as_tuple, override_value
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ class OptunaSweeper(Sweeper):
             raise ValueError("hydra.sweeper.search_space and custom_search_space (deprecated or code in the official "
                              "plugin) are not supported: give the space in hydra.sweeper.params")
         self.sampler_config = sampler
-        self.objectives = tuple([objective] if isinstance(objective, str) else objective)
-        self.directions = tuple([direction] if isinstance(direction, str) else direction)
+        self.objectives, self.directions = as_tuple(objective), as_tuple(direction)
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
         self.params = dict(params or {})
@@ -130,27 +129,19 @@ class OptunaSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from g2g.search.study import SearchConfigError, check_settings  # noqa: PLC0415
+        from g2g.search.study import check_search  # noqa: PLC0415
 
+        check_search(config)  # also done by the sweep's callback, before its MLflow run exists
         self.config, self.hydra_context = config, hydra_context
-        try:  # before any work: the objective must be measured on a validation split
-            check_settings(self.objectives, self.directions, allow_test_objective=self.allow_test_objective,
-                           protocol=str(config.protocol.name),
-                           validation_fraction=float(config.protocol.get("validation_fraction") or 0.0),
-                           pruner=self.pruner_config)
-        except SearchConfigError as error:
-            import sys  # noqa: PLC0415
-
-            print(f"error: invalid search: {error}", file=sys.stderr)
-            raise SystemExit(2) from error
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
-    def _default_study_name(self, arguments: list[str]) -> str:
-        """``EXPERIMENT-search-HASH``: the hash of the search's settings and the command's
-        overrides, so the same command continues the same study."""
-        settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False)
-        text = repr((settings, sorted(arguments)))
+    def _default_study_name(self, space: dict, fixed: list[str]) -> str:
+        """``EXPERIMENT-search-HASH``: the hash of the search space, the objectives and the
+        trials' fixed overrides (less ``hydra.*``: the sweep folder, the launcher, the
+        budget), so the same command, also with more ``n_trials``, continues the same study."""
+        text = repr((sorted((key, repr(value)) for key, value in space.items()), self.objectives, self.directions,
+                     sorted(line for line in fixed if not line.lstrip("+~").startswith("hydra."))))
         return f"{self.config.tracking.experiment}-search-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -171,7 +162,7 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         settings = SearchSettings(
-            study_name=self.study_name or self._default_study_name(arguments),
+            study_name=self.study_name or self._default_study_name(space, fixed),
             storage=str(self.storage or default_storage(self.config.tracking.uri, Path.cwd())),
             objectives=self.objectives, directions=self.directions, pruner=self.pruner_config)
         settings.write(sweep_dir)
@@ -194,7 +185,8 @@ class OptunaSweeper(Sweeper):
                  settings.storage, done, self.n_trials, max(remaining, 0), self.n_jobs)
         jobs: list[list[str]] = []
         returns, index = [], 0
-        while remaining > 0 and not (sweep_dir / SWEEP_STOP_FILE).exists():
+        exhausted = False
+        while remaining > 0 and not exhausted and not (sweep_dir / SWEEP_STOP_FILE).exists():
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             batch = [fixed + [f"{key}={override_value(trial.params[key])}" for key in space] for trial in trials]
             jobs += batch
@@ -203,7 +195,8 @@ class OptunaSweeper(Sweeper):
                                             for overrides, trial in zip(batch, trials)], initial_job_idx=index)
             index += len(batch)
             for trial, overrides, result in zip(trials, batch, results):
-                remaining -= _tell(study, trial, overrides, result, settings.objectives, client, parent_run_id)
+                done, stopped = _tell(study, trial, overrides, result, settings.objectives, client, parent_run_id)
+                remaining, exhausted = remaining - done, exhausted or stopped
             returns.append(results)
         try:
             write_search_report(study, settings, sweep_dir / "search_report", fixed, client, parent_run_id)
@@ -240,10 +233,10 @@ def _resume(study, storage) -> int:
 
 
 def _tell(study, trial, overrides: list[str], result, objectives: tuple[str, ...], client,
-          parent_run_id: str | None) -> int:
-    """Tell the study how ``trial``'s job ended and tag its MLflow run; returns 1 when the
-    trial is done (COMPLETE, PRUNED, FAIL), 0 when it was stopped (it stays RUNNING: the
-    next command asks it again)."""
+          parent_run_id: str | None) -> tuple[int, bool]:
+    """Tell the study how ``trial``'s job ended and tag its MLflow run. Returns (1 when the
+    trial is done: COMPLETE, PRUNED, FAIL; 0 when it was stopped: it stays RUNNING and the
+    next command asks it again; whether the sampler has sampled its whole space)."""
     import optuna  # noqa: PLC0415
 
     from g2g.tracking.names import TAG_OVERRIDES, TAG_TRIAL, TAG_TRIAL_STATE  # noqa: PLC0415
@@ -253,7 +246,7 @@ def _tell(study, trial, overrides: list[str], result, objectives: tuple[str, ...
     status = (outcome or {}).get("status", "FAILED")
     if status == "KILLED":
         log.warning("trial %d was stopped; the next command asks it again", trial.number)
-        return 0
+        return 0, False
     state, values = optuna.trial.TrialState.FAIL, None
     if status == "PRUNED":
         state = optuna.trial.TrialState.PRUNED
@@ -267,11 +260,18 @@ def _tell(study, trial, overrides: list[str], result, objectives: tuple[str, ...
             state, values = optuna.trial.TrialState.COMPLETE, [float(summary[name]) for name in objectives]
     else:
         log.error("trial %d failed: %s", trial.number, (outcome or {}).get("reason") or result.status)
-    study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    exhausted = False
+    try:
+        study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    except RuntimeError as error:  # the trial is stored; a grid or brute-force sampler that has asked its
+        if "Study.stop" not in str(error):  # whole space calls Study.stop, which Optuna allows only in optimize()
+            raise
+        log.info("the sampler has asked every point of its search space: the search ends")
+        exhausted = True
     if parent_run_id:
         joined = " ".join(overrides)
         for run in sweep_children(client, parent_run_id):
             if run.data.tags.get(TAG_OVERRIDES) == joined:
                 client.set_tag(run.info.run_id, TAG_TRIAL, str(trial.number))
                 client.set_tag(run.info.run_id, TAG_TRIAL_STATE, state.name)
-    return 1
+    return 1, exhausted
