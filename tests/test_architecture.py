@@ -43,11 +43,13 @@ LAYERS: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "run": (ANY, ()),
     "tracking": (ANY, TORCH),
     "reporting": (frozenset({"snn", "sparse", "models", "data", "tracking"}), ()),
+    # a search's study, pruning hook and report: the run loop calls its hook, the sweeper the rest
+    "search": (frozenset({"config", "lifecycle", "tracking", "reporting"}), TORCH),
 }
 # the only modules that may import Hydra or OmegaConf (a name covers its submodules)
 CONFIG_LIBRARIES = ("hydra", "omegaconf")
 CONFIG_USERS = ("g2g.config", "g2g.build", "g2g.lifecycle", "g2g.run", "g2g.tracking.sweep_callback",
-                "g2g.config_docs", "run")
+                "g2g.search.study", "g2g.config_docs", "run")
 # top-level helpers every package may import: the lazy re-export helper of the
 # __init__s, the atomic file writes of everything that saves state, and the shell
 # quoting of every command g2g prints

@@ -8,3 +8,10 @@ loop reports its validation metric to after every epoch. :mod:`g2g.search.report
 writes the search's own report (trials, best trial as a command, Pareto front).
 See docs/search.md.
 """
+
+from g2g._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "study": ["SearchSettings", "SearchConfigError", "PruningHook", "check_search", "trial_hooks"],
+    "report": ["write_search_report"],
+})
