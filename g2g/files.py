@@ -5,16 +5,25 @@
 - :func:`atomic_write`: atomic file writes for every package that saves state
   (checkpoints, markers, the ResNet feature cache): a crash at any moment leaves either
   the old file or the new one, never a torn file.
+- :func:`prepare_once`: what several jobs create on first use in a shared folder (data
+  sets, the feature cache, downloaded weights) is made by one of them, under a file lock,
+  while the others wait and then use it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
 
 
 #: ``$NAME`` or ``${NAME}``, as a shell writes an environment variable
@@ -129,3 +138,55 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
         path.unlink(missing_ok=True)
         logging.getLogger(__name__).warning("removed %s, left by a save that was killed before it finished", path)
     return stale
+
+
+@contextmanager
+def preparation_lock(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold the OS file lock ``lock_path`` (:class:`filelock.FileLock`: ``flock`` on
+    POSIX, so it goes with its process and a killed job never leaves it stuck), creating
+    its folder. When another process holds it, log once that this one waits, naming
+    ``what`` it prepares and the lock file, then wait for it as long as it takes.
+
+    Raises:
+        OSError: the lock file cannot be created (a read-only folder), naming it.
+    """
+    lock_path = Path(lock_path)
+    lock = FileLock(lock_path)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:  # (a TimeoutError, so an OSError: caught first)
+            log.info("waiting for another job to prepare %s (lock file %s)", what, lock_path)
+            lock.acquire()
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(lock_path)
+        raise
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def prepare_once(lock_path: Path, ready: Callable[[], bool], prepare: Callable[[], object], what: str) -> None:
+    """Make sure something several jobs need is on disk, made once by one of them.
+
+    ``ready()`` is asked first without the lock (what is already there costs no lock,
+    and a read-only folder that holds it works); when it says no, ``prepare()`` runs
+    under :func:`preparation_lock`, but only when ``ready()`` still says no once the
+    lock is held: a job that waited for another finds the work done and does not redo
+    it. ``prepare`` must write each file through a temporary name (:func:`atomic_write`),
+    so that ``ready`` never sees a half-written file, also after a crash.
+
+    Args:
+        lock_path: the lock file, in or beside what is prepared.
+        ready: whether the thing is complete on disk.
+        prepare: makes it (its errors propagate, the lock is let go).
+        what: what is prepared, for the waiting message.
+    """
+    if ready():
+        return
+    with preparation_lock(lock_path, what):
+        if not ready():
+            prepare()

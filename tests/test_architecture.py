@@ -51,8 +51,8 @@ CONFIG_LIBRARIES = ("hydra", "omegaconf")
 CONFIG_USERS = ("g2g.config", "g2g.build", "g2g.lifecycle", "g2g.run", "g2g.tracking.sweep_callback",
                 "g2g.search.study", "g2g.config_docs", "run")
 # top-level helpers every package may import: the lazy re-export helper of the
-# __init__s, the atomic file writes of everything that saves state, and the shell
-# quoting of every command g2g prints
+# __init__s, the atomic file writes of everything that saves state and the lock of what
+# jobs sharing a folder prepare once, and the shell quoting of every command g2g prints
 SHARED_HELPERS = ("g2g._lazy", "g2g.files", "g2g.shell")
 
 

@@ -1,8 +1,11 @@
 """k-fold cross-validation, the firing-rate regulariser and frozen ResNet-32
 features, each end to end on tiny data in the real formats."""
 
+import logging
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -323,3 +326,37 @@ def test_seed_readme_examples_run(example, tmp_path, tiny_data_root, trust_tiny_
     summary = run_job(compose_config(overrides, tmp_path))
     assert summary["skipped"] is False
     assert all(r.info.status == "FINISHED" for r in _runs(tmp_path))
+
+
+def test_jobs_sharing_a_feature_cache_compute_it_once(tmp_path, resnet_weights, monkeypatch, caplog):
+    extractor, weights_hash = features.build_extractor(str(resnet_weights), "cifar10", 10)
+    pixels = torch.rand(6, 3072, generator=torch.Generator().manual_seed(0))
+    real_forward, calls = features.ResNet32Features.forward, []
+
+    def slow_forward(self, batch):  # long enough for every job to find the cache missing
+        calls.append(len(batch))
+        time.sleep(1.0)
+        return real_forward(self, batch)
+
+    monkeypatch.setattr(features.ResNet32Features, "forward", slow_forward)
+    # four threads stand for four jobs: each takes the OS lock through a file it opens itself
+    start, results = threading.Barrier(4), [None] * 4
+
+    def job(index: int) -> None:
+        start.wait()
+        results[index] = features.extract(extractor, pixels, cache_dir=tmp_path / "cache", weights_hash=weights_hash)
+
+    caplog.set_level(logging.INFO, logger="g2g.files")
+    threads = [threading.Thread(target=job, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert calls == [6], "one job computes the features, the others read its file"
+    assert all(torch.equal(result, results[0]) for result in results)
+    cache = tmp_path / "cache" / f"resnet32_v{features.CACHE_VERSION}_{weights_hash}_{features._images_hash(pixels)}.pt"
+    assert torch.equal(torch.load(cache, weights_only=True), results[0])
+    lock = cache.parent / f".{cache.name}.lock"
+    assert sorted(cache.parent.iterdir()) == [lock, cache]  # no temporary file left
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for another job")]
+    assert 1 <= len(waits) <= 3 and all(w.endswith(f"(lock file {lock})") for w in waits), waits

@@ -10,6 +10,13 @@ them, so their checksums differ from torchvision's list and torchvision's downlo
 step rejects them; :func:`prepare_fashion_mnist` decompresses them into the folder
 torchvision's loader reads (``ROOT/FashionMNIST/raw``) and checks the decompressed
 sizes instead.
+
+Jobs that share a data root (the jobs of a sweep, started at once) prepare a data set
+once: whoever finds it missing takes the lock ``ROOT/.NAME.lock``
+(:func:`g2g.files.prepare_once`), the others wait, saying so once, and then find it
+complete. Every file is written under a temporary name of its own and renamed into
+place when complete, so a job killed half-way never leaves a half file under a name
+the loaders read.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision import datasets
 
-from g2g.files import path_argument
+from g2g.files import atomic_write, path_argument, preparation_lock, prepare_once
 from g2g.shell import shell_command
 
 log = logging.getLogger(__name__)
@@ -118,24 +126,67 @@ def _check_fashion_mnist_files(raw_dir: Path) -> list[str]:
 
 
 def _decompress_debian_files(source_dir: Path, raw_dir: Path) -> None:
-    """Decompress the Debian archives into ``raw_dir``, each through a temporary file
-    renamed into place only when complete and of the right size."""
-    raw_dir.mkdir(parents=True, exist_ok=True)
+    """Decompress the Debian archives into ``raw_dir``, each through a temporary file of
+    its own (:func:`g2g.files.atomic_write`) renamed into place only when complete and
+    of the right size. Files already there with the right size are kept."""
+    log.info("decompressing the Fashion-MNIST archives of %s into %s", source_dir, raw_dir)
     for name, size in FASHION_MNIST_SIZES.items():
         target = raw_dir / name
         if target.exists() and target.stat().st_size == size:
             continue
-        partial = target.with_name(target.name + ".partial")
-        with gzip.open(source_dir / f"{name}.gz", "rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        if partial.stat().st_size != size:
-            got = partial.stat().st_size
-            partial.unlink()
-            raise DatasetUnavailableError(
-                f"{source_dir / (name + '.gz')} decompresses to {got} bytes, expected {size}; "
-                f"reinstall the package: {shell_command('apt-get', 'install', '--reinstall', DEBIAN_PACKAGE)}"
-            )
-        os.replace(partial, target)
+
+        def decompress(file, archive: Path = source_dir / f"{name}.gz", size: int = size) -> None:
+            with gzip.open(archive, "rb") as src:
+                shutil.copyfileobj(src, file)
+            if file.tell() != size:
+                raise DatasetUnavailableError(
+                    f"{archive} decompresses to {file.tell()} bytes, expected {size}; reinstall the "
+                    f"package: {shell_command('apt-get', 'install', '--reinstall', DEBIAN_PACKAGE)}"
+                )
+
+        atomic_write(target, decompress)
+
+
+def data_lock_path(root: str | os.PathLike, name: str) -> Path:
+    """The lock file under which one job at a time prepares data set ``name`` (a key of
+    :data:`DATASETS`) in ``root``: ``ROOT/.NAME.lock``."""
+    return Path(root) / f".{name}.lock"
+
+
+def _archives(dataset_class) -> list[str]:
+    """The archives torchvision downloads for ``dataset_class``, relative to the root."""
+    if hasattr(dataset_class, "filename"):  # CIFAR: one tarball in the root
+        return [dataset_class.filename]
+    return [f"{dataset_class.__name__}/raw/{os.path.basename(name)}" for name, _ in dataset_class.resources]
+
+
+def _download_beside(dataset_class, root: Path) -> None:
+    """torchvision's download of both splits of ``dataset_class`` into a new folder of
+    its own inside ``root`` (``.CLASS.RANDOM.tmp``), then each file it made renamed to
+    the same place under ``root``. torchvision writes straight under the final names;
+    this way a download killed half-way leaves only that folder, which the next
+    download removes. Call it holding the data set's lock (:func:`data_lock_path`).
+
+    Archives already under ``root`` are copied in first, so torchvision checks their
+    MD5 sums and unpacks them instead of downloading them again.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{dataset_class.__name__}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_class.__name__}.", suffix=".tmp", dir=root))
+    try:
+        for archive in _archives(dataset_class):
+            if (root / archive).is_file():
+                (staging / archive).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / archive, staging / archive)
+        for train in (True, False):
+            dataset_class(str(staging), train=train, download=True)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = root / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _install_debian_package() -> bool:
@@ -160,7 +211,9 @@ def prepare_fashion_mnist(
     Tries, in order: files already there (sizes checked); the Debian package's files
     (decompressed); torchvision's download (needs the internet); installing the
     Debian package with apt-get (needs root). Files are only ever written through a
-    temporary name, so a failed attempt never leaves a partial file in place.
+    temporary name, so a failed attempt never leaves a partial file in place. All but
+    the first step run holding ``ROOT/.fashionmnist.lock``: of several jobs started at
+    once, one prepares the files and the others wait for it, then find them.
 
     Args:
         root: data root (``dataset.root``; a leading ``~`` is expanded, as torchvision's
@@ -174,23 +227,29 @@ def prepare_fashion_mnist(
     """
     root = os.path.expanduser(root)
     raw_dir = fashion_mnist_raw_dir(root)
-    if not _check_fashion_mnist_files(raw_dir):
-        return raw_dir
+    prepare_once(data_lock_path(root, "fashionmnist"), lambda: not _check_fashion_mnist_files(raw_dir),
+                 lambda: _fetch_fashion_mnist(Path(root), download, debian_dir), f"Fashion-MNIST in {raw_dir}")
+    return raw_dir
+
+
+def _fetch_fashion_mnist(root: Path, download: bool, debian_dir: Path) -> None:
+    """The part of :func:`prepare_fashion_mnist` after the files on disk, run holding
+    the lock; raises :class:`DatasetUnavailableError` when nothing worked."""
+    raw_dir = fashion_mnist_raw_dir(root)
     if (debian_dir / "train-images-idx3-ubyte.gz").exists():
         _decompress_debian_files(debian_dir, raw_dir)
-        return raw_dir
+        return
     attempts = []
     if download:
         try:
-            for train in (True, False):
-                datasets.FashionMNIST(str(root), train=train, download=True)
+            _download_beside(datasets.FashionMNIST, root)
             if not _check_fashion_mnist_files(raw_dir):
-                return raw_dir
+                return
         except Exception as error:  # network errors come in many types
             attempts.append(f"torchvision download failed: {error}")
         if _install_debian_package() and (debian_dir / "train-images-idx3-ubyte.gz").exists():
             _decompress_debian_files(debian_dir, raw_dir)
-            return raw_dir
+            return
         attempts.append(f"apt-get install {DEBIAN_PACKAGE} was not possible (needs root and apt-get)")
     problems = _check_fashion_mnist_files(raw_dir)
     damaged = any(not problem.endswith("is missing") for problem in problems)
@@ -220,6 +279,31 @@ def _subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int):
         return x, y
     keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
     return x[keep], y[keep]
+
+
+def _open_or_download(dataset_class, name: str, root: Path, download: bool):
+    """torchvision's train and test datasets of ``dataset_class`` from ``root``; when they
+    cannot be opened (missing, or torchvision's MD5 check fails) and ``download`` is on,
+    downloaded first by one job at a time (:func:`data_lock_path`): a job that waited
+    opens what the other one downloaded.
+
+    Raises:
+        RuntimeError, OSError, ValueError: torchvision's errors.
+    """
+    def open_splits():
+        return dataset_class(str(root), train=True), dataset_class(str(root), train=False)
+
+    try:
+        return open_splits()
+    except (RuntimeError, OSError, ValueError):
+        if not download:
+            raise
+    with preparation_lock(data_lock_path(root, name), f"{name} in {root}"):
+        try:
+            return open_splits()  # another job downloaded it while this one waited
+        except (RuntimeError, OSError, ValueError):
+            _download_beside(dataset_class, root)
+    return open_splits()
 
 
 def load_dataset(
@@ -256,8 +340,7 @@ def load_dataset(
         prepare_fashion_mnist(root, download)
         download = False
     try:
-        train = dataset_class(str(root), train=True, download=download)
-        test = dataset_class(str(root), train=False, download=download)
+        train, test = _open_or_download(dataset_class, name, Path(root), download)
     except (RuntimeError, OSError, ValueError) as error:
         raise DatasetUnavailableError(
             f"{name} could not be loaded from {Path(root).resolve()}: {error}\n"

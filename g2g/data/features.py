@@ -26,13 +26,15 @@ import argparse
 import hashlib
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from g2g.files import atomic_torch_save, path_argument
+from g2g.files import atomic_torch_save, path_argument, preparation_lock, prepare_once
 from g2g.shell import hydra_override, shell_command
 
 log = logging.getLogger(__name__)
@@ -160,9 +162,15 @@ def load_weights(weights: str, dataset: str) -> dict:
         FeaturesUnavailableError: download impossible or file missing/unreadable.
     """
     if weights == "hub":
+        # torch.hub downloads through a temporary name of its own; the lock only keeps
+        # the jobs of a sweep from downloading the same file at once
+        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(HUB_WEIGHTS[dataset]).path).name
+        lock_path = checkpoint.with_name(f".{checkpoint.name}.lock")
+        lock = nullcontext() if checkpoint.exists() else preparation_lock(lock_path, f"the download of {checkpoint}")
         try:
-            return torch.hub.load_state_dict_from_url(HUB_WEIGHTS[dataset], map_location="cpu",
-                                                      check_hash=True, weights_only=True)
+            with lock:
+                return torch.hub.load_state_dict_from_url(HUB_WEIGHTS[dataset], map_location="cpu",
+                                                          check_hash=True, weights_only=True)
         except Exception as error:  # network errors come in many types
             out = Path(f"resnet32_{dataset}.pt").resolve()
             train = shell_command("python", "-m", "g2g.data.features", "train", "--dataset", dataset,
@@ -209,20 +217,29 @@ def extract(
     With ``cache_dir`` the result is stored as
     ``resnet32_v<CACHE_VERSION>_<weights>_<images>.pt`` and reused by any later run
     with the same weights, images and feature version (files of other versions are
-    ignored, not read).
+    ignored, not read). Jobs that share ``cache_dir`` compute each file once: the first
+    holds ``.NAME.lock`` beside it while it computes and saves (atomically), the others
+    wait for it and read the file.
     """
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"resnet32_v{CACHE_VERSION}_{weights_hash}_{_images_hash(pixels)}.pt"
-        if cache.exists():
-            log.info("ResNet-32 features from cache %s", cache)
-            return torch.load(cache, map_location=pixels.device, weights_only=True)
-    extractor = extractor.to(pixels.device)
-    features = torch.cat([extractor(pixels[start:start + batch_size])
-                          for start in range(0, len(pixels), batch_size)])
-    if cache is not None:
-        atomic_torch_save(features.cpu(), cache)
-    return features
+    def compute() -> torch.Tensor:
+        model = extractor.to(pixels.device)
+        return torch.cat([model(pixels[start:start + batch_size]) for start in range(0, len(pixels), batch_size)])
+
+    if cache_dir is None:
+        return compute()
+    cache = Path(cache_dir) / f"resnet32_v{CACHE_VERSION}_{weights_hash}_{_images_hash(pixels)}.pt"
+    computed: list[torch.Tensor] = []  # filled when this job computes them
+
+    def compute_and_save() -> None:
+        computed.append(compute())
+        atomic_torch_save(computed[0].cpu(), cache)
+
+    prepare_once(cache.with_name(f".{cache.name}.lock"), cache.exists, compute_and_save,
+                 f"the ResNet-32 features {cache}")
+    if computed:
+        return computed[0]
+    log.info("ResNet-32 features from cache %s", cache)
+    return torch.load(cache, map_location=pixels.device, weights_only=True)
 
 
 def resnet32_features(data, dataset: str, weights: str = "hub", batch_size: int = 500,
@@ -293,8 +310,7 @@ def train_resnet32(
         accuracy = correct / len(data.test_y)
         log.info("ResNet-32 epoch %d/%d: loss %.4f test accuracy %.4f", epoch, epochs, loss.item(), accuracy)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(network.state_dict(), out)
+    atomic_torch_save(network.state_dict(), out)
     return {"test_accuracy": accuracy}
 
 
