@@ -174,6 +174,27 @@ def test_a_search_runs_trials_in_parallel_and_a_pruned_trial_is_not_a_failure(wo
         "report/search/search.md", "report/search/trials.csv"}
 
 
+def test_a_trial_that_fails_is_told_fail_and_the_search_goes_on(workdir):
+    # model.beta=1.5 is refused by the job's config check (a probability): that trial fails
+    sweep_dir = workdir / "multirun"
+    arguments = ["hparams_search=lif_quick", *TINY, "train.epochs=1", "model.beta=choice(0.9,1.5)",
+                 f"hydra.sweep.dir={sweep_dir}", "~hydra.sweeper.params", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.n_jobs=1", "hydra.launcher.n_jobs=1",
+                 "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
+                 "~hydra.sweeper.sampler.n_startup_trials"]
+    result = _run(arguments, workdir)
+    assert result.returncode == 1, "a failed trial fails the sweep, as a failed job of any sweep"
+    study = _study(workdir, sweep_dir)
+    states = {t.params["model.beta"]: t.state.name for t in study.trials}
+    assert states == {0.9: "COMPLETE", 1.5: "FAIL"}, "the search went on after the failed trial"
+    runs = {run.data.tags["g2g.trial"]: run for run in _children(workdir)}
+    failed = runs[str(next(t.number for t in study.trials if t.state.name == "FAIL"))]
+    assert failed.info.status == "FAILED" and failed.data.tags["g2g.trial_state"] == "FAIL"
+    assert "model.beta" in failed.data.tags["g2g.error"]
+    summary = (sweep_dir / "search_report" / "search.md").read_text()
+    assert "Trials: 1 COMPLETE, 1 FAIL." in summary and "model.beta=0.9 hydra.mode=RUN" in summary
+
+
 def test_a_two_objective_search_writes_its_pareto_front(workdir):
     sweep_dir = workdir / "multirun"
     arguments = ["hparams_search=accuracy_energy", *TINY, "train.epochs=1", f"hydra.sweep.dir={sweep_dir}",
