@@ -1,7 +1,7 @@
 # The few commands people type. Each creates .venv and installs g2g into it when needed.
 #   make run                       quick preset on real Fashion-MNIST (ARGS="model=mixer" to add overrides)
 #   make test                      the test suite
-#   make sweep STUDY=p_inter       a named study from sweeps/ with the quick preset, in parallel
+#   make sweep STUDY=p_inter       a named study (conf/study/) with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db, with a link to each experiment's runs
 #   make results                   the results studies (108 jobs, ~3.1 h on 2 cores), then docs/results.md
 #   make published                 the published setting (6 jobs of 20 epochs, ~4 h on 2 cores), then its section
@@ -35,17 +35,17 @@ test: $(INSTALLED)
 sweep: data
 	@if [ "$(STUDY)" = published ]; then \
 	  echo "error: STUDY=published has its own preset (experiment=fmnist_h1024), which experiment=quick would replace: run make published" >&2; exit 2; fi
-	$(BIN)/python run.py -m --config-dir sweeps --config-name $(STUDY) experiment=quick $(ARGS)
+	$(BIN)/python run.py study=$(STUDY) experiment=quick $(ARGS)
 
 results: data
-	$(BIN)/python run.py -m --config-dir sweeps --config-name results_init
-	$(BIN)/python run.py -m --config-dir sweeps --config-name results_p_inter
-	$(BIN)/python run.py -m --config-dir sweeps --config-name results_readout
-	$(BIN)/python run.py -m --config-dir sweeps --config-name results_dst
+	$(BIN)/python run.py study=results_init
+	$(BIN)/python run.py study=results_p_inter
+	$(BIN)/python run.py study=results_readout
+	$(BIN)/python run.py study=results_dst
 	$(BIN)/python -m g2g.report g2g_results --page docs/results.md
 
 published: data
-	$(BIN)/python run.py -m --config-dir sweeps --config-name published $(ARGS)
+	$(BIN)/python run.py study=published $(ARGS)
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
 
 ui: $(INSTALLED)

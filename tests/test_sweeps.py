@@ -42,7 +42,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
-    arguments = ["-m", "--config-dir", str(REPO_ROOT / "sweeps"), "--config-name", "smoke",
+    arguments = ["study=smoke",
                  "dataset.download=false", "hydra.launcher.n_jobs=2", "hardware=cpu",
                  f"hydra.sweep.dir={workdir / 'multirun'}"]
     result = _run(arguments, workdir)
@@ -52,7 +52,7 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     assert parent.info.status == "FINISHED"
     assert len(children) == 5 and all(c.info.status == "FINISHED" for c in children)
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    common = " dataset.download=False hardware=cpu"  # the command line's own overrides
+    common = " study=smoke dataset.download=False hardware=cpu"  # the command line's own overrides
     assert {c.info.run_name for c in children} == {
         "model=index model.p_inter=0.1" + common, "model=index model.p_inter=0.2" + common,
         "model=mixer model.p_inter=0.1" + common, "model=mixer model.p_inter=0.2" + common,
@@ -223,19 +223,18 @@ def test_configurations_in_the_seed_readme_order_with_one_colour_per_model():
 
 
 def _study_jobs(name: str) -> tuple[list[list[str]], object]:
-    """Every job's overrides of ``sweeps/NAME.yaml`` as the grids sweeper expands them
-    (Hydra's config loader with the search path of ``run.py --config-dir sweeps``), and
-    the loader to compose the jobs with."""
+    """Every job's overrides of ``study=NAME`` (conf/study/NAME.yaml) as the grids sweeper
+    expands them (Hydra's config loader, as ``run.py`` composes), and the loader to
+    compose the jobs with (``_study_config``)."""
     from hydra._internal.callbacks import Callbacks
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf
 
-    search_path = create_config_search_path(str(REPO_ROOT / "conf"))
-    search_path.prepend("command-line", f"file://{REPO_ROOT / 'sweeps'}")
-    loader = ConfigLoaderImpl(config_search_path=search_path)
-    cfg = loader.load_configuration(name, overrides=[], run_mode=RunMode.MULTIRUN)
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(REPO_ROOT / "conf")))
+    cfg = loader.load_configuration("config", overrides=[f"study={name}"], run_mode=RunMode.MULTIRUN)
+    assert cfg.hydra.mode == RunMode.MULTIRUN, "a study runs in multirun mode without -m"
     # imported only now: loading scans Hydra's plugins, which re-executes the module of the
     # basic sweeper, and GridsSweeper must subclass the BasicSweeper that is current then
     from hydra_plugins.g2g_grids_sweeper.grids_sweeper import GridsSweeper
@@ -247,31 +246,29 @@ def _study_jobs(name: str) -> tuple[list[list[str]], object]:
     return sweeper.job_overrides([]), loader
 
 
-@pytest.mark.parametrize("study", sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml")))
-def test_every_study_has_the_job_count_its_header_states_and_valid_jobs(study):
-    import re
-
+def _study_config(loader, study: str, job: list[str]):
     from hydra.types import RunMode
 
+    return loader.load_configuration("config", overrides=[f"study={study}", *job], run_mode=RunMode.MULTIRUN)
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in (REPO_ROOT / "conf" / "study").glob("*.yaml")))
+def test_every_study_expands_to_distinct_valid_jobs(study):
     from g2g.config.validation import validate
 
-    header = (REPO_ROOT / "sweeps" / f"{study}.yaml").read_text().split("\ndefaults:")[0]
-    stated = int(re.search(r"(\d+) jobs", header).group(1))
     jobs, loader = _study_jobs(study)
-    assert len(jobs) == stated == len({tuple(job) for job in jobs})
+    assert jobs and len(jobs) == len({tuple(job) for job in jobs})
     for job in jobs:
-        validate(loader.load_configuration(study, overrides=job, run_mode=RunMode.MULTIRUN))
+        validate(_study_config(loader, study, job))
 
 
 def test_results_studies_share_the_setting_the_results_page_needs():
-    from hydra.types import RunMode
-
     settings = set()
     for study in ("results_p_inter", "results_dst"):
         jobs, loader = _study_jobs(study)
         assert {job[0] for job in jobs} == {"seed=42", "seed=43", "seed=44"}
         for job in jobs:
-            cfg = loader.load_configuration(study, overrides=job, run_mode=RunMode.MULTIRUN)
+            cfg = _study_config(loader, study, job)
             settings.add((cfg.tracking.experiment, cfg.dataset.name, cfg.model.hidden_dim, cfg.encoder.num_steps,
                           cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.encoder.name))
     # one experiment and one setting (the quick preset): g2g.reporting.results_page refuses mixed settings
@@ -279,10 +276,8 @@ def test_results_studies_share_the_setting_the_results_page_needs():
 
 
 def test_published_study_runs_the_public_setting_in_its_own_experiment():
-    from hydra.types import RunMode
-
     jobs, loader = _study_jobs("published")
-    configs = [loader.load_configuration("published", overrides=job, run_mode=RunMode.MULTIRUN) for job in jobs]
+    configs = [_study_config(loader, "published", job) for job in jobs]
     assert {(cfg.tracking.experiment, cfg.dataset.name, cfg.model.hidden_dim, cfg.encoder.num_steps, cfg.train.epochs,
              cfg.train.batch_size, cfg.train.lr, cfg.encoder.name, cfg.seed) for cfg in configs} == {
         ("g2g_published", "fashionmnist", 1024, 50, 20, 256, 0.0005, "current", 42)}
@@ -296,11 +291,8 @@ def test_published_study_runs_the_public_setting_in_its_own_experiment():
 
 
 def test_dst_rules_study_updates_every_200_steps_with_the_quick_preset():
-    from hydra.types import RunMode
-
     jobs, loader = _study_jobs("dst_rules")
-    configs = [loader.load_configuration("dst_rules", overrides=[*job, "experiment=quick"], run_mode=RunMode.MULTIRUN)
-               for job in jobs]
+    configs = [_study_config(loader, "dst_rules", [*job, "experiment=quick"]) for job in jobs]
     # the default 1000 gives a quick-preset run (1,876 steps) a single update
     assert {(cfg.sparsity.name, cfg.sparsity.update_interval, cfg.model.hidden_dim) for cfg in configs} == {
         ("dynamic", 200, 512)}

@@ -18,7 +18,7 @@ of the experiment, and
 
     python -m g2g.report <experiment-name> --page docs/results.md --section published
 
-its published-setting section (the runs of ``sweeps/published.yaml``). The page records
+its published-setting section (the runs of ``conf/study/published.yaml``). The page records
 the command that regenerates it, quoted for the shell.
 
 A target that names nothing the report takes (no such experiment or run, or a run that is
