@@ -334,9 +334,9 @@ def test_page_has_the_readout_and_weight_initialisation_ablations(fake_page):
     assert [(row["model.weight_init"], row[LAST]) for row in rows] == [("fan_in", "82.00 ± 0.00"),
                                                                        ("uniform", "80.50 ± 0.71")]
     fan_in = rows[0]
-    assert fan_in["vs model.weight_init=uniform, the same other settings (points, paired by seed, 95% CI)"] == "+1.50 [\u22124.85, +7.85] (n=2)"
-    assert fan_in["vs model.weight_init=uniform, val_accuracy, the same other settings (points, paired by seed, 95% CI)"] == \
-        "+2.00 [\u221210.71, +14.71] (n=2)"
+    same, paired = ", the same other settings", "(points, paired by seed, 95% CI)"
+    assert fan_in[f"vs model.weight_init=uniform{same} {paired}"] == "+1.50 [\u22124.85, +7.85] (n=2)"
+    assert fan_in[f"vs model.weight_init=uniform, val_accuracy{same} {paired}"] == "+2.00 [\u221210.71, +14.71] (n=2)"
     assert [row["validation accuracy % (last epoch, mean)"] for row in rows] == ["83.00", "81.00"]
     assert "**Best test_accuracy: model.weight_init=fan_in with 82.00 ± 0.00 %" in text
     sizes = _study(text, "Model sizes measured from the masks")

@@ -62,8 +62,8 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     cores = os.cpu_count() or 1
     assert {c.data.tags["g2g.num_threads"] for c in children} == {str(max(1, cores // min(2, cores)))}
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/jobs.csv", "report/comparison.md", "report/comparison.csv", "report/test_accuracy_vs_model.p_inter.png",
-            "report/accuracy_vs_cost.png"} <= report
+    assert {"report/jobs.csv", "report/comparison.md", "report/comparison.csv",
+            "report/test_accuracy_vs_model.p_inter.png", "report/accuracy_vs_cost.png"} <= report
     table = Path(client.download_artifacts(parent.info.run_id, "report/jobs.csv", str(workdir)))
     rows = list(csv.DictReader(open(table)))
     assert {row["run_id"] for row in rows} == {c.info.run_id for c in children}

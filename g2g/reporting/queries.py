@@ -19,11 +19,6 @@ from g2g.tracking.params import is_non_result_key
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-#: the best epoch's test and validation accuracy (running best; its last value is the run's)
-BEST_TEST_ACCURACY = names.METRIC_BEST_ACCURACY_PREFIX + names.METRIC_TEST_ACCURACY
-BEST_VAL_ACCURACY = names.METRIC_BEST_ACCURACY_PREFIX + names.METRIC_VAL_ACCURACY
-#: the number of the best epoch of the test split (1 = the first epoch)
-BEST_TEST_EPOCH = names.METRIC_BEST_ACCURACY_PREFIX + "test_epoch"
 #: the keys of a row that are not metrics (see :func:`run_row`)
 ROW_KEYS = ("run_id", "run_name", "status", "start_time", "error", "device", "num_threads", "epochs", "seed",
             "params")
@@ -118,11 +113,6 @@ def model_rank(model: str) -> int:
     from g2g.models.network import MODELS  # noqa: PLC0415 (torch only when rows are ordered)
 
     return MODELS.index(model) if model in MODELS else len(MODELS)
-
-
-def model_order(model: str) -> tuple:
-    """Sort key of a model name: :func:`model_rank`, then the name."""
-    return model_rank(model), model
 
 
 def result_params(row: dict) -> dict[str, str]:

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
 from g2g.reporting.comparison import (
-    ABSENT, Column, Comparison, compare, headline, lif_columns, matches, notes, numeric_columns, parse_selector, shared_text, table,
+    ABSENT, Column, Comparison, compare, headline, lif_columns, matches, notes, numeric_columns, parse_selector,
+    shared_text, table,
 )
 from g2g.reporting.queries import experiment_rows, result_params
 from g2g.tracking.names import METRIC_PARAMETERS_DENSE, METRIC_PARAMETERS_TOTAL, METRIC_TEST_ACCURACY
@@ -144,7 +145,8 @@ def _present(baselines: list, rows: list[dict]) -> list:
 
 
 def _columns(study: Study) -> list[Column]:
-    return [Column(spec) if isinstance(spec, str) else Column(spec["key"], spec.get("header")) for spec in study.columns]
+    return [Column(spec) if isinstance(spec, str) else Column(spec["key"], spec.get("header"))
+            for spec in study.columns]
 
 
 def _reference_column(study: Study, comparison: Comparison) -> tuple[str, list[str]] | None:
