@@ -213,3 +213,6 @@ def test_report_command_prints_the_comparison_and_clears_its_old_files(store, tm
     assert wrong.returncode == 2
     assert "baseline 'model=mixer' matches no configuration: model.name=mixer (the runs have model.name: dense)" \
         in wrong.stderr
+    page = report("sweeps", "--page", str(tmp_path / "page.md"), "--baseline", "model=dense")
+    assert page.returncode == 2 and "the page's studies name their own" in page.stderr
+    assert not (tmp_path / "page.md").exists()

@@ -27,7 +27,10 @@ over the seeds both ran). A baseline is a selector ``key=value[,key=value...]`` 
 Hydra's override style (``model=dense`` means ``model.name=dense``); a configuration's
 baseline is the configuration that matches the selector and agrees with it on every
 other shown param the baseline has (so ``sparsity=static`` compares each DST rule with
-the static model it rewires, and ``model=dense`` every sparse model with ``dense``).
+the static model it rewires, and ``model=dense_matched`` each sparse model with the
+parameter-matched dense model at its p_inter); when none agrees and only one
+configuration matches (``model=dense``), that one is the baseline of every row that
+agrees with it within the selector's config groups (see :func:`_baseline`).
 
 Importing this module imports neither MLflow, pandas nor matplotlib.
 """

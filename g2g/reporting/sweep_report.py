@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.page:
         from g2g.reporting.results_page import write_page  # noqa: PLC0415
 
+        if args.baseline or args.metric != DEFAULT_METRIC:
+            print("error: --baseline and --metric apply to a sweep's comparison; the page's studies name their own "
+                  "(g2g/reporting/studies.yaml)", file=sys.stderr)
+            return EXIT_BAD_TARGET
+
         command = report_command(args.target, "--page", args.page,
                                  *(["--section", args.section] if args.section != "results" else []),
                                  tracking_uri=args.tracking_uri)
