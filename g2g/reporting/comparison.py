@@ -43,6 +43,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from g2g.reporting import markdown
+from g2g.reporting.queries import model_rank, result_params
 from g2g.reporting.statistics import PairedDifference, mean_std, paired_difference
 from g2g.tracking import names
 
@@ -116,11 +117,7 @@ def _value_order(key: str, value: str, appearance: dict | None = None) -> tuple:
         return (1, float(value), 0, 0, "")
     except ValueError:
         pass
-    rank = 0
-    if key == "model.name":
-        from g2g.reporting.queries import model_rank  # noqa: PLC0415 (the model registry: torch)
-
-        rank = model_rank(value)
+    rank = model_rank(value) if key == "model.name" else 0  # the model registry (imports torch)
     return (2, 0.0, rank, (appearance or {}).get((key, value), 0), value)
 
 
@@ -224,12 +221,6 @@ class Comparison:
         return [row for configuration in self.configurations for row in configuration.runs]
 
 
-def _result_params(row: dict) -> dict[str, str]:
-    from g2g.reporting.queries import result_params  # noqa: PLC0415 (no cycle at import)
-
-    return result_params(row)
-
-
 def compare(rows: list[dict], *, metric: str = DEFAULT_METRIC, baselines: list | tuple | None = None) -> Comparison:
     """Derive the configurations of ``rows`` (see the module doc) and summarise them.
 
@@ -243,14 +234,14 @@ def compare(rows: list[dict], *, metric: str = DEFAULT_METRIC, baselines: list |
         metric: the metric compared (its last logged value).
         baselines: selectors (``model=dense``), or ``(selector, metric[, strict])`` to
             compare on another metric (``best_test_accuracy``) or only with a baseline
-            that agrees on every other shown param (see :func:`_baseline`); None: :data:`DEFAULT_BASELINE` when
-            exactly one configuration matches it, else none.
+            that agrees on every other shown param (see :func:`_baseline`); None:
+            :data:`DEFAULT_BASELINE` when exactly one configuration matches it, else none.
     Raises:
         SelectorError: a given baseline that matches no configuration (names the key, the
             value and the values the runs have).
     """
     finished = [row for row in rows if row.get("status") == "FINISHED" and row.get(metric) is not None]
-    params_of = [_result_params(row) for row in finished]
+    params_of = [result_params(row) for row in finished]
     latest: dict[tuple, int] = {}
     for index in sorted(range(len(finished)), key=lambda i: finished[i].get("start_time") or 0):
         key = tuple(sorted((k, v) for k, v in params_of[index].items()))

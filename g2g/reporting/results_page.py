@@ -108,16 +108,13 @@ def load_studies(path: Path = STUDIES) -> dict[str, list[Study]]:
     return studies
 
 
-def _params(row: dict) -> dict[str, str]:
-    return result_params(row)
-
-
 def study_comparison(study: Study, rows: list[dict]) -> Comparison | None:
     """The study's comparison of ``rows`` (those matching ``select`` and not ``exclude``);
     None when no run is selected or none matches ``show_if``."""
-    selected = [row for row in rows if matches(_params(row), study.select)
-                and not (study.exclude and matches(_params(row), study.exclude))]
-    if not selected or (study.show_if and not any(matches(_params(row), study.show_if) for row in selected)):
+    selected = [row for row in rows if matches(result_params(row), study.select)
+                and not (study.exclude and matches(result_params(row), study.exclude))]
+    shown = not study.show_if or any(matches(result_params(row), study.show_if) for row in selected)
+    if not selected or not shown:
         return None
     baselines = [spec if isinstance(spec, str)
                  else (spec["select"], spec.get("metric", study.metric), spec.get("strict", False))
@@ -141,7 +138,8 @@ def _present(baselines: list, rows: list[dict]) -> list:
     """The baselines some selected run matches (a study's baseline that none of its runs
     has is left out, not an error: a page shows the studies the experiment ran)."""
     return [spec for spec in baselines
-            if any(matches(_params(row), parse_selector(spec if isinstance(spec, str) else spec[0])) for row in rows)]
+            if any(matches(result_params(row), parse_selector(spec if isinstance(spec, str) else spec[0]))
+                   for row in rows)]
 
 
 def _columns(study: Study) -> list[Column]:
