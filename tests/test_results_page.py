@@ -324,10 +324,11 @@ def test_page_has_the_readout_and_weight_initialisation_ablations(fake_page):
     text = fake_page
     # readout: dense - masked per seed 1, 2, 1 points -> mean 1.333, half width 4.302653 * 0.57735 / sqrt(3)
     rows = _study(text, "Ablation: readout layer")
-    assert [(row["model.readout"], row[LAST]) for row in rows] == [("dense", "84.67 ± 1.15"),
-                                                                   ("masked", "83.33 ± 1.53")]
-    assert rows[0]["vs model.readout=masked (points, paired by seed, 95% CI)"] == "+1.33 [\u22120.10, +2.77] (n=3)"
-    assert [row["parameters"] for row in rows] == ["400", "300"]
+    assert [(row["model.readout"], row[LAST]) for row in rows] == [("masked", "83.33 ± 1.53"),
+                                                                   ("dense", "84.67 ± 1.15")], \
+        "text values in the order the runs first have them"
+    assert rows[1]["vs model.readout=masked (points, paired by seed, 95% CI)"] == "+1.33 [\u22120.10, +2.77] (n=3)"
+    assert [row["parameters"] for row in rows] == ["300", "400"]
     # weight init at validation fraction 0.1: validation fan_in - uniform 3, 1 -> mean 2, half width 12.7062;
     # test 1, 2 -> mean 1.5, half width 6.3531
     rows = _study(text, "Ablation: weight initialisation")
