@@ -107,18 +107,24 @@ def measured_runs(experiment: str, tracking_uri: str) -> list[dict]:
     Raises:
         g2g.reporting.queries.ResultsError: no such experiment or no finished run.
     """
-    from g2g.reporting.queries import configuration, configuration_label, experiment_rows, open_store  # noqa: PLC0415
+    from g2g.reporting.comparison import compare, override_label  # noqa: PLC0415
+    from g2g.reporting.queries import experiment_rows, open_store  # noqa: PLC0415
     from g2g.tracking.names import METRIC_EVALUATION_TIME  # noqa: PLC0415
 
     client = open_store(tracking_uri)
     runs = []
-    for row in experiment_rows(client, experiment):
-        evaluations = client.get_metric_history(row["run_id"], METRIC_EVALUATION_TIME)
-        runs.append({"configuration": configuration_label(configuration(row)), "seed": int(row["seed"]),
-                     "hidden": row["hidden_dim"], "num_steps": row["num_steps"], "batch": row["batch_size"],
-                     "epochs": row["epochs"], "device": f"{row['device']}, {row['num_threads']} thread(s)",
-                     "train_s": row["train_time_s"],
-                     "evaluation_s": sum(m.value for m in evaluations) if evaluations else None})
+    # configurations from the params that vary among the runs (g2g.reporting.comparison), named by the model
+    # and those params: model=mixer model.p_inter=0.1
+    for configuration in compare(experiment_rows(client, experiment), baselines=[]).configurations:
+        label = override_label({"model.name": configuration.params.get("model.name", "?"), **configuration.settings})
+        for row in configuration.runs:
+            evaluations = client.get_metric_history(row["run_id"], METRIC_EVALUATION_TIME)
+            params = row["params"]
+            runs.append({"configuration": label, "seed": int(row["seed"]), "hidden": params.get("model.hidden_dim"),
+                         "num_steps": params.get("encoder.num_steps"), "batch": params.get("train.batch_size"),
+                         "epochs": row["epochs"], "device": f"{row['device']}, {row['num_threads']} thread(s)",
+                         "train_s": row["train_time_s"],
+                         "evaluation_s": sum(m.value for m in evaluations) if evaluations else None})
     return sorted(runs, key=lambda run: (run["configuration"], run["seed"]))
 
 

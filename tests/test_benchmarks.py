@@ -34,7 +34,7 @@ def test_preset_times_reports_what_finished_runs_took(tmp_path):
                f"sqlite:///{tmp_path / 'mlflow.db'}", "--from-runs"]
     result = subprocess.run(command + ["timed"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| mixer p=")]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| model=mixer |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1:7] == ["3", "16", "4", "16", "2", "cpu, 1 thread(s)"]  # the conftest's tiny setting
     assert all(cell.endswith(" min") for cell in cells[7:10]) and "(training only)" not in cells[9]

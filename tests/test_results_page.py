@@ -1,7 +1,8 @@
 """docs/results.md generation: real tiny runs in a real MLflow store, then the report
 command; runs logged by hand into a real MLflow store (params, metrics and tags as the
-training logs them) for the paired statistics, the best-epoch column, the parameter-
-matched dense model, the ablations and the refusal to pool mixed settings."""
+training logs them: tests/fake_runs.py) for the paired statistics, the best-epoch column,
+the parameter-matched dense model, the ablations, runs that differ in a setting no study
+names, and studies declared in a YAML file."""
 
 import math
 import re
@@ -11,16 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy.stats import t as student_t
 from scipy.stats import ttest_rel
 
 from conftest import compose_config, write_fashion_mnist
+from fake_runs import BASE_PARAMS, SPARSE_PARAMS, log_run, mixer_params, table
 from g2g.build.random_streams import stream_seed
 from g2g.models.network import SpikingNetwork
-from g2g.reporting.queries import ResultsError, configuration, configuration_label, experiment_rows
-from g2g.reporting.results_page import END, PUBLISHED_END, PUBLISHED_START, START, generate, write_page
+from g2g.reporting.comparison import mean_std_text
+from g2g.reporting.queries import experiment_rows
+from g2g.reporting.results_page import END, PUBLISHED_END, PUBLISHED_START, START, generate, load_studies, write_page
 from g2g.reporting.statistics import paired_difference
 from g2g.run.job import run_job
 
@@ -64,12 +66,21 @@ def _paired_text(a: list[float], b: list[float]) -> str:
     return f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}] (n={len(differences)})"
 
 
-def _row(text: str, first_cells: str, section: str) -> list[str]:
-    """Cells of the one table row of section ``### section`` that starts with
-    ``first_cells`` (a ``| a | b |`` prefix)."""
-    text = text.split(f"### {section}\n")[1].split("\n### ")[0]
-    (line,) = [line for line in text.splitlines() if line.startswith(first_cells)]
-    return [cell.strip() for cell in line.strip("|").split("|")]
+def _study(text: str, title: str) -> list[dict[str, str]]:
+    """The rows of the table of study ``### title`` (header -> cell)."""
+    return table(text.split(f"### {title}\n")[1].split("\n### ")[0])
+
+
+def _find(rows: list[dict[str, str]], **cells: str) -> dict[str, str]:
+    """The one row whose cells have these values (keys with ``__`` for ``.``)."""
+    (found,) = [row for row in rows if all(row.get(key.replace("__", ".")) == value for key, value in cells.items())]
+    return found
+
+
+VS_DENSE = "vs model=dense (points, paired by seed, 95% CI)"
+VS_MATCHED = "vs model=dense_matched (points, paired by seed, 95% CI)"
+LAST = "test_accuracy % (last epoch, mean ± std)"
+BEST = "best_test_accuracy % (mean)"
 
 
 def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(store):
@@ -82,48 +93,59 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
     text = page.read_text()
     assert "hand-written introduction" in text and "hand-written discussion" in text and "\nold\n" not in text
     assert "from 10 finished runs of the MLflow experiment `page`" in text
-    assert "| fashionmnist | 16 | 4 | current | 2 | 16 | 0.0005 | 1, 2 | cpu," in text
+    shared = {row["param"]: row["value"] for row in table(text, "<details>")}
+    assert {key: shared[key] for key in ("dataset.name", "model.hidden_dim", "encoder.num_steps", "train.epochs",
+                                         "train.batch_size", "train.lr")} == {
+        "dataset.name": "fashionmnist", "model.hidden_dim": "16", "encoder.num_steps": "4", "train.epochs": "2",
+        "train.batch_size": "16", "train.lr": "0.0005"}
+    assert "Seeds: 1, 2. Devices: cpu," in text
 
     # p_inter study: mean +- std over the two seeds of the logged test accuracy, difference to dense
     # paired by seed (two seeds: mean difference +- t(0.975, 1) * sd / sqrt(2))
     accuracies = {key: summary["test_accuracy"] for key, summary in summaries.items()}
     dense = [accuracies[("model=dense", s)] for s in SEEDS]
     mixer = [accuracies[("model=mixer model.p_inter=0.1", s)] for s in SEEDS]
-    cells = _row(text, "| mixer | 0.1 |", "p_inter study")
-    assert cells[2] == "16", "hidden width: the param model.hidden_dim of runs without the hidden_dim metric"
-    assert cells[3] == f"{100 * statistics.mean(mixer):.2f} ± {100 * statistics.stdev(mixer):.2f}"
-    assert cells[5] == _paired_text(mixer, dense)
-    assert cells[6] == "", "no dense_matched runs"
-    assert cells[7] == "2"
+    rows = _study(text, "p_inter study")
+    assert [(row["model.name"], row["model.p_inter"]) for row in rows] == [("dense", "—"), ("mixer", "0.1"),
+                                                                          ("mixer", "0.3")]
+    cells = _find(rows, model__p_inter="0.1")
+    assert cells[LAST] == f"{100 * statistics.mean(mixer):.2f} ± {100 * statistics.stdev(mixer):.2f}"
+    assert cells[VS_DENSE] == _paired_text(mixer, dense)
+    assert VS_MATCHED not in cells, "no dense_matched runs: no such column"
+    assert cells["n"] == "2" and cells["seeds"] == "1, 2"
     # parameters measured from the masks: what the model of each seed has, averaged
     counts = [SpikingNetwork(784, 16, 10, connectivity="mixer", p_inter=0.1, mask_seed=stream_seed(s, "masks")).parameter_counts()
               for s in SEEDS]
-    assert cells[9] == f"{statistics.mean(c['parameters_total'] for c in counts):,.0f}"
-    assert _row(text, "| dense |  |", "p_inter study")[8] == "100.0%"
+    assert cells["parameters"] == f"{statistics.mean(c['parameters_total'] for c in counts):,.0f}"
+    assert "lif_beta_lif1" in cells and 0 < float(cells["lif_beta_lif1"]) <= 1, "the learned decay, logged per epoch"
 
-    # DST study: the rule against the static model it rewires, paired by seed
+    # DST study: each rule against the static model it rewires, paired by seed
     dynamic = [accuracies[(" ".join(RUNS[3]), s)] for s in SEEDS]
-    cells = _row(text, "| mixer p=0.1 | set | hebb |", "DST-rule study")
-    assert cells[3] == "cosine", "the Hebbian score of runs that grow by it (the default when not logged)"
-    assert cells[6] == _paired_text(dynamic, mixer)
-    assert _row(text, "| mixer p=0.1 | static |", "DST-rule study")[7] == "2"
-    assert "Rewiring every 2 optimizer steps, replacing a fraction 0.1" in text
+    rows = _study(text, "DST-rule study")
+    assert [(row["sparsity.name"], row["sparsity.prune"], row["sparsity.grow"]) for row in rows] == [
+        ("static", "—", "—"), ("dynamic", "set", "hebb"), ("dynamic", "random", "random")], \
+        "only the static model the rules rewire (p_inter 0.1), not p_inter 0.3"
+    assert _find(rows, sparsity__prune="set")["vs sparsity=static (points, paired by seed, 95% CI)"] == \
+        _paired_text(dynamic, mixer)
+    assert "sparsity.update_interval=2" in text.split("### DST-rule study")[1], "the rewiring settings are said"
 
     # seed README architecture, built from masks: dense 784*2048 + 2048*2048 + 2048*10 weights
     dense_parameters = 784 * 2048 + 2048 * 2048 + 2048 * 10 + (2048 + 2048 + 10) + 6
-    assert _row(text, "| dense |  | 1.0000 |", "Model sizes measured from the masks")[5] == f"{dense_parameters:,}"
+    assert f"| dense |  | 1.0000 | 1.0000 | 1.0000 | {dense_parameters:,} |" in text
     assert re.search(r"\| mixer \| 0\.3 \| 0\.38\d\d \|", text)  # 1/8 + 0.3 * 7/8 = 0.3875
 
-    for image in re.findall(r"\]\((figures/[^)]+\.png)\)", text):
+    images = re.findall(r"\]\((figures/[^)]+\.png)\)", text)
+    for image in images:
         assert (page.parent / image).stat().st_size > 10_000
-    assert {"figures/results_accuracy_vs_p_inter.png", "figures/results_accuracy_vs_cost.png",
-            "figures/results_dst_rules.png"} <= set(re.findall(r"\]\((figures/[^)]+\.png)\)", text))
+    assert {"figures/results_p_inter_study_test_accuracy_vs_model.p_inter.png",
+            "figures/results_p_inter_study_accuracy_vs_cost.png",
+            "figures/results_dst_rule_study_heatmap_sparsity.prune_sparsity.grow.png"} <= set(images)
 
     again = _page_command(folder, page)  # regenerating replaces, it does not append
     assert again.returncode == 0 and page.read_text().count(START) == 1
 
 
-def test_results_page_refuses_mixed_settings_and_unknown_experiments(store, tmp_path):
+def test_results_page_compares_runs_that_differ_in_any_setting_and_refuses_unknown_experiments(store, tmp_path):
     folder, _ = store
     page = tmp_path / "results.md"
     missing = _page_command(folder, page, experiment="nope")
@@ -136,12 +158,13 @@ def test_results_page_refuses_mixed_settings_and_unknown_experiments(store, tmp_
     assert not (tmp_path / "mlflow.db").exists(), "reading must not create an empty store"
 
     run_job(compose_config(["model=dense", "model.hidden_dim=24", "tracking.experiment=page", "train.progress=false",
-                        "hardware=cpu"], folder))
+                            "hardware=cpu"], folder))
     mixed = _page_command(folder, page)
-    assert mixed.returncode == 1
-    assert "model.hidden_dim: 16 in dense seeds 1, 2; mixer p=0.1 seeds 1, 2;" in mixed.stderr
-    assert "| 24 in dense seed 42" in mixed.stderr and "tracking.experiment" in mixed.stderr
-    assert not page.exists(), "nothing is written when the page cannot be made"
+    assert mixed.returncode == 0, mixed.stderr
+    rows = _study(page.read_text(), "p_inter study")
+    assert [(row["model.name"], row["model.hidden_dim"], row["n"]) for row in rows] == [
+        ("dense", "16", "2"), ("dense", "24", "1"), ("mixer", "16", "2"), ("mixer", "16", "2")], \
+        "the width is a column: runs of another width are their own configuration, never pooled"
 
 
 def test_parameter_counts_are_measured_from_the_masks():
@@ -157,10 +180,8 @@ def test_parameter_counts_are_measured_from_the_masks():
 
 
 def test_one_run_groups_show_the_accuracy_without_a_spread():
-    from g2g.reporting.results_page import _accuracy
-
-    assert _accuracy([{"test_accuracy": 0.8731}]) == "87.31"
-    assert _accuracy([{"test_accuracy": 0.80}, {"test_accuracy": 0.82}]) == "81.00 ± 1.41"
+    assert mean_std_text([0.8731]) == "87.31"
+    assert mean_std_text([0.80, 0.82]) == "81.00 ± 1.41"
 
 
 def test_paired_difference_matches_the_paired_t_test_on_a_hand_computed_example():
@@ -182,29 +203,6 @@ def test_paired_difference_matches_the_paired_t_test_on_a_hand_computed_example(
         paired_difference({1: 0.5}, {2: 0.5})
     with pytest.raises(ValueError, match="confidence must be in"):
         paired_difference(model, dense, confidence=95)
-
-
-#: params every hand-logged run shares (as the training logs its flattened config)
-BASE_PARAMS = {"dataset.name": "fashionmnist", "dataset.train_subset": "None", "encoder.name": "current",
-               "encoder.num_steps": "4", "model.hidden_dim": "16", "model.beta": "0.9", "train.epochs": "3",
-               "train.batch_size": "16", "train.lr": "0.0005", "protocol.name": "holdout", "sparsity.name": "static",
-               "regularizer.name": "none", "tracking.experiment": "fake"}
-SPARSE_PARAMS = {"model._target_": "g2g.models.network.SpikingNetwork", "model.num_groups": "8",
-                 "model.p_intra": "1.0", "model.readout": "masked", "model.weight_init": "fan_in",
-                 "protocol.validation_fraction": "0.0"}
-
-
-def _log_run(client: MlflowClient, experiment_id: str, params: dict, metrics: dict, epochs_tag: str | None = None):
-    """One finished run with ``params``, ``metrics`` (a list value: one per epoch, the
-    last is the run's) and the tags the report reads."""
-    tags = {"g2g.device": "cpu", "g2g.num_threads": "1"} | ({"g2g.epochs": epochs_tag} if epochs_tag else {})
-    run_id = client.create_run(experiment_id, run_name=" ".join(f"{k}={v}" for k, v in params.items()),
-                               tags=tags).info.run_id
-    series = [Metric(key, value, 0, step) for key, values in metrics.items()
-              for step, value in enumerate(values if isinstance(values, list) else [values])]
-    client.log_batch(run_id, metrics=series + [Metric("epoch_time_s", 2.0, 0, step) for step in range(3)],
-                     params=[Param(key, value) for key, value in params.items()])
-    client.set_terminated(run_id, "FINISHED")
 
 
 def _dense(seed: int, accuracy: float, best: float) -> tuple[dict, dict]:
@@ -252,15 +250,15 @@ def fake_store(tmp_path_factory) -> tuple[MlflowClient, Path]:
     for params, metrics in runs:
         # one run extended from 2 to 3 epochs: its train.epochs param stays 2, the tag says 3
         extended = params["seed"] == "3" and params["model.name"] == "dense"
-        _log_run(client, fake, params | ({"train.epochs": "2"} if extended else {}), metrics,
-                 epochs_tag="3" if extended else None)
+        log_run(client, fake, params | ({"train.epochs": "2"} if extended else {}), metrics,
+                epochs_tag="3" if extended else None)
     for params, metrics in (_dense(1, 0.8, 0.8), _dense(2, 0.8, 0.8),
                             _sparse(1, "mixer", "0.15", 0.8, **{"train.lr": "0.001", "model.num_groups": "4"}),
                             _sparse(2, "mixer", "0.15", 0.8)):
-        _log_run(client, mixed, params | {"tracking.experiment": "mixed"}, metrics)
+        log_run(client, mixed, params | {"tracking.experiment": "mixed"}, metrics)
     published = client.create_experiment("published")
     for params, metrics in PUBLISHED_RUNS:
-        _log_run(client, published, params | {"tracking.experiment": "published"}, metrics)
+        log_run(client, published, params | {"tracking.experiment": "published"}, metrics)
     return client, folder
 
 
@@ -291,90 +289,125 @@ def fake_page(fake_store) -> str:
 def test_page_pairs_by_seed_against_dense_and_the_parameter_matched_dense(fake_page):
     text = fake_page
     assert "from 16 finished runs" in text
-    assert "| fashionmnist | 16 | 4 | current | 3 | 16 | 0.0005 | 1, 2, 3 | cpu, 1 thread(s) |" in text
-    section = text.split("### p_inter study\n")[1]
-    header = next(line for line in section.splitlines() if line.startswith("| model |"))
-    headers = [cell.strip() for cell in header.strip("|").split("|")]
-    assert headers[:8] == ["model", "p_inter", "hidden width", "test accuracy % (last epoch, mean ± std)",
-                           "best-epoch test accuracy % (mean)", "vs dense (points, paired by seed, 95% CI)",
-                           "vs dense_matched, same p_inter (points, paired by seed, 95% CI)", "seeds"]
-    assert "energy vs one-pass ANN" in headers and "LIF updates / inference" in headers
+    rows = _study(text, "p_inter study")
+    assert list(rows[0])[:9] == ["model.name", "model.p_inter", "protocol.validation_fraction", LAST, "n", "seeds",
+                                 BEST, VS_DENSE, VS_MATCHED]
+    assert "energy vs one-pass ANN" in rows[0] and "LIF updates / inference" in rows[0]
 
-    mixer = _row(text, "| mixer | 0.15 |", "p_inter study")
-    assert mixer[3] == "83.33 ± 1.53" and mixer[7] == "3", "the ablation runs of mixer p=0.15 are not pooled in"
-    assert mixer[4] == "84.33", "best epoch: the last logged best_test_accuracy, mean over seeds"
+    mixer = _find(rows, model__name="mixer", model__p_inter="0.15")
+    assert mixer[LAST] == "83.33 ± 1.53" and mixer["n"] == "3", "the ablation runs of mixer p=0.15 are not pooled in"
+    assert mixer[BEST] == "84.33", "best epoch: the last logged best_test_accuracy, mean over seeds"
     # vs dense: differences 3, 0, 4 points -> mean 2.333, half width 4.302653 * 2.08167 / sqrt(3) = 5.17128
-    assert mixer[5] == "+2.33 [\u22122.84, +7.50] (n=3)"
+    assert mixer[VS_DENSE] == "+2.33 [\u22122.84, +7.50] (n=3)"
     # vs dense_matched (seeds 1 and 2 only): differences 1, 2 -> mean 1.5, half width 12.7062 * 0.70711 / sqrt(2)
-    assert mixer[6] == "+1.50 [\u22124.85, +7.85] (n=2)"
-    assert mixer[12] == "1,234" and mixer[13] == "100.0" and mixer[14] == "25.0%"
+    assert mixer[VS_MATCHED] == "+1.50 [\u22124.85, +7.85] (n=2)"
+    assert mixer["LIF updates / inference"] == "1,234" and mixer["energy / inference (nJ)"] == "100"
+    assert mixer["energy vs one-pass ANN"] == "25.0%"
 
-    single = _row(text, "| mixer | 0 |", "p_inter study")
-    assert single[4] == "", "no best_test_accuracy logged: blank"
-    assert single[5] == "\u221210.00 (n=1)", "one seed: the difference without an interval"
+    single = _find(rows, model__p_inter="0.0")
+    assert single[BEST] == "", "no best_test_accuracy logged: blank"
+    assert single[VS_DENSE] == "\u221210.00 (n=1)", "one seed: the difference without an interval"
+    assert single[VS_MATCHED] == "", "dense_matched at p_inter 0.15 is not the baseline of p_inter 0"
 
-    matched = _row(text, "| dense_matched | 0.15 |", "p_inter study")
-    assert matched[2] == "150–152", "the width each seed's dense_matched was built with (metric hidden_dim)"
-    assert matched[5] == "+0.00 [\u221225.41, +25.41] (n=2)" and matched[6] == ""
-    dense = _row(text, "| dense |  |", "p_inter study")
-    assert dense[3] == "81.00 ± 1.00" and dense[4] == "82.00" and dense[5] == dense[6] == ""
-    assert dense[14] == "200.0%", "energy against the one-pass ANN, above 100%: more than the ANN"
+    matched = _find(rows, model__name="dense_matched")
+    assert matched["hidden width"] == "151", "the mean width the seeds' dense_matched were built with"
+    assert matched[VS_DENSE] == "+0.00 [\u221225.41, +25.41] (n=2)" and matched[VS_MATCHED] == ""
+    dense = _find(rows, model__name="dense")
+    assert dense[LAST] == "81.00 ± 1.00" and dense[BEST] == "82.00" and dense[VS_DENSE] == ""
+    assert dense["energy vs one-pass ANN"] == "200.0%", "energy against the one-pass ANN, above 100%: more than the ANN"
+    assert dense["protocol.validation_fraction"] == "—", "a run logged before the param existed: absent, not guessed"
+    assert "model.readout=—, model.weight_init=—" in text.split("### p_inter study")[1], \
+        "the params that follow the model option are said"
 
 
 def test_page_has_the_readout_and_weight_initialisation_ablations(fake_page):
     text = fake_page
     # readout: dense - masked per seed 1, 2, 1 points -> mean 1.333, half width 4.302653 * 0.57735 / sqrt(3)
-    assert _row(text, "| mixer p=0.15 |", "Ablation: readout layer") == [
-        "mixer p=0.15", "83.33 ± 1.53", "84.67 ± 1.15", "+1.33 [\u22120.10, +2.77] (n=3)", "300", "400"]
+    rows = _study(text, "Ablation: readout layer")
+    assert [(row["model.readout"], row[LAST]) for row in rows] == [("masked", "83.33 ± 1.53"),
+                                                                   ("dense", "84.67 ± 1.15")], \
+        "text values in the order the runs first have them"
+    assert rows[1]["vs model.readout=masked (points, paired by seed, 95% CI)"] == "+1.33 [\u22120.10, +2.77] (n=3)"
+    assert [row["parameters"] for row in rows] == ["300", "400"]
     # weight init at validation fraction 0.1: validation fan_in - uniform 3, 1 -> mean 2, half width 12.7062;
     # test 1, 2 -> mean 1.5, half width 6.3531
-    assert _row(text, "| mixer p=0.15 |", "Ablation: weight initialisation") == [
-        "mixer p=0.15", "0.1", "81.00 ± 1.41", "83.00 ± 0.00", "+2.00 [\u221210.71, +14.71] (n=2)",
-        "80.50 ± 0.71", "82.00 ± 0.00", "+1.50 [\u22124.85, +7.85] (n=2)"]
-    sizes = text.split("### Model sizes measured from the masks\n")[1]
-    assert "| mixer p=0.15 readout=dense |" in sizes
-    assert "| mixer p=0.15 validation_fraction=0.1 |" in sizes
-    assert "| mixer p=0.15 weight_init=uniform validation_fraction=0.1 |" in sizes
+    rows = _study(text, "Ablation: weight initialisation")
+    assert [(row["model.weight_init"], row[LAST]) for row in rows] == [("fan_in", "82.00 ± 0.00"),
+                                                                       ("uniform", "80.50 ± 0.71")]
+    fan_in = rows[0]
+    same, paired = ", the same other settings", "(points, paired by seed, 95% CI)"
+    assert fan_in[f"vs model.weight_init=uniform{same} {paired}"] == "+1.50 [\u22124.85, +7.85] (n=2)"
+    assert fan_in[f"vs model.weight_init=uniform, val_accuracy{same} {paired}"] == "+2.00 [\u221210.71, +14.71] (n=2)"
+    assert [row["validation accuracy % (last epoch, mean)"] for row in rows] == ["83.00", "81.00"]
+    assert "**Best test_accuracy: model.weight_init=fan_in with 82.00 ± 0.00 %" in text
+    sizes = _study(text, "Model sizes measured from the masks")
+    assert len(sizes) == 7 and {"density_fc1", "connections_total", "of dense"} <= set(sizes[0])
 
 
-def test_runs_without_the_new_params_trained_the_defaults():
-    old = {"model": "mixer", "p_inter": "0.15", "sparsity": "static"}
-    assert configuration(old) == configuration(dict(old, readout="masked", weight_init="uniform",
-                                                    validation_fraction="0.0"))
-    assert configuration({"model": "dense", "p_inter": None, "readout": None}).readout is None
-    assert configuration_label(configuration(dict(old, readout="dense", validation_fraction="0.1"))) == \
-        "mixer p=0.15 readout=dense weight_init=uniform validation_fraction=0.1", "an old run trained uniform"
-
-
-def test_page_refuses_to_pool_runs_that_differ_in_a_setting_and_names_it(fake_store, tmp_path):
+def test_page_compares_runs_that_differ_in_a_setting_as_their_own_configurations(fake_store, tmp_path):
     client, _ = fake_store
-    with pytest.raises(ResultsError) as error:
-        generate(client, "mixed", tmp_path / "results.md", "cmd")
-    message = str(error.value)
-    assert "  train.lr: 0.0005 in dense seeds 1, 2; mixer p=0.15 seed 2 | 0.001 in mixer p=0.15 seed 1" in message
-    # only the sparse runs have model.num_groups: the dense ones are not compared on it
-    assert "  model.num_groups: 4 in mixer p=0.15 seed 1 | 8 in mixer p=0.15 seed 2" in message
-    assert "hardware" not in message and "train.epochs" not in message
-    assert "tracking.experiment" in message
-    rows = experiment_rows(client, "mixed")
-    assert {row["params"]["train.lr"] for row in rows} == {"0.0005", "0.001"}
+    text = generate(client, "mixed", tmp_path / "results.md", "cmd")
+    rows = _study(text, "p_inter study")
+    # the sparse runs differ in train.lr and model.num_groups: neither is pooled with the other
+    assert [(row["model.name"], row["model.num_groups"], row["train.lr"], row["n"]) for row in rows] == [
+        ("dense", "—", "0.0005", "2"), ("mixer", "4", "0.001", "1"), ("mixer", "8", "0.0005", "1")]
+    assert "The runs vary in" in text and "`train.lr`" in text
+    assert {row["params"]["train.lr"] for row in experiment_rows(client, "mixed")} == {"0.0005", "0.001"}
 
 
-def test_the_pages_default_weight_init_is_the_configs():
-    from g2g.reporting.queries import DEFAULT_WEIGHT_INIT
+def test_a_setting_the_studies_do_not_name_is_a_column_not_a_pooled_mean(tmp_path):
+    """The old page kept the latest run per (known configuration, seed) before checking
+    the runs shared every setting, so two betas became one: "mixer 72.10 ± 1.98 from 2
+    finished runs"."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("betas")
+    accuracy = {("0.5", 1): 0.60, ("0.5", 2): 0.62, ("0.95", 1): 0.73, ("0.95", 2): 0.71}
+    for (beta, seed), value in accuracy.items():
+        log_run(client, experiment, mixer_params(seed, **{"model.beta": beta, "tracking.experiment": "betas"}),
+                {"test_accuracy": value})
+    page = tmp_path / "results.md"
+    result = _page_command(tmp_path, page, experiment="betas")
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert "from 4 finished runs" in text
+    rows = _study(text, "p_inter study")
+    assert [(row["model.beta"], row[LAST], row["n"]) for row in rows] == [
+        ("0.5", "61.00 ± 1.41", "2"), ("0.95", "72.00 ± 1.41", "2")]
 
-    for model in ("dense", "index", "random", "mixer", "dense_matched"):
-        assert compose_config([f"model={model}"]).model.weight_init == DEFAULT_WEIGHT_INIT, model
+
+def test_a_new_ablation_is_a_yaml_entry(fake_store, tmp_path):
+    client, folder = fake_store
+    studies = tmp_path / "studies.yaml"
+    studies.write_text("""\
+results:
+  - title: Seeds of mixer
+    prose: Every mixer run at p_inter 0.15 with the masked readout.
+    select: {model: mixer, model.p_inter: 0.15, model.readout: masked}
+    baselines: [{select: model.weight_init=uniform, strict: true}, model.weight_init=uniform]
+    columns: [{key: energy_nj, header: energy}]
+""")
+    text = generate(client, "fake", folder / "docs" / "results.md", "cmd", studies=studies)
+    rows = _study(text, "Seeds of mixer")
+    assert [(row["model.weight_init"], row["protocol.validation_fraction"], row["n"]) for row in rows] == [
+        ("fan_in", "0.0", "3"), ("fan_in", "0.1", "2"), ("uniform", "0.1", "2")]
+    (lone, strict) = sorted(key for key in rows[0] if key.startswith("vs model.weight_init=uniform"))
+    assert [row[strict] for row in rows] == ["", "+1.50 [\u22124.85, +7.85] (n=2)", ""], \
+        "strict: only with the uniform runs of the same validation split"
+    assert [row[lone] for row in rows] == ["+2.00 [+2.00, +2.00] (n=2)", "+1.50 [\u22124.85, +7.85] (n=2)", ""], \
+        "not strict: the one uniform configuration is every configuration's baseline"
+    assert rows[0]["energy"] == "100"
+    studies.write_text("results:\n  - title: X\n    selekt: {model: mixer}\n")
+    with pytest.raises(ValueError, match=r"study 'X': unknown keys \['selekt'\]"):
+        load_studies(studies)
 
 
-def test_hebbian_score_separates_dst_configurations():
-    base = {"model": "mixer", "p_inter": "0.15", "sparsity": "dynamic", "prune": "hebb", "grow": "hebb",
-            "weight_init": "fan_in"}
-    cosine, unlogged = configuration({**base, "hebbian_score": "cosine"}), configuration(base)
-    correlation = configuration({**base, "hebbian_score": "correlation"})
-    assert cosine == unlogged != correlation
-    assert configuration_label(correlation) == "mixer p=0.15 hebb->hebb hebbian_score=correlation"
-    assert configuration({**base, "prune": "set", "grow": "random", "hebbian_score": "correlation"}).hebbian_score is None
+def test_the_studies_file_declares_every_study_and_the_public_numbers():
+    studies = load_studies()
+    assert [study.title for study in studies["results"]] == [
+        "p_inter study", "DST-rule study", "Ablation: readout layer", "Ablation: weight initialisation",
+        "Model sizes measured from the masks"]
+    (published,) = studies["published"]
+    assert {entry["text"] for entry in published.reference["values"]} >= {"87.04 (dense, 447 wide)"}
 
 
 def test_published_section_compares_last_and_best_epoch_with_the_public_numbers(fake_store):
@@ -390,20 +423,24 @@ def test_published_section_compares_last_and_best_epoch_with_the_public_numbers(
     assert f"{START}\nstudies\n{END}" in text and "\nold\n" not in text, "only the published markers are replaced"
     assert "--section published" in text and "from 7 finished runs of the MLflow experiment `published`" in text
 
-    def row(first_cell: str) -> list[str]:
-        (line,) = [line for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
-        return [cell.strip() for cell in line.strip("|").split("|")]
-
+    rows = _study(text, "The published setting")
     dense, matched, mixer = [0.80, 0.82], [0.81, 0.80], [0.83, 0.84]
-    assert row("mixer p=0.15")[:11] == [
-        "mixer p=0.15", "16", "1, 2", "83.50 ± 0.71", "85.50", "2, 3", _paired_text(mixer, dense),
-        _paired_text([0.85, 0.86], [0.81, 0.83]), _paired_text(mixer, matched), "", "88.5–89.2 (p_inter 0–0.25)"]
-    assert row("mixer p=0.15")[12] == "25.0%", "energy against the one-pass ANN"
-    assert row("mixer p=0.15 set->hebb")[2:11] == [
-        "1", "86.00", "87.00", "3", "+6.00 (n=1)", "+6.00 (n=1)", "+5.00 (n=1)", "+3.00 (n=1)", ""], \
+    static = _find(rows, model__name="mixer", sparsity__name="static")
+    assert [static[key] for key in ("seeds", LAST, BEST, "best epoch (mean)", VS_DENSE,
+                                    "vs model=dense, best_test_accuracy (points, paired by seed, 95% CI)",
+                                    VS_MATCHED)] == [
+        "1, 2", "83.50 ± 0.71", "85.50", "2.5", _paired_text(mixer, dense), _paired_text([0.85, 0.86], [0.81, 0.83]),
+        _paired_text(mixer, matched)]
+    public = "public re-implementation: best-epoch test accuracy % (one seed)"
+    assert static[public] == "88.5–89.2 (p_inter 0–0.25)" and static["energy vs one-pass ANN"] == "25.0%"
+    rewired = _find(rows, sparsity__name="dynamic")
+    assert [rewired[key] for key in ("seeds", LAST, BEST, VS_DENSE, VS_MATCHED,
+                                     "vs sparsity=static (points, paired by seed, 95% CI)", public)] == [
+        "1", "86.00", "87.00", "+6.00 (n=1)", "+5.00 (n=1)", "+3.00 (n=1)", ""], \
         "one seed: differences without an interval; the DST rule against its static model"
-    assert row("dense_matched p=0.15")[1] == "400" and row("dense_matched p=0.15")[10] == "87.04 (dense, 447 wide)"
-    assert row("dense")[6:10] == ["", "", "", ""]
+    assert _find(rows, model__name="dense_matched")["hidden width"] == "400"
+    assert _find(rows, model__name="dense_matched")[public] == "87.04 (dense, 447 wide)"
+    assert _find(rows, model__name="dense")[VS_DENSE] == ""
 
 
 def test_write_page_names_an_unknown_section(fake_store, tmp_path):
@@ -411,7 +448,7 @@ def test_write_page_names_an_unknown_section(fake_store, tmp_path):
     with pytest.raises(ValueError, match=r"section='best' is not one of \['published', 'results'\]"):
         write_page(client, "published", tmp_path / "results.md", "cmd", section="best")
     new_page = write_page(client, "published", tmp_path / "new" / "results.md", "cmd", section="published")
-    assert "| mixer p=0.15 set->hebb |" in new_page.read_text(), "a missing page is created with the section's markers"
+    assert "| mixer | 0.0 | dynamic |" in new_page.read_text(), "a missing page is created with the section's markers"
     page = tmp_path / "no_markers.md"
     page.write_text(f"{START}\n{END}\n")
     with pytest.raises(ValueError, match="has no <!-- published:start --> ... <!-- published:end --> markers"):

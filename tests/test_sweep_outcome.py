@@ -3,6 +3,7 @@ without a word or is stopped is counted and shown with its reason; the parent ru
 stays RUNNING; Ctrl-C stops the sweep cleanly and the same command resumes every job.
 Subprocess tests through ``run.py -m`` on tiny data, as a user runs them."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -69,8 +70,13 @@ def test_a_job_refused_before_it_has_a_run_is_counted_as_failed_with_its_reason(
     (refused,) = [c for c in parent.children if c.info.status == "FAILED"]
     assert refused.data.tags["g2g.error"].startswith("ConfigError: ")
     assert "model.p_inter=1.5: must be a probability" in refused.data.tags["g2g.error"]
-    table = Path(client.download_artifacts(parent.info.run_id, "report/jobs.md", str(workdir))).read_text()
-    assert "| FAILED | ConfigError: invalid configuration: model.p_inter=1.5: must be a probability" in table
+    table = Path(client.download_artifacts(parent.info.run_id, "report/jobs.csv", str(workdir)))
+    with open(table) as file:
+        jobs = {row["status"]: row for row in csv.DictReader(file)}
+    assert jobs["FAILED"]["error"].startswith("ConfigError: invalid configuration:")
+    assert "model.p_inter=1.5: must be a probability" in jobs["FAILED"]["error"]
+    comparison = Path(client.download_artifacts(parent.info.run_id, "report/comparison.md", str(workdir))).read_text()
+    assert "1 run(s) without a finished test_accuracy left out" in comparison, "the failed job is said, not compared"
 
     report = subprocess.run([sys.executable, "-m", "g2g.report", "g2g", "--out", str(workdir / "again")],
                             cwd=workdir, capture_output=True, text=True, timeout=120, env=_env())

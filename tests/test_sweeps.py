@@ -62,19 +62,23 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     cores = os.cpu_count() or 1
     assert {c.data.tags["g2g.num_threads"] for c in children} == {str(max(1, cores // min(2, cores)))}
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/jobs.csv", "report/jobs.md", "report/accuracy_vs_p_inter.png",
-            "report/accuracy_vs_cost.png"} <= report
+    assert {"report/jobs.csv", "report/comparison.md", "report/comparison.csv",
+            "report/test_accuracy_vs_model.p_inter.png", "report/accuracy_vs_cost.png"} <= report
     table = Path(client.download_artifacts(parent.info.run_id, "report/jobs.csv", str(workdir)))
     rows = list(csv.DictReader(open(table)))
     assert {row["run_id"] for row in rows} == {c.info.run_id for c in children}
+    comparison = Path(client.download_artifacts(parent.info.run_id, "report/comparison.md", str(workdir))).read_text()
+    assert "| model.name | model.p_inter | test_accuracy % (last epoch, mean ± std) |" in comparison
+    assert "vs model=dense (points, paired by seed, 95% CI)" in comparison, "dense: the default baseline"
 
     # the report command rebuilds it from MLflow alone
     report = subprocess.run([sys.executable, "-m", "g2g.report", "g2g", "--tracking-uri",
                              f"sqlite:///{workdir / 'mlflow.db'}", "--out", str(workdir / "again")],
                             cwd=workdir, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
-    markdown = (workdir / "again" / "jobs.md").read_text()
-    assert all(c.info.run_id in markdown for c in children)
+    assert "| model.name | model.p_inter |" in report.stdout, "the terminal gets the comparison"
+    with open(workdir / "again" / "jobs.csv") as file:
+        assert {row["run_id"] for row in csv.DictReader(file)} == {c.info.run_id for c in children}
 
     # re-running the sweep trains nothing again; its new parent still lists every job
     checkpoints = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*/checkpoint.pth")}
@@ -86,6 +90,25 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     reused = [c for c in children if c.data.tags["mlflow.parentRunId"] == newest.info.run_id]
     assert len(reused) == 5 and all("g2g.reused_run_id" in c.data.tags for c in reused)
     assert all("test_accuracy" in c.data.metrics for c in reused)
+
+
+def test_a_sweep_over_beta_reports_a_beta_column_and_logs_the_learned_lif_parameters(workdir):
+    result = _run(["-m", "model=mixer", "model.beta=0.5,0.95", *[o for o in TINY if o != "train.epochs=1"],
+                   "train.epochs=2", "dataset.download=false", "hydra.launcher.n_jobs=2",
+                   f"hydra.sweep.dir={workdir / 'multirun'}"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (parent,), children = _runs(client)
+    comparison = Path(client.download_artifacts(parent.info.run_id, "report/comparison.md", str(workdir))).read_text()
+    assert "| model.beta | test_accuracy % (last epoch, mean ± std) | n | seeds |" in comparison
+    assert "| 0.5 |" in comparison and "| 0.95 |" in comparison and "lif_beta_lif1" in comparison
+    assert comparison.splitlines()[2].startswith("**Best test_accuracy: model.beta=")
+    for child in children:
+        for name in ("lif_beta_lif1", "lif_threshold_lif2", "lif_beta_lif3"):
+            history = client.get_metric_history(child.info.run_id, name)
+            assert [m.step for m in history] == [1, 2], f"{name}: one value per epoch"
+        beta = client.get_metric_history(child.info.run_id, "lif_beta_lif1")[-1].value
+        assert abs(beta - float(child.data.params["model.beta"])) < 0.05, "the learned decay starts at model.beta"
 
 
 def test_failed_job_is_marked_failed_and_the_others_finish(workdir):
@@ -154,72 +177,54 @@ def test_runs_log_to_a_real_mlflow_server(workdir):
         server.wait(timeout=30)
 
 
+def _rows(jobs: list[dict]) -> list[dict]:
+    """Job rows as :func:`g2g.reporting.queries.run_row` makes them: ``jobs`` are
+    (params, test accuracy) of finished runs."""
+    base = {"dataset.name": "fashionmnist", "model.hidden_dim": "16", "sparsity.name": "static"}
+    return [{"run_id": f"run{index}", "run_name": " ".join(f"{k}={v}" for k, v in params.items()), "status": "FINISHED",
+             "start_time": index, "seed": params.get("seed", "1"), "params": base | {"seed": "1"} | params,
+             "test_accuracy": accuracy, "energy_nj": 100.0 * (index + 1), "synops_total": 10.0, "macs_total": 1.0}
+            for index, (params, accuracy) in enumerate(jobs)]
+
+
 def test_report_figures_and_tables_from_rows(tmp_path):
-    from g2g.reporting.figures import accuracy_vs_p_inter_figure, dst_rules_figure
-    from g2g.reporting.sweep_report import write_tables
+    from g2g.reporting.comparison import compare
+    from g2g.reporting.figures import heatmap_figure, metric_vs_param_figure
+    from g2g.reporting.sweep_report import write_jobs
 
-    rows = []
-    for model in ("index", "mixer"):
-        for prune in ("set", "hebb"):
-            for grow in ("hebb", "random"):
-                rows.append({"run_name": f"model={model} sparsity.prune={prune} sparsity.grow={grow} seed=1",
-                             "status": "FINISHED", "model": model, "p_inter": "0.15", "sparsity": "dynamic",
-                             "prune": prune, "grow": grow, "weight_init": "fan_in", "test_accuracy": 0.8,
-                             "run_id": f"{model}{prune}{grow}"})
-    figure = dst_rules_figure(rows)
-    # one panel per configuration the rules rewire (model and p_inter: never pooled over p_inter)
-    assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["index p=0.15", "mixer p=0.15"]
-    assert accuracy_vs_p_inter_figure(rows) is None, "one p_inter value: nothing to plot"
-    write_tables(rows, tmp_path)
-    markdown = (tmp_path / "jobs.md").read_text()
-    assert "| model=index sparsity.prune=set sparsity.grow=hebb |" in markdown  # shared seed=1 dropped
-    assert "seed=1 |" not in markdown
-
-
-def test_accuracy_vs_cost_figure_plots_one_point_per_configuration():
-    from g2g.reporting.figures import accuracy_vs_cost_figure
-    from g2g.reporting.queries import group_by_configuration
-
-    rows = []
-    for seed, accuracy in ((1, 0.80), (2, 0.84)):
-        for model, p_inter, energy in (("dense", None, 900.0), ("mixer", "0.1", 300.0), ("mixer", "0.2", 400.0)):
-            rows.append({"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": "static",
-                         "prune": None, "grow": None, "seed": str(seed), "test_accuracy": accuracy,
-                         "weight_init": "fan_in", "energy_nj": energy, "synops_total": energy * 100, "macs_total": 10.0})
-    assert len(group_by_configuration(rows)) == 3
-    figure = accuracy_vs_cost_figure(rows)
-    left, right = figure.axes
-    # one error bar per configuration: mean 0.82 at the configuration's energy
-    points = sorted((float(line.get_xdata()[0]), float(line.get_ydata()[0]))
-                    for line in left.lines if len(line.get_xdata()) and line.get_marker() == "o")
-    assert [x for x, _ in points] == [300.0, 400.0, 900.0]
-    assert [y for _, y in points] == pytest.approx([0.82] * 3)
-    assert left.get_xlabel() == "energy per inference (nJ)"
-    assert sorted(text.get_text() for text in right.texts) == ["dense", "p=0.1", "p=0.2"]
-    assert "squares" not in figure._suptitle.get_text(), "no dynamic runs: no legend for squares"
-    assert accuracy_vs_cost_figure([dict(r, energy_nj=None) for r in rows]) is None
+    rows = _rows([({"model.name": model, "model.p_inter": "0.15", "sparsity.name": "dynamic", "sparsity.prune": prune,
+                    "sparsity.grow": grow}, 0.8)
+                  for model in ("index", "mixer") for prune in ("set", "hebb") for grow in ("hebb", "random")])
+    comparison = compare(rows)
+    assert comparison.columns == ["model.name", "sparsity.grow", "sparsity.prune"], "by group, then alphabetical"
+    figure = heatmap_figure(comparison, "sparsity.prune", "sparsity.grow")
+    # one panel per combination of the other varying params (the model: never pooled over it)
+    assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["model=index", "model=mixer"]
+    assert metric_vs_param_figure(comparison, "model.p_inter") is None, "one p_inter value: nothing to plot"
+    write_jobs(rows, tmp_path)
+    with open(tmp_path / "jobs.csv") as file:
+        jobs = list(csv.DictReader(file))
+    assert jobs[0]["job"] == "model.name=index sparsity.prune=set sparsity.grow=hebb", "shared overrides dropped"
+    assert jobs[0]["params.sparsity.prune"] == "set" and jobs[0]["test_accuracy"] == "0.8"
 
 
-def test_configurations_in_the_seed_readme_order_with_one_colour_per_model():
-    from g2g.reporting.figures import accuracy_vs_p_inter_figure, model_colour
-    from g2g.reporting.queries import group_by_configuration
+def test_metric_against_a_param_has_one_line_per_other_setting_and_absent_ones_as_lines():
+    from g2g.reporting.comparison import compare
+    from g2g.reporting.figures import metric_vs_param_figure, model_colour
 
-    rows = [{"status": "FINISHED", "model": model, "p_inter": p_inter, "sparsity": sparsity, "prune": prune,
-             "grow": grow, "weight_init": "fan_in", "test_accuracy": 0.8}
-            for model, p_inter, sparsity, prune, grow in (
-                ("mixer", "0.2", "dynamic", "hebb", "random"), ("mixer", "0.2", "dynamic", "set", "hebb"),
-                ("random", "0.1", "static", None, None), ("mixer", "0.1", "static", None, None),
-                ("index", "0.2", "static", None, None), ("index", "0.1", "static", None, None),
-                ("dense", None, "static", None, None))]
-    assert [key[0] + (f" {key[1]}" if key[1] is not None else "") + (f" {key[3]}" if key[3] else "")
-            for key in group_by_configuration(rows)] == [
-        "dense", "index 0.1", "index 0.2", "random 0.1", "mixer 0.1", "mixer 0.2 set", "mixer 0.2 hebb"]
-    figure = accuracy_vs_p_inter_figure(rows)
+    rows = _rows([({"model.name": "dense", "seed": seed}, 0.8 + 0.01 * int(seed)) for seed in ("1", "2")]
+                 + [({"model.name": model, "model.p_inter": p_inter}, 0.8)
+                    for model in ("mixer", "index") for p_inter in ("0.2", "0.1")])
+    comparison = compare(rows)
+    assert [c.label for c in comparison.configurations] == [
+        "model=dense", "model=index model.p_inter=0.1", "model=index model.p_inter=0.2",
+        "model=mixer model.p_inter=0.1", "model=mixer model.p_inter=0.2"], "models in the seed README order"
+    figure = metric_vs_param_figure(comparison, "model.p_inter")
     (axis,) = figure.axes
     colours = {bars.get_label(): bars.lines[0].get_color() for bars in axis.containers}
-    assert colours["index"] == model_colour("index") and colours["mixer"] == model_colour("mixer")
-    assert "dense (0.8000)" in [text.get_text() for text in axis.get_legend().get_texts()], \
-        "one dense run: its accuracy without a spread"
+    assert colours == {"model=index": model_colour("index"), "model=mixer": model_colour("mixer")}
+    assert "model=dense (0.8150 ± 0.0071)" in [text.get_text() for text in axis.get_legend().get_texts()], \
+        "dense has no p_inter: a horizontal line with its mean ± std over seeds"
 
 
 def _study_jobs(name: str) -> tuple[list[list[str]], object]:

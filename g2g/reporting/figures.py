@@ -1,7 +1,9 @@
-"""Accuracy figures of the sweep report and the results page, one colour per model.
+"""Figures of a comparison (:class:`g2g.reporting.comparison.Comparison`): the metric
+against each numeric varying param, against the cost of one inference, and a heatmap
+over two varying params. One point per configuration: configurations that differ in
+any param are never averaged together; error bars are the std over seeds.
 
-Each figure function takes job rows (:func:`g2g.reporting.queries.run_row`) and
-returns a Matplotlib figure, or None when the rows have nothing to show.
+Each figure function returns a Matplotlib figure, or None when there is nothing to show.
 """
 
 from __future__ import annotations
@@ -16,14 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from g2g.reporting.queries import (  # noqa: E402
-    DEFAULT_HEBBIAN_SCORE, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT, HEBBIAN_RULE,
-    configuration_label, group_by_configuration, model_order, model_rank,
-)
+from g2g.reporting.comparison import ABSENT, Comparison, numeric_columns, override_label  # noqa: E402
+from g2g.reporting.queries import model_rank  # noqa: E402
 from g2g.reporting.statistics import mean_std  # noqa: E402
-from g2g.tracking.names import (  # noqa: E402
-    METRIC_ENERGY, METRIC_MACS_TOTAL, METRIC_SYNOPS_TOTAL, METRIC_TEST_ACCURACY,
-)
+from g2g.tracking.names import METRIC_ENERGY, METRIC_MACS_TOTAL, METRIC_SYNOPS_TOTAL  # noqa: E402
 
 
 def model_colour(model: str) -> str:
@@ -38,117 +36,115 @@ def save(figure: plt.Figure, path: Path, dpi: int) -> None:
     plt.close(figure)
 
 
-def accuracy_vs_p_inter_figure(rows: list[dict]) -> plt.Figure | None:
-    """Test accuracy against p_inter (mean +- std over seeds), one line per static model
-    with p_inter (:func:`~g2g.reporting.queries.configuration` less p_inter: a readout,
-    weight initialisation or validation split other than the default is its own line,
-    dashed), each ``dense`` configuration as a horizontal line; None when fewer than 2
-    p_inter values."""
-    groups = {key: group for key, group in group_by_configuration(rows).items() if key.sparsity == "static"}
-    series = defaultdict(dict)  # configuration less p_inter -> p_inter -> accuracies
-    for key, group in groups.items():
-        if key.p_inter is not None:
-            series[key._replace(p_inter=None)][key.p_inter] = [r[METRIC_TEST_ACCURACY] for r in group]
-    if len({p for by_p in series.values() for p in by_p}) < 2:
+def metric_vs_param_figure(comparison: Comparison, param: str) -> plt.Figure | None:
+    """``comparison.metric`` (mean ± std over seeds) against the numeric param ``param``,
+    one line per combination of the other shown params (its label: their overrides);
+    configurations without ``param`` (``dense`` for ``model.p_inter``) are horizontal
+    dashed lines. None when ``param`` has fewer than two numeric values."""
+    if param not in numeric_columns(comparison):
         return None
+    metric = comparison.metric
+    lines: dict[tuple, dict[float, list[float]]] = defaultdict(dict)
+    flat = []
+    for configuration in comparison.configurations:
+        others = tuple((key, value) for key, value in configuration.settings.items() if key != param)
+        if configuration.settings[param] == ABSENT:
+            flat.append((others, configuration.values(metric)))
+        else:
+            lines[others][float(configuration.settings[param])] = configuration.values(metric)
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for line, by_p in series.items():
-        ps = sorted(by_p)
-        means, stds = zip(*(mean_std(by_p[p]) for p in ps))
-        default = (line.readout in (None, DEFAULT_READOUT) and line.weight_init in (None, DEFAULT_WEIGHT_INIT)
-                   and line.validation_fraction == DEFAULT_VALIDATION_FRACTION)
-        axis.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=configuration_label(line),
-                      color=model_colour(line.model), linestyle="-" if default else "--")
-    for key, group in groups.items():
-        if key.model != "dense":
-            continue
-        mean, std = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
-        spread = f" ± {std:.4f}" if len(group) > 1 else ""
-        axis.axhline(mean, color="black", linestyle="--", label=f"{configuration_label(key)} ({mean:.4f}{spread})")
+    for index, (others, by_x) in enumerate(lines.items()):
+        xs = sorted(by_x)
+        means, stds = zip(*(mean_std(by_x[x]) for x in xs))
+        model = dict(others).get("model.name")
+        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=override_label(dict(others)),
+                      color=model_colour(model) if model else f"C{index}")
+    for others, values in flat:
+        mean, std = mean_std(values)
+        spread = f" ± {std:.4f}" if len(values) > 1 else ""
+        axis.axhline(mean, color="black", linestyle="--", label=f"{override_label(dict(others))} ({mean:.4f}{spread})")
         if std:
             axis.axhspan(mean - std, mean + std, color="black", alpha=0.1)
-    axis.set(xlabel="p_inter (connection probability between groups)", ylabel="test accuracy",
-             title="Test accuracy vs p_inter")
+    axis.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param} (mean ± std over seeds)")
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
 
-def accuracy_vs_cost_figure(rows: list[dict]) -> plt.Figure | None:
-    """Test accuracy (mean +- std over seeds) against the cost of one inference, per
-    configuration: energy (nJ, 45 nm constants of :mod:`g2g.training.synops`) on the left,
-    synaptic operations (accumulates + multiply-accumulates) on the right, one colour
-    per model, each point labelled with p_inter (and the DST rule). None when no
-    finished run has the SynOps metrics."""
-    groups = {key: group for key, group in group_by_configuration(rows).items()
-              if all(r.get(metric) is not None for r in group
-                     for metric in (METRIC_ENERGY, METRIC_SYNOPS_TOTAL, METRIC_MACS_TOTAL))}
-    if not groups:
+def accuracy_vs_cost_figure(comparison: Comparison) -> plt.Figure | None:
+    """``comparison.metric`` (mean ± std over seeds) against the cost of one inference,
+    one point per configuration: energy (nJ, 45 nm constants of
+    :mod:`g2g.training.synops`) on the left, synaptic operations (accumulates +
+    multiply-accumulates) on the right, each point labelled with its configuration. None
+    when no configuration's runs all have the cost metrics."""
+    costly = [c for c in comparison.configurations
+              if all(row.get(metric) is not None for row in c.runs
+                     for metric in (METRIC_ENERGY, METRIC_SYNOPS_TOTAL, METRIC_MACS_TOTAL))]
+    if not costly:
         return None
+    metric = comparison.metric
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    colours = {model: model_colour(model) for model in sorted({key.model for key in groups}, key=model_order)}
-    for key, group in groups.items():
-        accuracy, accuracy_std = mean_std([r[METRIC_TEST_ACCURACY] for r in group])
-        costs = (statistics.mean(r[METRIC_ENERGY] for r in group),
-                 statistics.mean(r[METRIC_SYNOPS_TOTAL] + r[METRIC_MACS_TOTAL] for r in group))
+    for index, configuration in enumerate(costly):
+        accuracy, accuracy_std = mean_std(configuration.values(metric))
+        costs = (statistics.mean(r[METRIC_ENERGY] for r in configuration.runs),
+                 statistics.mean(r[METRIC_SYNOPS_TOTAL] + r[METRIC_MACS_TOTAL] for r in configuration.runs))
+        model = configuration.params.get("model.name")
+        colour = model_colour(model) if model else f"C{index}"
         for axis, cost in zip(axes, costs):
-            axis.errorbar(cost, accuracy, yerr=accuracy_std, fmt="o" if key.prune is None else "s",
-                          color=colours[key.model], capsize=3)
-            axis.annotate(configuration_label(key).removeprefix(key.model).strip() or key.model, (cost, accuracy),
-                          textcoords="offset points", xytext=(4, 4), fontsize=7)
-    for model, colour in colours.items():
-        axes[0].plot([], [], "o", color=colour, label=model)
-    axes[0].set(xlabel="energy per inference (nJ)", ylabel="test accuracy", xscale="log")
+            axis.errorbar(cost, accuracy, yerr=accuracy_std, fmt="o", color=colour, capsize=3)
+            axis.annotate(configuration.label, (cost, accuracy), textcoords="offset points", xytext=(4, 4),
+                          fontsize=7)
+    axes[0].set(xlabel="energy per inference (nJ)", ylabel=metric, xscale="log")
     axes[1].set(xlabel="synaptic operations per inference (AC + MAC)", xscale="log")
     for axis in axes:
         axis.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    dynamic = any(key.prune is not None for key in groups)
-    figure.suptitle("Accuracy against inference cost" + (" (squares: dynamic sparsity)" if dynamic else ""))
+    figure.suptitle(f"{metric} against inference cost (one point per configuration, mean ± std over seeds)")
     figure.tight_layout()
     return figure
 
 
-def dst_rules_figure(rows: list[dict]) -> plt.Figure | None:
-    """Prune x grow heatmap of mean test accuracy (the default Hebbian score), one panel per static configuration
-    that the rules rewire (model, p_inter, readout, ...: runs of different p_inter are
-    never averaged together); None unless the rows have dynamic runs with at least two
-    rule pairs. Rules in the order of :data:`g2g.sparse.dst.PRUNE_RULES` and
-    :data:`~g2g.sparse.dst.GROW_RULES`."""
-    from g2g.sparse.dst import GROW_RULES, PRUNE_RULES  # noqa: PLC0415 (torch only when plotting rules)
-
-    dynamic = {key: group for key, group in group_by_configuration(rows).items() if key.sparsity == "dynamic"}
-    if len({(key.prune, key.grow) for key in dynamic}) < 2:
+def heatmap_figure(comparison: Comparison, rows: str, columns: str) -> plt.Figure | None:
+    """Mean ``comparison.metric`` over ``rows`` x ``columns`` (two shown params), one
+    panel per combination of the other shown params; None unless both are shown and
+    the grid has at least two cells with runs."""
+    if rows not in comparison.columns or columns not in comparison.columns:
         return None
-    bases = list(dict.fromkeys(key._replace(sparsity="static", prune=None, grow=None, hebbian_score=None)
-                               for key in dynamic))
-    prunes = [p for p in PRUNE_RULES if any(key.prune == p for key in dynamic)]
-    grows = [g for g in GROW_RULES if any(key.grow == g for key in dynamic)]
-    figure, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3.6), squeeze=False)
-    for axis, base in zip(axes[0], bases):
-        grid = np.full((len(prunes), len(grows)), np.nan)
-        for i, prune in enumerate(prunes):
-            for j, grow in enumerate(grows):
-                score = DEFAULT_HEBBIAN_SCORE if HEBBIAN_RULE in (prune, grow) else None  # the default score only
-                group = dynamic.get(base._replace(sparsity="dynamic", prune=prune, grow=grow, hebbian_score=score))
-                if group:
-                    grid[i, j] = statistics.mean(r[METRIC_TEST_ACCURACY] for r in group)
+    panels: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    for configuration in comparison.configurations:
+        settings = configuration.settings
+        if ABSENT in (settings[rows], settings[columns]):
+            continue
+        others = tuple((key, value) for key, value in settings.items() if key not in (rows, columns))
+        panels[others][(settings[rows], settings[columns])] = statistics.mean(
+            configuration.values(comparison.metric))
+    if sum(len(cells) for cells in panels.values()) < 2:
+        return None
+    row_values = list(dict.fromkeys(r for cells in panels.values() for r, _ in cells))
+    column_values = list(dict.fromkeys(c for cells in panels.values() for _, c in cells))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
+    for axis, (others, cells) in zip(axes[0], panels.items()):
+        grid = np.full((len(row_values), len(column_values)), np.nan)
+        for (r, c), value in cells.items():
+            grid[row_values.index(r), column_values.index(c)] = value
         image = axis.imshow(grid, cmap="viridis")
         middle = np.nanmean(grid)
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):  # dark text on the bright (high) end of viridis
-                axis.text(j, i, f"{value:.3f}", ha="center", va="center",
-                          color="black" if value > middle else "white")
-        axis.set(xticks=range(len(grows)), xticklabels=grows, yticks=range(len(prunes)),
-                 yticklabels=prunes, xlabel="grow", ylabel="prune", title=configuration_label(base))
+                axis.text(j, i, f"{value:.3f}", ha="center", va="center", color="black" if value > middle else "white")
+        axis.set(xticks=range(len(column_values)), xticklabels=column_values, yticks=range(len(row_values)),
+                 yticklabels=row_values, xlabel=columns, ylabel=rows, title=override_label(dict(others)))
         figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.suptitle("Test accuracy by DST rule")
+    figure.suptitle(f"{comparison.metric} (mean over seeds)")
     figure.tight_layout()
     return figure
 
 
-#: the sweep report's figures: (file name, function of the job rows returning a figure or None)
-SWEEP_FIGURES = (("accuracy_vs_p_inter.png", accuracy_vs_p_inter_figure),
-                 ("accuracy_vs_cost.png", accuracy_vs_cost_figure),
-                 ("dst_rules_heatmap.png", dst_rules_figure))
+def comparison_figures(comparison: Comparison) -> list[tuple[str, plt.Figure]]:
+    """The figures of a sweep report: ``METRIC_vs_PARAM.png`` for each numeric shown
+    param, and ``accuracy_vs_cost.png``; (file name, figure) of those with something
+    to show."""
+    figures = [(f"{comparison.metric}_vs_{param}.png", metric_vs_param_figure(comparison, param))
+               for param in numeric_columns(comparison)]
+    figures.append(("accuracy_vs_cost.png", accuracy_vs_cost_figure(comparison)))
+    return [(name, figure) for name, figure in figures if figure is not None]

@@ -3,151 +3,204 @@
     python -m g2g.report g2g_results --page docs/results.md [--tracking-uri URI]
 
 Reads every finished training run of one MLflow experiment (sweep parents and runs
-that a re-run sweep only reused are left out), groups them by configuration
-(:class:`g2g.reporting.queries.Configuration`: model, p_inter, static or DST rule,
-readout, weight initialisation, validation split) and summarises each over its seeds.
+that a re-run sweep only reused are left out) and writes the studies of
+``g2g/reporting/studies.yaml``: each study selects runs by their params and compares
+them with the engine of :mod:`g2g.reporting.comparison` (configurations derived from
+the params that vary among the selected runs, mean ± std over seeds, paired differences
+to the study's baselines with a 95% t-interval, the one-line answer, figures). A study
+is data, not code: a new ablation is a new entry in the YAML file (its keys are listed
+at the top of that file and in docs/comparisons.md).
 
-Pooling is refused (:func:`g2g.reporting.queries.refuse_mixed_settings`): the runs
-must share every result-affecting param (the checkpoint hash's keys: all but
-:data:`g2g.tracking.params.NON_RESULT_KEYS`) except those the studies vary (seed, the
-model option, the DST rule, the validation split); the error names the param, its
-values and the configurations that have each.
+The page: the params all runs share and those that vary, the seeds and devices; what the
+numbers are; one section per study with runs; the model sizes at the seed README's
+architecture, measured from masks built now. Figures (PNG) go beside the page in
+``figures/``. ``--section published`` writes the studies under ``published:`` instead.
 
-The page:
-
-- the setting the runs share;
-- the p_inter study (static models with the default readout, weight initialisation and
-  no validation split, with the dense baseline and the parameter-matched dense models
-  ``dense_matched``): test accuracy after the last epoch (mean +- std over seeds, the
-  primary number), the best epoch's test accuracy (mean; selected on the test set, so
-  optimistic), the difference to ``dense`` and to ``dense_matched`` at the same p_inter
-  **paired by seed** (mean of the per-seed differences with a 95% Student t-interval,
-  :func:`g2g.reporting.statistics.paired_difference`), the hidden width (metric
-  ``hidden_dim``), density and parameters measured from the masks, SynOps, MACs and
-  LIF updates per inference, energy per inference and relative to one forward pass of
-  the same-shape ANN (``energy_ann_nj``), training time;
-- accuracy against inference cost (figure);
-- the DST-rule study: each prune/grow rule against the static model it rewires,
-  paired by seed;
-- ablations, when such runs exist: the readout (sparse last layer ``masked`` against
-  fully connected ``dense``: dense - masked, paired by seed) and the weight
-  initialisation (``fan_in`` against ``uniform``: fan_in - uniform, paired by seed, on
-  the validation accuracy of the last epoch when the runs held out a validation split,
-  and on the test accuracy);
-- model sizes per layer, measured from the masks at this setting and at the seed
-  README's architecture (hidden 2048), where they replace its rough "~4M"/"~1-2M";
-- figures (PNG, beside the page in ``figures/``): accuracy against p_inter, accuracy
-  against inference cost, and the DST heatmap.
-
-Metrics read (last logged value of each run): ``test_accuracy``, ``best_test_accuracy``,
-``val_accuracy``, ``hidden_dim``, ``connections_total``, ``parameters_total``,
-``parameters_dense``, ``density_*``, ``synops_total``, ``macs_total``, ``lif_updates``,
-``energy_nj``, ``energy_ann_nj``, ``epoch_time_s`` (summed over epochs); a run without
-one has a blank cell.
-
-Only the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` is
-replaced, so hand-written discussion around it survives a regeneration.
+Only the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` (or the
+published markers) is replaced, so hand-written discussion around it survives a
+regeneration.
 """
 
 from __future__ import annotations
 
-import statistics
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
-from g2g.reporting.figures import accuracy_vs_cost_figure, accuracy_vs_p_inter_figure, dst_rules_figure, save
-from g2g.reporting.queries import (
-    BEST_TEST_ACCURACY, BEST_TEST_EPOCH, DEFAULT_READOUT, DEFAULT_VALIDATION_FRACTION, DEFAULT_WEIGHT_INIT,
-    UNMASKED_MODELS, Configuration, configuration, configuration_label, experiment_rows, group_by_configuration,
-    refuse_mixed_settings,
+from g2g.reporting.comparison import (
+    ABSENT, Column, Comparison, compare, headline, lif_columns, matches, notes, numeric_columns, parse_selector,
+    shared_text, table,
 )
-from g2g.reporting.statistics import mean_std, paired_difference
-from g2g.tracking.names import (
-    METRIC_CONNECTIONS_TOTAL, METRIC_DENSITY_PREFIX, METRIC_ENERGY, METRIC_ENERGY_ANN, METRIC_LIF_UPDATES,
-    METRIC_MACS_TOTAL, METRIC_PARAMETERS_DENSE, METRIC_PARAMETERS_TOTAL, METRIC_SYNOPS_TOTAL,
-    METRIC_TEST_ACCURACY, METRIC_VAL_ACCURACY,
-)
+from g2g.reporting.queries import experiment_rows, result_params
+from g2g.tracking.names import METRIC_PARAMETERS_DENSE, METRIC_PARAMETERS_TOTAL, METRIC_TEST_ACCURACY
 
 if TYPE_CHECKING:
     import matplotlib.figure
     from mlflow.tracking import MlflowClient
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-#: keys every run of the page shares (checked with all other result-affecting params by
-#: :func:`g2g.reporting.queries.refuse_mixed_settings`), with their table headers
-SETTING = (("dataset", "dataset"), ("hidden_dim", "hidden neurons"), ("num_steps", "time steps"),
-           ("encoder", "encoder"), ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "learning rate"))
+#: the markers of the published-setting section (``--section published``)
+PUBLISHED_START, PUBLISHED_END = "<!-- published:start -->", "<!-- published:end -->"
+#: the page's generated sections: their markers
+SECTIONS = {"results": (START, END), "published": (PUBLISHED_START, PUBLISHED_END)}
+#: the studies of each section (see the comments at its top)
+STUDIES = Path(__file__).with_name("studies.yaml")
 #: the seed README's architecture on Fashion-MNIST, for the mask-measured size table
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
-#: the parameter-matched dense model (``model=dense_matched``), compared at the same p_inter
-DENSE_MATCHED = "dense_matched"
-#: the two weight initialisations the ablation compares
-UNIFORM, FAN_IN = "uniform", "fan_in"
-#: the headers of the interval cells
-_PAIRED = "points, paired by seed, 95% CI"
-_LAST_EPOCH = "test accuracy % (last epoch, mean ± std)"
-_BEST_EPOCH = "best-epoch test accuracy % (mean)"
+_STUDY_KEYS = {"title", "prose", "select", "exclude", "show_if", "metric", "baselines", "paired_only", "columns",
+               "figures", "reference"}
+_FIGURES = ("metric_vs_params", "accuracy_vs_cost", "heatmap")
 
 
-def shared_setting(rows: list[dict]) -> dict:
-    """The :data:`SETTING` values of the rows (one per key once
-    :func:`~g2g.reporting.queries.refuse_mixed_settings` passed; otherwise the
-    values joined with ``/``)."""
-    return {key: " / ".join(sorted({str(row[key]) for row in rows})) for key, _ in SETTING}
+@dataclass
+class Study:
+    """One study of the page (an entry of ``studies.yaml``; see its comments)."""
+
+    title: str
+    prose: str = ""
+    select: dict = field(default_factory=dict)
+    exclude: dict = field(default_factory=dict)
+    show_if: dict = field(default_factory=dict)
+    metric: str = METRIC_TEST_ACCURACY
+    baselines: list = field(default_factory=list)
+    paired_only: bool = False
+    columns: list = field(default_factory=list)
+    figures: list = field(default_factory=list)
+    reference: dict | None = None
 
 
-def is_main_variant(key: Configuration) -> bool:
-    """Whether a configuration has the default readout (masked) and weight initialisation
-    (:data:`~g2g.reporting.queries.DEFAULT_WEIGHT_INIT`) and no validation split: the
-    p_inter and DST studies' runs."""
-    return (key.readout in (None, DEFAULT_READOUT) and key.weight_init in (None, DEFAULT_WEIGHT_INIT)
-            and key.validation_fraction == DEFAULT_VALIDATION_FRACTION)
+def _selection(mapping: dict | None) -> dict:
+    """A study's ``select``-style mapping with group keys as ``G.name``."""
+    return {key if "." in key or key == "seed" else f"{key}.name": value for key, value in (mapping or {}).items()}
 
 
-def _accuracy(group: list[dict], metric: str = METRIC_TEST_ACCURACY) -> str:
-    """Mean ± std of the group's ``metric`` in percent (the mean alone for one run; blank
-    when a run lacks it)."""
-    values = [r.get(metric) for r in group]
-    if not values or None in values:
-        return ""
-    mean, std = mean_std(values)
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(group) > 1 else f"{100 * mean:.2f}"
+def load_studies(path: Path = STUDIES) -> dict[str, list[Study]]:
+    """The studies of each section of the page.
+
+    Raises:
+        ValueError: a section other than :data:`SECTIONS`, a study key or figure that does
+            not exist, or a study without a title (names the file and the study).
+    """
+    import yaml  # noqa: PLC0415 (only when a page is made)
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    studies = {}
+    for section, entries in data.items():
+        if section not in SECTIONS:
+            raise ValueError(f"{path}: section {section!r} is not one of {sorted(SECTIONS)}")
+        studies[section] = []
+        for entry in entries:
+            unknown = set(entry) - _STUDY_KEYS
+            if unknown or "title" not in entry:
+                raise ValueError(f"{path}: study {entry.get('title', '(no title)')!r}: "
+                                 + (f"unknown keys {sorted(unknown)} (known: {sorted(_STUDY_KEYS)})" if unknown
+                                    else "a study needs a title"))
+            for figure in entry.get("figures", []):
+                if figure.split()[0] not in _FIGURES:
+                    raise ValueError(f"{path}: study {entry['title']!r}: figure {figure!r} is not one of {_FIGURES}")
+            study = Study(**entry)
+            study.select, study.exclude, study.show_if = (_selection(study.select), _selection(study.exclude),
+                                                          _selection(study.show_if))
+            studies[section].append(study)
+    return studies
 
 
-def _best_epoch_accuracy(group: list[dict]) -> str:
-    """Mean over seeds of the best epoch's test accuracy in percent; blank unless every
-    run logged ``best_test_accuracy``."""
-    values = [r.get(BEST_TEST_ACCURACY) for r in group]
-    return "" if not values or None in values else f"{100 * statistics.mean(values):.2f}"
+def study_comparison(study: Study, rows: list[dict]) -> Comparison | None:
+    """The study's comparison of ``rows`` (those matching ``select`` and not ``exclude``);
+    None when no run is selected or none matches ``show_if``."""
+    selected = [row for row in rows if matches(result_params(row), study.select)
+                and not (study.exclude and matches(result_params(row), study.exclude))]
+    shown = not study.show_if or any(matches(result_params(row), study.show_if) for row in selected)
+    if not selected or not shown:
+        return None
+    baselines = [spec if isinstance(spec, str)
+                 else (spec["select"], spec.get("metric", study.metric), spec.get("strict", False))
+                 for spec in study.baselines]
+    comparison = compare(selected, metric=study.metric, baselines=_present(baselines, selected))
+    if study.paired_only and comparison.baselines:
+        paired = set()
+        for baseline in comparison.baselines:
+            for index, reference in baseline.of.items():
+                if reference is not None:
+                    paired.add(index)
+                    paired.add(next(i for i, c in enumerate(comparison.configurations) if c is reference))
+        runs = [row for index in sorted(paired) for row in comparison.configurations[index].runs]
+        if not runs:
+            return None
+        comparison = compare(runs, metric=study.metric, baselines=_present(baselines, runs))
+    return comparison
 
 
-def _signed(points: float) -> str:
-    """``+0.41`` / ``−0.12`` (typographic minus)."""
-    return f"{points:+.2f}".replace("-", "−")
+def _present(baselines: list, rows: list[dict]) -> list:
+    """The baselines some selected run matches (a study's baseline that none of its runs
+    has is left out, not an error: a page shows the studies the experiment ran)."""
+    return [spec for spec in baselines
+            if any(matches(result_params(row), parse_selector(spec if isinstance(spec, str) else spec[0]))
+                   for row in rows)]
 
 
-def paired_cell(a: list[dict] | None, b: list[dict] | None, metric: str = METRIC_TEST_ACCURACY) -> str:
-    """``a - b`` of ``metric`` in points (100 x the fraction), paired by seed:
-    ``+0.41 [−0.12, +0.94] (n=3)``, the mean difference with its 95% t-interval
-    (:func:`g2g.reporting.statistics.paired_difference`); ``+0.41 (n=1)`` without an
-    interval for one common seed; blank when no seed has ``metric`` in both groups."""
-    def by_seed(group: list[dict] | None) -> dict[int, float]:
-        return {int(r["seed"]): r[metric] for r in group or [] if r.get(metric) is not None}
-    a_by_seed, b_by_seed = by_seed(a), by_seed(b)
-    if not set(a_by_seed) & set(b_by_seed):
-        return ""
-    difference = paired_difference(a_by_seed, b_by_seed)
-    if difference.low is None:
-        return f"{_signed(100 * difference.mean)} (n={difference.n})"
-    return (f"{_signed(100 * difference.mean)} [{_signed(100 * difference.low)}, "
-            f"{_signed(100 * difference.high)}] (n={difference.n})")
+def _columns(study: Study) -> list[Column]:
+    return [Column(spec) if isinstance(spec, str) else Column(spec["key"], spec.get("header"))
+            for spec in study.columns]
 
 
-def _mean(group: list[dict], key: str) -> float | None:
-    values = [row[key] for row in group if row.get(key) is not None]
-    return statistics.mean(values) if values else None
+def _reference_column(study: Study, comparison: Comparison) -> tuple[str, list[str]] | None:
+    if not study.reference:
+        return None
+    cells = []
+    for configuration in comparison.configurations:
+        texts = [entry["text"] for entry in study.reference["values"]
+                 if matches(configuration.params, _selection(entry["select"]))]
+        cells.append(texts[0] if texts else "")
+    return study.reference["header"], cells
+
+
+def _study_text(study: Study, comparison: Comparison, figures: Path, page: Path) -> str:
+    headers, cells = table(comparison, _columns(study) + lif_columns(comparison))
+    reference = _reference_column(study, comparison)
+    if reference is not None:
+        headers.append(reference[0])
+        for row, cell in zip(cells, reference[1]):
+            row.append(cell)
+    images = "".join(_figure(figure, figures / f"results_{_slug(study.title)}_{name}.png", page, name)
+                     for name, figure in _study_figures(study, comparison))
+    lines = "".join(f"- {line}\n" for line in notes(comparison))
+    return (f"### {study.title}\n\n" + (f"{study.prose.strip()}\n\n" if study.prose else "")
+            + f"**{headline(comparison)}**\n\n" + images + markdown.table(headers, cells)
+            + ("\n" + lines if lines else "") + "\n")
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+def _study_figures(study: Study, comparison: Comparison) -> list[tuple[str, matplotlib.figure.Figure]]:
+    if not study.figures:
+        return []
+    from g2g.reporting.figures import accuracy_vs_cost_figure, heatmap_figure, metric_vs_param_figure  # noqa: PLC0415
+
+    found = []
+    for spec in study.figures:
+        kind, *arguments = spec.split()
+        if kind == "metric_vs_params":
+            found += [(f"{comparison.metric}_vs_{param}", metric_vs_param_figure(comparison, param))
+                      for param in numeric_columns(comparison)]
+        elif kind == "accuracy_vs_cost":
+            found.append(("accuracy_vs_cost", accuracy_vs_cost_figure(comparison)))
+        else:
+            found.append((f"heatmap_{'_'.join(arguments)}", heatmap_figure(comparison, *arguments)))
+    return [(name, figure) for name, figure in found if figure is not None]
+
+
+def _figure(figure: matplotlib.figure.Figure, path: Path, page: Path, title: str) -> str:
+    from g2g.reporting.figures import save  # noqa: PLC0415 (matplotlib only for figures)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(figure, path, dpi=110)
+    return f"![{title}]({path.relative_to(page.parent).as_posix()})\n\n"
 
 
 def _number(value: float | None, digits: int = 0) -> str:
@@ -156,166 +209,6 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 def _ratio(part: float | None, whole: float | None) -> str:
     return "" if part is None or not whole else f"{100 * part / whole:.1f}%"
-
-
-def _hidden_width(group: list[dict]) -> str:
-    """The width the runs were built with (metric ``hidden_dim``; the param
-    ``model.hidden_dim`` for runs before the metric): one value, or ``min–max`` when the
-    seeds differ (``dense_matched`` matches each seed's masks)."""
-    widths = sorted({int(float(r["hidden_width"] if r.get("hidden_width") is not None else r["hidden_dim"]))
-                     for r in group if r.get("hidden_width") is not None or r.get("hidden_dim") is not None})
-    if not widths:
-        return ""
-    return f"{widths[0]:,}" if len(widths) == 1 else f"{widths[0]:,}–{widths[-1]:,}"
-
-
-#: the cost columns of the study tables
-_COST_HEADERS = ["SynOps / inference", "MACs / inference", "LIF updates / inference", "energy / inference (nJ)",
-                 "energy vs one-pass ANN", "training time (s)"]
-
-
-def _cost_cells(group: list[dict]) -> list[str]:
-    energy = _mean(group, METRIC_ENERGY)
-    return [_number(_mean(group, METRIC_SYNOPS_TOTAL)), _number(_mean(group, METRIC_MACS_TOTAL)),
-            _number(_mean(group, METRIC_LIF_UPDATES)), _number(energy, 1),
-            _ratio(energy, _mean(group, METRIC_ENERGY_ANN)), _number(_mean(group, "train_time_s"))]
-
-
-def _dense_key(key: Configuration) -> Configuration:
-    """The ``dense`` configuration ``key`` is compared with (same validation split)."""
-    return Configuration("dense", None, "static", None, None, None, None, key.validation_fraction)
-
-
-def p_inter_table(groups: dict[Configuration, list[dict]]) -> str | None:
-    """Static configurations of the main variant (:func:`is_main_variant`) by model and
-    p_inter, with the dense baseline and ``dense_matched``; each against ``dense`` and
-    against ``dense_matched`` at its p_inter, paired by seed. None without static runs
-    of a model other than dense."""
-    static = {key: group for key, group in groups.items() if key.sparsity == "static" and is_main_variant(key)}
-    if not any(key.model != "dense" for key in static):
-        return None
-    rows = []
-    for key, group in static.items():  # in the order of group_by_configuration
-        versus_dense = "" if key.model == "dense" else paired_cell(group, static.get(_dense_key(key)))
-        versus_matched = ("" if key.model in ("dense", DENSE_MATCHED)
-                          else paired_cell(group, static.get(key._replace(model=DENSE_MATCHED, weight_init=None))))
-        rows.append([key.model, "" if key.p_inter is None else f"{key.p_inter:g}", _hidden_width(group),
-                     _accuracy(group), _best_epoch_accuracy(group), versus_dense, versus_matched, len(group),
-                     _density(group),
-                     _number(_mean(group, METRIC_PARAMETERS_TOTAL)), *_cost_cells(group)])
-    return markdown.table(
-        ["model", "p_inter", "hidden width", _LAST_EPOCH, _BEST_EPOCH, f"vs dense ({_PAIRED})",
-         f"vs dense_matched, same p_inter ({_PAIRED})", "seeds", "density", "parameters", *_COST_HEADERS], rows)
-
-
-def _density(group: list[dict]) -> str:
-    """Active connections over those of the fully connected network of the same shape,
-    per run (a ``dense_matched`` run's width can differ by seed), mean over the runs."""
-    ratios = [row[METRIC_CONNECTIONS_TOTAL] / _dense_connections(row) for row in group
-              if row.get(METRIC_CONNECTIONS_TOTAL) is not None and _dense_connections(row)]
-    return f"{100 * statistics.mean(ratios):.1f}%" if ratios else ""
-
-
-def _dense_connections(row: dict) -> float | None:
-    """Connections of the fully connected network of the row's shape: its dense
-    parameter count less what is not a weight (biases, LIF scalars)."""
-    dense, total, connections = (row.get(METRIC_PARAMETERS_DENSE), row.get(METRIC_PARAMETERS_TOTAL),
-                                 row.get(METRIC_CONNECTIONS_TOTAL))
-    return None if None in (dense, total, connections) else dense - (total - connections)
-
-
-def dst_table(groups: dict[Configuration, list[dict]]) -> str | None:
-    """Each DST rule (and Hebbian score, for the rules that use one) against its static
-    baseline (the same configuration without rewiring), paired by seed; None without
-    dynamic runs."""
-    dynamic = {key: group for key, group in groups.items() if key.sparsity == "dynamic"}
-    if not dynamic:
-        return None
-
-    def static_of(key: Configuration) -> Configuration:
-        return key._replace(sparsity="static", prune=None, grow=None, hebbian_score=None)
-
-    rows = []
-    for base in dict.fromkeys(static_of(key) for key in dynamic):
-        static = groups.get(base)
-        if static:
-            rows.append([configuration_label(base), "static", "", "", _accuracy(static),
-                         _best_epoch_accuracy(static), "", len(static), *_cost_cells(static)])
-        for key, group in dynamic.items():
-            if static_of(key) != base:
-                continue
-            rows.append([configuration_label(base), key.prune, key.grow, key.hebbian_score or "",
-                         _accuracy(group), _best_epoch_accuracy(group), paired_cell(group, static), len(group),
-                         *_cost_cells(group)])
-    return markdown.table(
-        ["model", "prune", "grow", "Hebbian score", _LAST_EPOCH, _BEST_EPOCH, f"vs static ({_PAIRED})", "seeds",
-         *_COST_HEADERS], rows)
-
-
-def readout_table(groups: dict[Configuration, list[dict]]) -> str | None:
-    """The readout ablation: each static configuration trained with a fully connected
-    last layer (``model.readout=dense``) against the same configuration with the masked
-    one; dense - masked of the test accuracy, paired by seed. None without such runs."""
-    dense_readout = [key for key in groups if key.sparsity == "static" and key.readout == "dense"]
-    if not dense_readout:
-        return None
-    rows = []
-    for key in dense_readout:
-        masked_key = key._replace(readout=DEFAULT_READOUT)
-        dense, masked = groups[key], groups.get(masked_key)
-        rows.append([configuration_label(masked_key), _accuracy(masked or []), _accuracy(dense),
-                     paired_cell(dense, masked), _number(_mean(masked or [], METRIC_PARAMETERS_TOTAL)),
-                     _number(_mean(dense, METRIC_PARAMETERS_TOTAL))])
-    return markdown.table(
-        ["model", "masked readout: " + _LAST_EPOCH, "dense readout: " + _LAST_EPOCH,
-         f"dense − masked ({_PAIRED})", "parameters, masked readout", "parameters, dense readout"], rows)
-
-
-def weight_init_table(groups: dict[Configuration, list[dict]]) -> str | None:
-    """The weight-initialisation ablation: each static configuration trained with both
-    ``model.weight_init=uniform`` and ``fan_in``, on the last epoch's validation accuracy
-    (``val_accuracy``, when the runs held out a validation split: the number to select
-    by) and test accuracy; fan_in - uniform, paired by seed. None without such pairs."""
-    rows = []
-    for key in groups:
-        fan_in_key = key._replace(weight_init=FAN_IN)
-        if key.sparsity != "static" or key.weight_init != UNIFORM or fan_in_key not in groups:
-            continue
-        old, new = groups[key], groups[fan_in_key]
-        validation = key.validation_fraction > 0
-        rows.append([configuration_label(key._replace(weight_init=None, validation_fraction=0.0)),
-                     f"{key.validation_fraction:g}",
-                     _accuracy(old, METRIC_VAL_ACCURACY) if validation else "",
-                     _accuracy(new, METRIC_VAL_ACCURACY) if validation else "",
-                     paired_cell(new, old, METRIC_VAL_ACCURACY) if validation else "",
-                     _accuracy(old), _accuracy(new), paired_cell(new, old)])
-    if not rows:
-        return None
-    accuracy = "% (last epoch, mean ± std)"
-    return markdown.table(
-        ["model", "validation fraction", f"uniform: validation accuracy {accuracy}",
-         f"fan_in: validation accuracy {accuracy}", f"validation: fan_in − uniform ({_PAIRED})",
-         f"uniform: test accuracy {accuracy}", f"fan_in: test accuracy {accuracy}",
-         f"test: fan_in − uniform ({_PAIRED})"], rows)
-
-
-def measured_sizes_table(groups: dict[Configuration, list[dict]]) -> str:
-    """Per static configuration: density of each layer
-    (:data:`g2g.models.network.LAYER_NAMES`) and in all, active connections and
-    parameters, as logged by each run from its masks (mean over seeds)."""
-    from g2g.models.network import LAYER_NAMES  # noqa: PLC0415 (torch only when the page is made)
-
-    rows = []
-    for key, group in groups.items():
-        if key.sparsity != "static":
-            continue
-        densities = [_mean(group, METRIC_DENSITY_PREFIX + layer) for layer in LAYER_NAMES]
-        connections, parameters = _mean(group, METRIC_CONNECTIONS_TOTAL), _mean(group, METRIC_PARAMETERS_TOTAL)
-        rows.append([configuration_label(key)] + ["" if value is None else f"{value:.4f}" for value in densities]
-                    + [_density(group), _number(connections),
-                       _number(parameters), _ratio(parameters, _mean(group, METRIC_PARAMETERS_DENSE))])
-    return markdown.table(["model"] + [f"density {layer}" for layer in LAYER_NAMES]
-                          + ["density (all)", "connections", "parameters", "of dense"], rows)
 
 
 def seed_architecture_sizes_table(p_inters: list[float]) -> str:
@@ -338,43 +231,24 @@ def seed_architecture_sizes_table(p_inters: list[float]) -> str:
                           + ["parameters", "of dense"], rows)
 
 
-def _rewiring_sentence(rows: list[dict]) -> str:
-    """How the dynamic runs rewired (their ``sparsity.*`` settings), as one sentence."""
-    dynamic = [row for row in rows if row.get("sparsity") == "dynamic"]
-
-    def values(key: str) -> str:
-        return " / ".join(sorted({str(row.get(key)) for row in dynamic}))
-    schedule = values("fraction_schedule")
-    stop = values("stop_fraction")
-    return (f"Rewiring every {values('update_interval')} optimizer steps, replacing a fraction "
-            f"{values('prune_fraction')} of each layer's active connections per update"
-            + (f" (schedule `{schedule}`: decaying to 0 at the stop)" if "cosine" in schedule else "")
-            + (f", until {stop} of the run's optimizer steps" if stop not in ("None", "1.0") else ", until the end")
-            + f"; grown connections start at `{values('grow_init')}`. The static row is the same model without "
-            "rewiring.\n\n")
-
-
-def _figure(figure: matplotlib.figure.Figure | None, path: Path, page: Path, title: str) -> str:
-    if figure is None:
-        return ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save(figure, path, dpi=110)
-    return f"![{title}]({path.relative_to(page.parent).as_posix()})\n\n"
-
-
 #: what the numbers are, below the setting table
 EXPLANATION = """\
 - **Accuracy** is the test accuracy after the last epoch, mean ± sample std over seeds: the
   primary number. The **best-epoch** column is the mean over seeds of each run's highest test
   accuracy over its epochs (`best_test_accuracy`); that epoch is picked on the test set, so the
   number is optimistic: it only tells how much the last epoch lost.
-- **Differences** (columns "vs ..." and "... − ...") are paired by seed: for each seed that both
+- **Configurations** are derived from what varies: each table has one column per result-affecting
+  param that varies among its runs (less the seed), one row per configuration, and the runs of a
+  row are its seeds; runs that differ in any param are never pooled (a param that moves with
+  another of its group is named below the table instead of a column of its own).
+- **Differences** (columns "vs SELECTOR") are paired by seed against the configuration that
+  matches the selector and agrees with the row on the other varying params: for each seed that both
   configurations ran, the row's accuracy minus the reference's, in percentage points; the cell
   gives the mean difference, its 95% Student t confidence interval (mean ± t(0.975, n−1) · sd / √n)
   and n, the number of seeds paired (no interval for n = 1).
 - **dense_matched** is fully connected and as wide as gives the parameter count of the G2G network
-  at its p_inter ("hidden width": the width it was built with, metric `hidden_dim`; "hidden
-  neurons" above is `model.hidden_dim`, the G2G width it matches).
+  at its p_inter ("hidden width": the width it was built with, metric `hidden_dim`;
+  `model.hidden_dim` is the G2G width it matches).
 - **Costs** are per inference (one test image, all time steps), from the evaluation on the test
   set: SynOps = accumulates of spike-driven layers, MACs = multiply-accumulates of the first
   layer for current-encoded input, LIF updates = membrane updates (one per neuron and time
@@ -382,19 +256,12 @@ EXPLANATION = """\
   counts it. "Energy vs one-pass ANN" divides it by the energy of one forward pass of the fully
   connected non-spiking network of the same shape (`energy_ann_nj`): below 100% the spiking
   network costs less than that ANN.
-- **Training time** is the sum of the epochs' training times of one run, on the device above with
+- **Training time** is the sum of the epochs' training times of one run, on the devices above with
   the sweep's parallel jobs sharing the machine: indicative, not a benchmark (controlled timings:
   benchmarks/README.md).
 - A blank cell: the runs did not log that metric.
 
 """
-
-
-def _poolable_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
-    """The experiment's finished runs, once :func:`refuse_mixed_settings` let them be pooled."""
-    rows = experiment_rows(client, experiment_name)
-    refuse_mixed_settings(rows)
-    return rows
 
 
 def _provenance(command: str, num_runs: int, experiment_name: str) -> str:
@@ -407,136 +274,51 @@ def _devices(rows: list[dict]) -> str:
     return "; ".join(sorted({f"{row['device']}, {row['num_threads']} thread(s)" for row in rows}))
 
 
-def generate(client: MlflowClient, experiment_name: str, page: Path, command: str) -> str:
-    """The generated Markdown (what goes between the markers); writes the figures to
-    ``page``'s folder under ``figures/results_*.png``.
+def _setting(everything: Comparison) -> str:
+    """What all runs share (collapsed), what varies among them, the seeds and devices."""
+    varying = [*everything.columns, *everything.followers]
+    seeds = sorted({str(row.get("seed")) for row in everything.runs}, key=lambda seed: (len(seed), seed))
+    return ("### Setting\n\n"
+            + (f"The runs vary in {', '.join(f'`{key}`' for key in sorted(varying))}; each study below compares "
+               "the runs it selects by the params that vary among them.\n\n" if varying else "")
+            + f"Seeds: {', '.join(seeds)}. Devices: {_devices(everything.runs)}.\n\n" + shared_text(everything)
+            + "\n")
+
+
+def _page_rows(client: MlflowClient, experiment_name: str) -> tuple[list[dict], Comparison]:
+    """The experiment's finished runs, the latest of each configuration and seed, and
+    the comparison of all of them (its shared and varying params)."""
+    everything = compare(experiment_rows(client, experiment_name), baselines=[])
+    return everything.runs, everything
+
+
+def generate(client: MlflowClient, experiment_name: str, page: Path, command: str, section: str = "results",
+             studies: Path = STUDIES) -> str:
+    """The generated Markdown of ``section`` (what goes between its markers): the setting,
+    then each study of ``studies`` that has runs; the results section also explains the
+    numbers and ends with the seed README's architecture measured from masks. Writes the
+    figures to ``page``'s folder under ``figures/results_*.png``.
 
     Raises:
-        ResultsError: see :func:`~g2g.reporting.queries.experiment_rows` and
-            :func:`~g2g.reporting.queries.refuse_mixed_settings`.
+        ResultsError: see :func:`~g2g.reporting.queries.experiment_rows`.
+        ValueError: a study file that cannot be read (:func:`load_studies`).
     """
-    rows = _poolable_rows(client, experiment_name)
-    setting = shared_setting(rows)
-    groups = group_by_configuration(rows)
-    main_rows = [row for row in rows if is_main_variant(configuration(row))]
-    seeds = sorted({int(row["seed"]) for row in rows})
-    figures = page.parent / "figures"
-    parts = [
-        _provenance(command, len(rows), experiment_name),
-        "### Setting\n\n",
-        markdown.table([header for _, header in SETTING] + ["seeds", "device"],
-                       [[setting[key] for key, _ in SETTING] + [", ".join(map(str, seeds)), _devices(rows)]]),
-        "\nThe runs share every other result-affecting setting (the page refuses to pool runs that "
-        "differ in one).\n\n" + EXPLANATION,
-    ]
-    table = p_inter_table(groups)
-    if table:
-        parts += ["### p_inter study\n\n",
-                  f"Static masks, masked readout, `{DEFAULT_WEIGHT_INIT}` weight initialisation (the default), "
-                  "no validation split.\n\n",
-                  _figure(accuracy_vs_p_inter_figure(main_rows), figures / "results_accuracy_vs_p_inter.png",
-                          page, "test accuracy against p_inter"), table, "\n"]
-    parts += ["### Accuracy against inference cost\n\n",
-              _figure(accuracy_vs_cost_figure(main_rows), figures / "results_accuracy_vs_cost.png", page,
-                      "test accuracy against energy and synaptic operations per inference")]
-    table = dst_table(groups)
-    if table:
-        parts += ["### DST-rule study\n\n", _rewiring_sentence(rows), table, "\n",
-                  _figure(dst_rules_figure(rows), figures / "results_dst_rules.png", page,
-                          "test accuracy by prune and grow rule")]
-    table = readout_table(groups)
-    if table:
-        parts += ["### Ablation: readout layer\n\n",
-                  "The last layer (fc3) with the G2G mask (`model.readout=masked`, the seed README's "
-                  "Sparse(classes)) against fully connected (`model.readout=dense`, as the public "
-                  "re-implementation); the difference is dense − masked, paired by seed.\n\n", table, "\n"]
-    table = weight_init_table(groups)
-    if table:
-        parts += ["### Ablation: weight initialisation\n\n",
-                  "`model.weight_init=uniform` (nn.Linear's bound from the full fan-in, then masked) against "
-                  "`fan_in` (the bound from each neuron's active fan-in); the difference is fan_in − "
-                  "uniform, paired by seed. With a validation split (`protocol.validation_fraction` > 0) "
-                  "the runs trained on the rest of the training set, so their accuracies are not those "
-                  "of the studies above; the validation accuracy of the last epoch is the one to choose "
-                  "by, the test accuracy is shown beside it.\n\n", table, "\n"]
-    p_inters = sorted({key.p_inter for key in groups if key.p_inter is not None and is_main_variant(key)})
-    parts += ["### Model sizes measured from the masks\n\n",
-              "At this setting (each run logs `connections_*`, `parameters_*` and `density_*` from its "
-              "masks; mean over seeds):\n\n", measured_sizes_table(groups),
-              "\nAt the seed README's architecture on Fashion-MNIST (784 → 2048 → 2048 → 10, masks of "
-              "seed 42 built by this command), where it says \"~4M\" (dense) and \"~1-2M depending on "
-              "p_inter\" (sparse):\n\n", seed_architecture_sizes_table(p_inters or [0.15])]
+    rows, everything = _page_rows(client, experiment_name)
+    parts = [_provenance(command, len(rows), experiment_name), _setting(everything)]
+    if section == "results":
+        parts.append(EXPLANATION)
+    for study in load_studies(studies).get(section, []):
+        comparison = study_comparison(study, rows)
+        if comparison is not None:
+            parts.append(_study_text(study, comparison, page.parent / "figures", page))
+    if section == "results":
+        p_inters = sorted({float(value) for row in rows
+                           if (value := result_params(row).get("model.p_inter", ABSENT)) != ABSENT})
+        parts += ["### Model sizes at the seed README's architecture\n\n",
+                  "At the seed README's architecture on Fashion-MNIST (784 → 2048 → 2048 → 10, masks of "
+                  "seed 42 built by this command), where it says \"~4M\" (dense) and \"~1-2M depending on "
+                  "p_inter\" (sparse):\n\n", seed_architecture_sizes_table(p_inters or [0.15])]
     return "".join(parts)
-
-
-#: the markers of the published-setting section (``--section published``)
-PUBLISHED_START, PUBLISHED_END = "<!-- published:start -->", "<!-- published:end -->"
-#: what the public spiking re-implementation (github.com/APapafragkakis/G2G-Sparse-Spiking-Neural-Net)
-#: reported at ``experiment=fmnist_h1024``: best-epoch test accuracy in percent, one seed, the
-#: sparse models over p_inter 0 to 0.25; its dense network was 447 wide (parameter-matched to
-#: its own 4-layer G2G network), so it sits beside ``dense_matched``
-PUBLIC_BEST_EPOCH = {"dense_matched": "87.04 (dense, 447 wide)", "index": "87.7–88.8 (p_inter 0–0.25)",
-                     "random": "87.4–88.3 (p_inter 0–0.25)", "mixer": "88.5–89.2 (p_inter 0–0.25)"}
-
-
-def _best_epochs(group: list[dict]) -> str:
-    """The best epoch of each run (metric ``best_test_epoch``), in seed order."""
-    epochs = [row.get(BEST_TEST_EPOCH) for row in sorted(group, key=lambda row: int(row["seed"]))]
-    return "" if None in epochs else ", ".join(f"{epoch:.0f}" for epoch in epochs)
-
-
-def _minutes_per_run(group: list[dict]) -> str:
-    """Mean over the runs of the summed epoch training times, in minutes."""
-    seconds = _mean(group, "train_time_s")
-    return "" if seconds is None else f"{seconds / 60:.0f}"
-
-
-def published_table(groups: dict[Configuration, list[dict]]) -> str:
-    """Every configuration of the published-setting study: last- and best-epoch test
-    accuracy, the best epoch, the difference to ``dense`` (last and best epoch), to
-    ``dense_matched`` at the same p_inter and, for a DST rule, to the static model it
-    rewires, each paired by seed; the public re-implementation's number beside it
-    (:data:`PUBLIC_BEST_EPOCH`)."""
-    dense = groups.get(_dense_key(Configuration("dense", None, "static", None, None)))
-    rows = []
-    for key, group in groups.items():
-        static_key = key._replace(sparsity="static", prune=None, grow=None, hebbian_score=None)
-        matched = (None if key.model in UNMASKED_MODELS
-                   else groups.get(static_key._replace(model=DENSE_MATCHED, weight_init=None)))
-        static = groups.get(static_key) if key.sparsity == "dynamic" else None
-        seeds = ", ".join(str(seed) for seed in sorted(int(row["seed"]) for row in group))
-        rows.append([configuration_label(key), _hidden_width(group), seeds, _accuracy(group),
-                     _best_epoch_accuracy(group), _best_epochs(group),
-                     "" if key.model == "dense" else paired_cell(group, dense),
-                     "" if key.model == "dense" else paired_cell(group, dense, BEST_TEST_ACCURACY),
-                     "" if matched is None else paired_cell(group, matched),
-                     "" if static is None else paired_cell(group, static),
-                     PUBLIC_BEST_EPOCH.get(key.model, "") if key.sparsity == "static" else "",
-                     _density(group), _ratio(_mean(group, METRIC_ENERGY), _mean(group, METRIC_ENERGY_ANN)),
-                     _minutes_per_run(group)])
-    return markdown.table(
-        ["model", "hidden width", "seeds", _LAST_EPOCH, _BEST_EPOCH, "best epoch (per seed)",
-         f"vs dense, last epoch ({_PAIRED})", f"vs dense, best epoch ({_PAIRED})",
-         f"vs dense_matched, last epoch ({_PAIRED})", f"vs static, last epoch ({_PAIRED})",
-         "public re-implementation: best-epoch test accuracy % (one seed)", "density", "energy vs one-pass ANN",
-         "training time per run (min)"], rows)
-
-
-def generate_published(client: MlflowClient, experiment_name: str, command: str) -> str:
-    """The generated Markdown of the published-setting section: the setting the runs
-    share, what ran (seeds per configuration) and :func:`published_table`.
-
-    Raises:
-        ResultsError: see :func:`~g2g.reporting.queries.experiment_rows` and
-            :func:`~g2g.reporting.queries.refuse_mixed_settings`.
-    """
-    rows = _poolable_rows(client, experiment_name)
-    setting = shared_setting(rows)
-    return "".join([
-        _provenance(command, len(rows), experiment_name),
-        markdown.table([header for _, header in SETTING] + ["device"],
-                       [[setting[key] for key, _ in SETTING] + [_devices(rows)]]),
-        "\n", published_table(group_by_configuration(rows)), "\n"])
 
 
 DEFAULT_PAGE = """# Results
@@ -548,16 +330,12 @@ Produced by this tool and regenerated from MLflow with the command in the genera
 """
 
 
-#: the page's generated sections: their markers
-SECTIONS = {"results": (START, END), "published": (PUBLISHED_START, PUBLISHED_END)}
-
-
 def write_page(client: MlflowClient, experiment_name: str, page: Path, command: str,
                section: str = "results") -> Path:
     """Regenerate one marked section of ``page`` (created with a bare header and that
-    section's markers when missing): ``results`` (:func:`generate`, between :data:`START` and :data:`END`) or
-    ``published`` (:func:`generate_published`, between :data:`PUBLISHED_START` and
-    :data:`PUBLISHED_END`).
+    section's markers when missing): ``results`` (between :data:`START` and :data:`END`)
+    or ``published`` (between :data:`PUBLISHED_START` and :data:`PUBLISHED_END`), each
+    from its studies (:func:`generate`).
 
     Raises:
         ResultsError: see :func:`generate`; nothing is written then.
@@ -570,8 +348,7 @@ def write_page(client: MlflowClient, experiment_name: str, page: Path, command: 
     text = page.read_text() if page.exists() else DEFAULT_PAGE.format(start=start, end=end)
     if markdown.generated_block(text, start, end) is None:
         raise ValueError(f"{page} has no {start} ... {end} markers to replace")
-    content = (generate(client, experiment_name, page, command) if section == "results"
-               else generate_published(client, experiment_name, command))
+    content = generate(client, experiment_name, page, command, section)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(markdown.replace_generated_block(text, start, end, content))
     return page

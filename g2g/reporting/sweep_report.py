@@ -1,15 +1,26 @@
 """Comparison report of a sweep, built from MLflow alone.
 
-    python -m g2g.report <sweep-run-id | experiment-name> [--tracking-uri URI] [--out DIR]
+    python -m g2g.report <sweep-run-id | experiment-name> [--metric M] [--baseline SELECTOR]
+                         [--tracking-uri URI] [--out DIR]
 
-Collects the sweep's child runs (tag ``mlflow.parentRunId``), writes a table of
-every job's final metrics and key settings (``jobs.csv``, ``jobs.md``) and plots:
-test accuracy against ``p_inter`` per model with the dense baseline as a line
-(``accuracy_vs_p_inter.png``, mean +- std over seeds), test accuracy against the
-energy and synaptic operations of one inference (``accuracy_vs_cost.png``), and,
-when the sweep varied the DST rules, a prune x grow heatmap of test accuracy per
-model (``dst_rules_heatmap.png``). The files go to ``--out`` (default:
-``sweep_report``) and are logged to the parent run under ``report/``.
+Collects the sweep's child runs (tag ``mlflow.parentRunId``) and compares them by what
+varies (:mod:`g2g.reporting.comparison`): one row per configuration (the result-affecting
+params that vary across the jobs, less the seed), the metric of the last epoch (default
+``test_accuracy``) as mean ± std over seeds, the best epoch's mean, the paired difference
+to the baseline (``--baseline model=dense``, any ``key=value[,key=value...]``; default:
+the ``dense`` model when exactly one configuration is it) with its 95% t-interval, and
+the learned LIF parameters; above it one line that answers which configuration is best
+and whether it is distinguishable from the next. Files, in ``--out`` (default
+``sweep_report``; the files an earlier report wrote there are removed first) and logged
+to the parent run under ``report/``:
+
+- ``comparison.md`` (the answer, the table, what follows what, the shared settings) and
+  ``comparison.csv`` (the same in numbers);
+- ``METRIC_vs_PARAM.png`` for each numeric varying param (one line per combination of
+  the others) and ``accuracy_vs_cost.png`` (one point per configuration);
+- ``jobs.csv``: every job with every param and metric.
+
+The terminal gets the comparison. Details: docs/comparisons.md.
 
     python -m g2g.report <experiment-name> --page docs/results.md
 
@@ -22,8 +33,8 @@ its published-setting section (the runs of ``conf/study/published.yaml``). The p
 the command that regenerates it, quoted for the shell.
 
 A target that names nothing the report takes (no such experiment or run, or a run that is
-not a sweep's parent, e.g. one training run of a sweep) is refused with exit status 2,
-naming what the target is (and the command for the run's sweep); nothing is logged then.
+not a sweep's parent, e.g. one training run of a sweep), or a baseline that matches no
+configuration, is refused with exit status 2, naming what it is; nothing is logged then.
 """
 
 from __future__ import annotations
@@ -36,8 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from g2g.files import path_argument
-from g2g.reporting import markdown
-from g2g.reporting.queries import TargetError, columns, open_store, report_command, resolve_sweep, sweep_jobs
+from g2g.reporting.comparison import (
+    DEFAULT_METRIC, Comparison, SelectorError, compare, csv_rows, render, shared_text,
+)
+from g2g.reporting.queries import ROW_KEYS, TargetError, open_store, report_command, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
 
 if TYPE_CHECKING:
@@ -47,12 +60,10 @@ if TYPE_CHECKING:
 EXIT_BAD_TARGET = 2
 
 
-def _format(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return " ".join(str(value).split())  # one table row: an error message's lines joined
+#: the file in a report's folder that lists the files the report wrote there (removed by the next one)
+MANIFEST = ".g2g_report_files"
+#: files of reports written before the manifest existed, removed from a folder without one
+_LEGACY_FILES = ("jobs.csv", "jobs.md", "accuracy_vs_p_inter.png", "accuracy_vs_cost.png", "dst_rules_heatmap.png")
 
 
 def _add_job_labels(rows: list[dict]) -> None:
@@ -64,37 +75,76 @@ def _add_job_labels(rows: list[dict]) -> None:
         row["job"] = " ".join(t for t in (row["run_name"] or "").split() if t not in common) or row["run_name"]
 
 
-def write_tables(rows: list[dict], folder: Path) -> list[Path]:
-    """``jobs.csv`` and ``jobs.md`` with every column (:func:`g2g.reporting.queries.columns`)
-    that has a value in some row (``job`` first: the run name less the overrides all
-    jobs share)."""
+def write_jobs(rows: list[dict], folder: Path) -> Path:
+    """``jobs.csv``: one line per job: ``job`` (the run name less the overrides all jobs
+    share), run id, status, error, device, threads, then every param (``params.KEY``) and
+    every metric (last value) any job has."""
     _add_job_labels(rows)
-    headers = ["job"] + [header for header, _ in columns()
-                         if header != "run_name" and any(row.get(header) is not None for row in rows)]
-    csv_path, markdown_path = folder / "jobs.csv", folder / "jobs.md"
+    info = ["job", "run_id", "status", "error", "device", "num_threads", "epochs", "seed"]
+    params = sorted({key for row in rows for key in row["params"]})
+    metrics = sorted({key for row in rows for key in row if key not in ROW_KEYS and key != "job"})
+    path = folder / "jobs.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(info + [f"params.{key}" for key in params] + metrics)
+        for row in rows:
+            writer.writerow([row.get(key) for key in info] + [row["params"].get(key) for key in params]
+                            + [row.get(key) for key in metrics])
+    return path
+
+
+def write_comparison(comparison: Comparison, folder: Path, title: str, figures: list[str]) -> list[Path]:
+    """``comparison.md`` (``title``, the answer, the table, notes, ``figures`` as images,
+    the shared settings) and ``comparison.csv``."""
+    markdown_path, csv_path = folder / "comparison.md", folder / "comparison.csv"
+    images = "".join(f"![{name}]({name})\n\n" for name in figures)
+    markdown_path.write_text(f"# {title}\n\n{render(comparison)}\n{images}{shared_text(comparison)}")
+    headers, rows = csv_rows(comparison)
     with open(csv_path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=headers, extrasaction="ignore")
-        writer.writeheader()
+        writer = csv.writer(file)
+        writer.writerow(headers)
         writer.writerows(rows)
-    markdown_path.write_text(markdown.table(headers, [[_format(row.get(h)) for h in headers] for row in rows]))
-    return [csv_path, markdown_path]
+    return [markdown_path, csv_path]
 
 
-def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None = None) -> list[dict]:
-    """Write the report files of a sweep into ``folder`` (a temporary one when None)
-    and log them to the parent run under ``report/``. Returns the job rows."""
-    from g2g.reporting.figures import SWEEP_FIGURES, save  # noqa: PLC0415 (matplotlib only for figures)
+def clear_report(folder: Path) -> None:
+    """Remove the files an earlier report wrote into ``folder`` (those its manifest
+    lists, or the names reports wrote before the manifest), and nothing else."""
+    manifest = folder / MANIFEST
+    owned = manifest.read_text().split("\n") if manifest.exists() else list(_LEGACY_FILES)
+    for name in filter(None, owned):
+        if "/" not in name and name not in (".", ".."):
+            (folder / name).unlink(missing_ok=True)
+    manifest.unlink(missing_ok=True)
+
+
+def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None = None, *,
+                 metric: str = DEFAULT_METRIC, baselines: list[str] | None = None) -> list[dict]:
+    """Write the report files of a sweep (see the module doc) into ``folder`` (a
+    temporary one when None; an earlier report's files there are removed first) and log
+    them to the parent run under ``report/``. Returns the job rows.
+
+    Raises:
+        g2g.reporting.comparison.SelectorError: a baseline that matches no configuration
+            (nothing is written or logged then).
+    """
+    from g2g.reporting.figures import comparison_figures, save  # noqa: PLC0415 (matplotlib only for figures)
 
     rows = sweep_jobs(client, parent_run_id)
+    comparison = compare(rows, metric=metric, baselines=baselines)
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(folder or temporary)
         folder.mkdir(parents=True, exist_ok=True)
-        files = write_tables(rows, folder)
-        for name, make in SWEEP_FIGURES:
-            figure = make(rows)
-            if figure is not None:
-                save(figure, folder / name, dpi=120)
-                files.append(folder / name)
+        clear_report(folder)
+        figures = []
+        for name, figure in comparison_figures(comparison):
+            save(figure, folder / name, dpi=120)
+            figures.append(name)
+        parent = client.get_run(parent_run_id)
+        title = f"Sweep {parent.info.run_name or parent_run_id} ({parent_run_id})"
+        files = [*write_comparison(comparison, folder, title, figures), write_jobs(rows, folder),
+                 *(folder / name for name in figures)]
+        (folder / MANIFEST).write_text("".join(f"{path.name}\n" for path in files))
         for path in files:
             client.log_artifact(parent_run_id, str(path), artifact_path="report")
     return rows
@@ -110,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                              "would in tracking.uri")
     parser.add_argument("--out", default="sweep_report", type=path_argument,
                         help="folder for the files (default: sweep_report)")
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help="the metric to compare, its last-epoch value (default: test_accuracy; e.g. val_accuracy)")
+    parser.add_argument("--baseline", action="append", default=None, metavar="SELECTOR",
+                        help="the configuration to pair every other one with, as key=value[,key=value...] "
+                             "(model=dense means model.name=dense); repeat for several; default: model=dense "
+                             "when exactly one configuration is dense")
     parser.add_argument("--page", default=None, metavar="PATH",
                         help="write the results page (e.g. docs/results.md) of experiment TARGET instead")
     parser.add_argument("--section", default="results", choices=("results", "published"),
@@ -127,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.page:
         from g2g.reporting.results_page import write_page  # noqa: PLC0415
+
+        if args.baseline or args.metric != DEFAULT_METRIC:
+            print("error: --baseline and --metric apply to a sweep's comparison; the page's studies name their own "
+                  "(g2g/reporting/studies.yaml)", file=sys.stderr)
+            return EXIT_BAD_TARGET
 
         command = report_command(args.target, "--page", args.page,
                                  *(["--section", args.section] if args.section != "results" else []),
@@ -146,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_TARGET if isinstance(error, TargetError) else 1
     for line in skipped:
         print(line, file=sys.stderr)
-    rows = report_sweep(client, parent, Path(args.out))
-    print((Path(args.out) / "jobs.md").read_text(), end="")
+    try:
+        rows = report_sweep(client, parent, Path(args.out), metric=args.metric, baselines=args.baseline)
+    except SelectorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_TARGET
+    text = (Path(args.out) / "comparison.md").read_text()
+    print("\n".join(line for line in text.split("<details>")[0].rstrip("\n").splitlines()
+                    if not line.startswith("![")))
     print(sweep_summary(client, parent, rows))
     print(f"files in {Path(args.out).resolve()} and in MLflow run {parent} (report/)")
     return 0

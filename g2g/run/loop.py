@@ -19,7 +19,8 @@ from g2g.lifecycle import checkpoint as ckpt
 from g2g.lifecycle.record import RunRecord
 from g2g.lifecycle.signals import TrainingInterrupted, stop_on_signals
 from g2g.reporting.training_plots import dst_history_figure, learning_curves_figure, mask_structure_figure
-from g2g.tracking.names import METRIC_EVALUATION_TIME
+from g2g.snn.neurons import LIF
+from g2g.tracking.names import METRIC_EVALUATION_TIME, METRIC_LIF_BETA_PREFIX, METRIC_LIF_THRESHOLD_PREFIX
 from g2g.tracking.run_logger import RunLogger
 from g2g.training.trainer import EpochInterrupted
 
@@ -61,6 +62,7 @@ class MetricsHook:
 
     def on_epoch_end(self, state: FitState) -> None:
         row = state.history[-1]
+        row.update(lif_parameters(state.objects.model))  # in the history: a resumed run's record has them too
         self.logger.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         self.log_updates(state)
 
@@ -69,6 +71,22 @@ class MetricsHook:
 
     def on_fit_end(self, state: FitState) -> None:
         _log_final_artifacts(state.objects, state.history, self.logger)
+
+
+def lif_parameters(model: torch.nn.Module) -> dict[str, float]:
+    """Each LIF layer's learned parameters as the layer uses them: ``lif_beta_NAME``
+    (membrane decay, clamped to [0, 1] as in :class:`g2g.snn.neurons.LIF`) and
+    ``lif_threshold_NAME`` (firing threshold), each the mean over the layer's neurons when
+    it has one per neuron (names: :data:`g2g.tracking.names.METRIC_LIF_BETA_PREFIX`,
+    :data:`~g2g.tracking.names.METRIC_LIF_THRESHOLD_PREFIX`)."""
+    values = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LIF):
+                layer = name.rsplit(".", 1)[-1]
+                values[METRIC_LIF_BETA_PREFIX + layer] = float(module.beta.clamp(0, 1).float().mean())
+                values[METRIC_LIF_THRESHOLD_PREFIX + layer] = float(module.threshold.float().mean())
+    return values
 
 
 class CheckpointHook:

@@ -121,3 +121,9 @@ METRIC_VAL_ACCURACY = "val_accuracy"
 METRIC_BEST_ACCURACY_PREFIX = "best_"
 #: hidden width the model was built with (``model=dense_matched`` computes it)
 METRIC_HIDDEN_DIM = "hidden_dim"
+#: the learned LIF parameters of a layer after each epoch (``lif_beta_lif1``,
+#: ``lif_threshold_lif1``, ...): the membrane decay as the layer uses it (clamped to
+#: [0, 1]) and the firing threshold, each the mean over the layer's neurons when it has
+#: one per neuron
+METRIC_LIF_BETA_PREFIX = "lif_beta_"
+METRIC_LIF_THRESHOLD_PREFIX = "lif_threshold_"

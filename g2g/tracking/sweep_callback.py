@@ -15,7 +15,8 @@ every exit path. It matches every job of the grid (the sweeper's job list,
 :data:`JOBS_FILE`, written before any job starts; else the job folders Hydra made)
 with a child run, so a job that never started (the sweep was stopped) or died without
 a word (its worker was killed) is counted too, closes children left RUNNING, logs the
-comparison report (:mod:`g2g.reporting.sweep_report`) and the metrics ``sweep_jobs``
+comparison report (:mod:`g2g.reporting.sweep_report`: the jobs compared by the settings
+that vary across them, ``comparison.md``, figures, ``jobs.csv``) and the metrics ``sweep_jobs``
 and ``sweep_failed_jobs``, and ends the parent: FINISHED (exit 0) when every job
 finished (a hyperparameter search's pruned trials count as done: their runs end KILLED
 with the tag :data:`~g2g.tracking.names.TAG_PRUNED`), FAILED (exit 1) when one did not or the report could not be made, KILLED
