@@ -216,3 +216,13 @@ def test_report_command_prints_the_comparison_and_clears_its_old_files(store, tm
     page = report("sweeps", "--page", str(tmp_path / "page.md"), "--baseline", "model=dense")
     assert page.returncode == 2 and "the page's studies name their own" in page.stderr
     assert not (tmp_path / "page.md").exists()
+
+
+def test_a_param_equal_to_another_in_every_run_is_not_a_column_of_its_own():
+    rows = [{"status": "FINISHED", "seed": str(seed), "start_time": seed, "test_accuracy": 0.5 + float(lr),
+             "params": {"seed": str(seed), "train.lr": lr, "train.optimizer.lr": lr, "model.name": "mixer"}}
+            for lr in ("0.001", "0.01") for seed in (1, 2)]
+    comparison = compare(rows)
+    assert comparison.columns == ["train.lr"]
+    assert comparison.followers == {"train.optimizer.lr": "train.lr"}
+    assert [len(c.runs) for c in comparison.configurations] == [2, 2]

@@ -284,10 +284,15 @@ def compare(rows: list[dict], *, metric: str = DEFAULT_METRIC, baselines: list |
 
 def _independent(varying: list[str], params: list[dict]) -> tuple[list[str], dict[str, str]]:
     """Split varying params into shown columns and followers: a param whose value is a
-    function of its config group's option (``G.name``, when that varies) follows it."""
+    function of its config group's option (``G.name``, when that varies) follows it, and so
+    does a param equal to a shown one in every run (``train.optimizer.lr``, an
+    interpolation of ``train.lr``)."""
     shown, followers = [], {}
     for key in sorted(varying, key=_column_preference):
         for leader in shown:
+            if all(values.get(key, ABSENT) == values.get(leader, ABSENT) for values in params):
+                followers[key] = leader
+                break
             if leader != f"{key.partition('.')[0]}.name":
                 continue
             mapping: dict[str, set] = defaultdict(set)
