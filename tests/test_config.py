@@ -34,13 +34,14 @@ def test_groups_are_the_documented_ones():
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes_validates_and_builds(group, option):
     # dynamic sparsity needs a sparse model (the default model is dense); ResNet features need CIFAR
-    needs = {"sparsity": ["model=mixer"], "features": ["dataset=cifar10"]}
+    # (a study's grid chooses the model of each job: dst_rules rewires sparse models)
+    needs = {"sparsity": ["model=mixer"], "features": ["dataset=cifar10"], "study": ["model=mixer"]}
     cfg = compose_config([f"{group}={option}"] + needs.get(group, []))
     if group == "hardware" and option != "cpu":
         assert cfg.hardware.device == option
         cfg.hardware.device = "cpu"  # the device itself may be absent here; its selection is tested elsewhere
     validate(cfg)
-    if group not in ("experiment", "hparams_search"):  # overlays of the other groups (@package _global_)
+    if group not in ("experiment", "hparams_search", "study"):  # overlays of the other groups (@package _global_)
         assert dataclasses.is_dataclass(OmegaConf.get_type(cfg[group])), "every option has a structured schema"
     encoder = instantiate_option(cfg.encoder)
     sequence = encoder(torch.rand(3, 12))
@@ -53,7 +54,7 @@ def test_every_option_composes_validates_and_builds(group, option):
     sparsity = instantiate_option(cfg.sparsity)
     assert (sparsity is None) == (cfg.sparsity.name == "static")
     if sparsity is not None:
-        assert sparsity(model=model, optimizer=optimizer, seed=cfg.seed).prune == cfg.sparsity.prune
+        assert sparsity(model=model, optimizer=optimizer, seed=cfg.seed, total_steps=100).prune == cfg.sparsity.prune
     regularizer = instantiate_option(cfg.regularizer)
     assert (regularizer is None) == (cfg.regularizer.name == "none")
     assert (instantiate_option(cfg.features) is None) == (cfg.features.name == "raw")
