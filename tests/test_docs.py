@@ -4,6 +4,7 @@ leads to a file (and heading) that exists."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import shlex
@@ -43,6 +44,7 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+@functools.lru_cache(maxsize=None)
 def _anchors(path: Path) -> set[str]:
     anchors, seen = set(), {}
     for match in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCE.sub("", path.read_text()), re.M):
