@@ -3,8 +3,8 @@
 #   make test                      the test suite
 #   make sweep STUDY=p_inter       a named study (conf/study/) with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db, with a link to each experiment's runs
-#   make results                   the results studies (108 jobs, ~3.1 h on 2 cores), then docs/results.md
-#   make published                 the published setting (6 jobs of 20 epochs, ~4 h on 2 cores), then its section
+#   make results                   the results studies (docs/studies.md), then docs/results.md
+#   make published                 the published setting (6 jobs of 20 epochs), then its section
 #   make data                      Fashion-MNIST into ./data (the Debian package's files or a download)
 #   make clean-venv                remove .venv
 PYTHON ?= python3

@@ -1,4 +1,4 @@
-"""Run one g2g experiment, or a sweep with -m. See README.md.
+"""Run one g2g experiment, or a sweep with -m. See README.md and docs/running.md.
 
     python run.py model=mixer model.p_inter=0.1
     python run.py experiment=quick

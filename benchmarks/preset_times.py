@@ -25,7 +25,7 @@ instead prints what real runs took: every finished run of that MLflow experiment
 (``--tracking-uri``, default ``sqlite:///$PWD/mlflow.db``) with its summed training
 time (metric ``epoch_time_s``) and evaluation time (``evaluation_time_s``; blank for
 runs logged before it existed), the device and torch threads it ran with. No
-extrapolation: whole runs, as the preset table of the README reports them.
+extrapolation: whole runs, as benchmarks/README.md reports them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The README's configuration table, generated from ``conf/`` so it cannot drift.
+"""The configuration table of docs/configuration.md, generated from ``conf/`` so it cannot drift.
 
     python -m g2g.config_docs            # print the Markdown table
-    python -m g2g.config_docs --check    # exit 1 when README.md's table differs
+    python -m g2g.config_docs --check    # exit 1 when docs/configuration.md's table differs
 
 Rows come from the primary config's own keys and from every option of every config
 group: the default value, and the YAML end-of-line comment as the description. Keys
@@ -22,6 +22,7 @@ from g2g.tracking.params import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+PAGE = REPO / "docs" / "configuration.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 SKIP = {"_target_", "_partial_", "name", "defaults"}
 GROUPS = ("dataset", "model", "sparsity", "encoder", "features", "regularizer", "protocol", "hardware")
@@ -107,18 +108,17 @@ def table() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m g2g.config_docs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare with README.md instead of printing")
-    parser.add_argument("--write", action="store_true", help="replace README.md's table")
+    parser.add_argument("--check", action="store_true", help="compare with docs/configuration.md instead of printing")
+    parser.add_argument("--write", action="store_true", help="replace docs/configuration.md's table")
     args = parser.parse_args(argv)
     generated = table()
-    readme = REPO / "README.md"
-    text = readme.read_text()
+    text = PAGE.read_text()
     if args.write:
-        readme.write_text(replace_generated_block(text, START, END, generated))
+        PAGE.write_text(replace_generated_block(text, START, END, generated))
         return 0
     if args.check:
         if generated_block(text, START, END) != generated:
-            print("README.md's configuration table differs from conf/: run python -m g2g.config_docs --write",
+            print("docs/configuration.md's table differs from conf/: run python -m g2g.config_docs --write",
                   file=sys.stderr)
             return 1
         return 0

@@ -165,7 +165,7 @@ def test_unknown_dataset_group_option_is_refused_listing_the_choices(tmp_path):
     assert "dataset/mnist" in result.stderr and "fashionmnist" in result.stderr
 
 
-def test_readme_configuration_table_is_generated_from_conf():
+def test_configuration_page_table_is_generated_from_conf():
     from g2g.config_docs import main, table
 
     assert main(["--check"]) == 0, "run: python -m g2g.config_docs --write"

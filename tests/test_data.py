@@ -163,7 +163,7 @@ def test_four_data_commands_at_once_on_an_empty_folder_all_succeed_and_unpack_on
 def test_a_job_waits_for_the_one_preparing_the_data_says_so_once_and_uses_its_files(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
-    lock_file = root / ".fashionmnist.lock"  # the name the README gives
+    lock_file = root / ".fashionmnist.lock"  # the name docs/running.md gives
     with FileLock(lock_file):  # another job is preparing the folder
         waiting = _start([sys.executable, "-m", "g2g.data", "fashionmnist", "--root", str(root)], tmp_path)
         before = []

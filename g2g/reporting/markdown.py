@@ -1,4 +1,4 @@
-"""Small Markdown helpers shared by the generated documents (the README's
+"""Small Markdown helpers shared by the generated documents (docs/configuration.md's
 configuration table, sweep reports, docs/results.md)."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ evaluation. Loss: cross-entropy on output spike counts (summed over time).
 Every step checks, before its optimizer step, that the parameters, the LIF membranes,
 the loss and the gradients are finite (:meth:`Trainer.check_finite`, raising
 :class:`NonFiniteTrainingError`): one fused reduction per tensor and one host sync per
-step, below 0.2% of a step at the seed defaults (benchmarks/README.md).
+step; its cost is measured in benchmarks/README.md.
 
 Progress: a tqdm bar when the progress stream is a terminal; otherwise (a log file, a
 sweep job's or SLURM's output) a plain log line every :data:`PROGRESS_LOG_INTERVAL_S`
