@@ -306,6 +306,8 @@ class TrainSchema:
     lr: float = value(check=positive_number)
     eval_batch_size: int = value(check=positive_int)
     progress: bool = value()
+    precision: str = value(check=one_of("g2g.hardware.precision:PRECISIONS"))
+    tf32: bool = value()
     optimizer: Any = value()
 
 

@@ -78,7 +78,14 @@ class LIF(nn.Module):
             :attr:`last_membrane_peak`, the largest ``|U|`` at the last step (a 0-d
             tensor on the device, no host sync): NaN or inf exactly when the membrane
             became NaN or infinite at any step, which the trainer checks every step.
+
+        A bfloat16 or float16 current (a layer run under ``torch.autocast``, mixed
+        precision) is cast to float32 first: the membrane recursion always runs in
+        float32 (bfloat16 resolves only 0.008 near a threshold of 1; docs/precision.md),
+        and the spikes are float32 0/1.
         """
+        if current.dtype in (torch.bfloat16, torch.float16):  # mixed precision: the recursion stays float32
+            current = current.float()
         spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
                                          self.surrogate_slope)
         # NaN or inf persists through the recursion (decay in [0, 1]: 0 * inf is NaN), so
