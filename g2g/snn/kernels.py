@@ -13,11 +13,29 @@ Both equal the straightforward autograd computation up to float summation order
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
 from g2g.snn.surrogate import Surrogate, heaviside
+
+
+def _scalar(value: torch.Tensor) -> float | torch.Tensor:
+    """A 0-d parameter of the scan as the scan uses it: a Python float on the CPU (free
+    to read there; the arithmetic is then exactly that of every earlier release), the
+    tensor itself on any other device, where reading it would make the host wait for
+    every queued kernel (a CUDA sync per read, 12 per training step)."""
+    return float(value) if value.device.type == "cpu" else value
+
+
+def _add_scaled(target: torch.Tensor, other: torch.Tensor, scale: float | torch.Tensor, sign: int = 1) -> None:
+    """``target += sign * scale * other`` in place, ``scale`` a float or a 0-d tensor
+    (:func:`_scalar`)."""
+    if isinstance(scale, torch.Tensor):
+        target.addcmul_(other, scale, value=sign)
+    else:
+        target.add_(other, alpha=sign * scale)
 
 
 class LIFScan(torch.autograd.Function):
@@ -42,6 +60,11 @@ class LIFScan(torch.autograd.Function):
     whole-tensor operations. Same results as stepping snntorch's ``Leaky`` with
     autograd (pinned by ``tests/test_neurons.py``), with far fewer elementwise passes.
 
+    Neither pass reads a value back to the host off the CPU (decay and threshold stay
+    0-d device tensors there, :func:`_scalar`), so on CUDA the scan's launches queue
+    behind the matmuls without waiting (``tests/test_cuda_paths.py`` runs it on the
+    ``meta`` device, where any read raises).
+
     Backward equations (``g`` = dLoss/d.., ``s'`` = surrogate derivative at ``U[t] - U_thr``,
     ``H[t] = H(U[t] - U_thr)``, the reset of step t+1):
 
@@ -53,7 +76,7 @@ class LIFScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current, decay, threshold, surrogate: Surrogate, slope: float):
-        decay_value, threshold_value = float(decay), float(threshold)
+        decay_value, threshold_value = _scalar(decay), _scalar(threshold)
         membrane = torch.empty(current.shape, dtype=current.dtype, device=current.device)
         fired = torch.empty_like(membrane)  # H(U[t] - U_thr): the reset of step t+1
         for step, current_t in enumerate(current.unbind(0)):
@@ -63,7 +86,7 @@ class LIFScan(torch.autograd.Function):
             else:
                 torch.mul(membrane[step - 1], decay_value, out=u)
                 u.add_(current_t)
-                u.sub_(fired[step - 1], alpha=threshold_value)  # H in {0, 1}: exact
+                _add_scaled(u, fired[step - 1], threshold_value, -1)  # H in {0, 1}: exact
             torch.gt(u, threshold_value, out=fired[step])
         if surrogate.spike is heaviside:
             spikes = fired
@@ -77,7 +100,7 @@ class LIFScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
         membrane, fired, decay, threshold = ctx.saved_tensors
-        decay_value, threshold_value = float(decay), float(threshold)
+        decay_value, threshold_value = _scalar(decay), _scalar(threshold)
         direct = membrane - threshold_value
         if grad_spikes is not None:  # gS * s', the spikes' direct share of gU
             direct = ctx.surrogate.input_gradient(grad_spikes, direct, ctx.slope)
@@ -88,7 +111,7 @@ class LIFScan(torch.autograd.Function):
             direct.add_(grad_membrane)
         grad_u = direct  # becomes gU in place, from the last step backwards
         for step in range(grad_u.shape[0] - 2, -1, -1):
-            grad_u[step].add_(grad_u[step + 1], alpha=decay_value)
+            _add_scaled(grad_u[step], grad_u[step + 1], decay_value)
         later = grad_u[1:].reshape(-1)
         threshold_grad = threshold_grad - torch.dot(fired[:-1].reshape(-1), later)
         decay_grad = torch.dot(membrane[:-1].reshape(-1), later)
@@ -126,7 +149,10 @@ class SpikeLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, spikes, weight, bias, forward_below: float, weight_grad_below: float):
-        density = float(spikes.sum()) / max(spikes.numel(), 1)
+        if forward_below == weight_grad_below == math.inf:  # spike_matmul=sparse: no density read (no sync)
+            density = 0.0
+        else:
+            density = float(spikes.sum()) / max(spikes.numel(), 1)
         ctx.spikes_csr = None
         if density < forward_below:
             spikes_csr = _to_sparse_csr(spikes)
