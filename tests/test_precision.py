@@ -19,6 +19,7 @@ from g2g.hardware.precision import PrecisionUnavailableError, check_precision, c
 from g2g.lifecycle import checkpoint as ckpt
 from g2g.lifecycle.signals import TrainingInterrupted
 from g2g.models.network import SpikingNetwork
+from g2g.snn.neurons import LIF
 from g2g.run.job import run_job
 from g2g.sparse.dst import DynamicSparsity
 
@@ -148,3 +149,17 @@ def test_resuming_on_another_device_is_refused(tmp_path):
     path, config_hash = _bf16_checkpoint(tmp_path)
     with pytest.raises(ckpt.CheckpointError, match=r"with device 'cpu', this run has 'meta'.*hardware.device"):
         ckpt.load_checkpoint(path, config_hash, device="meta", precision="bf16-mixed")
+
+
+def test_a_low_precision_current_broadcast_over_time_is_cast_once_not_per_step(monkeypatch):
+    from g2g.snn import neurons
+
+    seen = []
+    real_apply = neurons.LIFScan.apply
+    monkeypatch.setattr(neurons.LIFScan, "apply", lambda current, *rest: seen.append(current) or real_apply(
+        current, *rest))
+    step = torch.rand(4, 6, dtype=torch.bfloat16).mul(2)
+    spikes = LIF()(step.unsqueeze(0).expand(50, -1, -1))
+    assert seen[0].dtype == torch.float32 and seen[0].stride(0) == 0  # still a broadcast: no [T, B, N] copy
+    expected = LIF()(step.float().unsqueeze(0).expand(50, -1, -1))
+    assert torch.equal(spikes, expected) and spikes.dtype == torch.float32

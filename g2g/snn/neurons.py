@@ -85,7 +85,9 @@ class LIF(nn.Module):
         and the spikes are float32 0/1.
         """
         if current.dtype in (torch.bfloat16, torch.float16):  # mixed precision: the recursion stays float32
-            current = current.float()
+            # a broadcast over time (fc1 of a constant input) stays a broadcast: cast one step, not T
+            current = (current[0].float().unsqueeze(0).expand_as(current) if current.stride(0) == 0
+                       else current.float())
         spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
                                          self.surrogate_slope)
         # NaN or inf persists through the recursion (decay in [0, 1]: 0 * inf is NaN), so
