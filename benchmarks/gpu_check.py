@@ -10,7 +10,8 @@ and said so; the published study gets whatever is left):
  1. ``env``: the machine (``nvidia-smi``, torch, CUDA, cuDNN, the CPU's bfloat16).
  2. ``tests``: the tests that need or concern CUDA (``tests/test_cuda_paths.py``,
     ``tests/test_precision.py``, ``tests/test_neurons.py``, ``tests/test_hardware.py``).
- 3. ``train_step``: ``benchmarks/train_step.py`` on the device for 32, TF32 and bf16-mixed.
+ 3. ``train_step``: ``benchmarks/train_step.py`` on the device for 32, TF32 and bf16-mixed
+    (and 16-mixed); ``train_step_compiled``: the same with ``--lif-scan compiled``.
  4. ``preset_times``: ``benchmarks/preset_times.py --hardware cuda``.
  5. ``sync_audit``: one training step of the real trainer under
     ``torch.cuda.set_sync_debug_mode("warn")``: every host sync, with where it comes from.
@@ -57,7 +58,8 @@ DST_OVERRIDES = ["model=mixer", "sparsity=dynamic", "sparsity.update_interval=3"
 #: metrics whose values are wall-clock times
 WALL_CLOCK = {"epoch_time_s", "evaluation_time_s"}
 #: each step's share of the budget (the published study: what is left)
-SHARES = {"env": 0.01, "tests": 0.15, "train_step": 0.15, "preset_times": 0.08, "sync_audit": 0.03,
+SHARES = {"env": 0.01, "tests": 0.15, "train_step": 0.12, "train_step_compiled": 0.08, "preset_times": 0.08,
+          "sync_audit": 0.03,
           "repeatable": 0.08, "cpu_vs_device": 0.03, "resume": 0.08}
 
 
@@ -277,7 +279,9 @@ def _steps(args) -> list[tuple[str, list[str]]]:
              f"tracking.uri=sqlite:///{out / 'mlflow.db'}",
              *([*TINY, "train.epochs=1"] if args.dry_run else [])]
     return [("env", env), ("tests", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]),
-            ("train_step", train_step), ("preset_times", preset_times),
+            ("train_step", train_step),
+            ("train_step_compiled", [*train_step, "--models", "mixer", "--sparsity", "static", "--lif-scan", "compiled"]),
+            ("preset_times", preset_times),
             *[(name, [*myself, "--check", name]) for name in ("sync_audit", "repeatable", "cpu_vs_device", "resume")],
             ("published", study)]
 

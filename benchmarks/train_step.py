@@ -160,7 +160,7 @@ def _train_step(module, optimizer, inputs, labels, precision: str = "32", scaler
 
 def run_case(model: str, sparsity: str, encoding: str, *, hidden: int, num_steps: int, batch: int,
              repeats: int, spike_matmul: str = "auto", device: torch.device = torch.device("cpu"),
-             precisions: tuple[str, ...] = ("32",)) -> dict:
+             precisions: tuple[str, ...] = ("32",), lif_scan: str = "loop") -> dict:
     """Time the snntorch loop (float32) and g2g in each of ``precisions`` alternately;
     ``32`` is always timed too (the ratios' reference). Returns the first step's agreement
     and per variant (``reference``, ``g2g 32``, ``g2g bf16-mixed``, ...) its step time."""
@@ -173,7 +173,8 @@ def run_case(model: str, sparsity: str, encoding: str, *, hidden: int, num_steps
     encoder = CurrentEncoder(num_steps) if encoding == "current" else RateEncoder(num_steps)
     copies = {"reference": (reference, reference_net)}
     for precision in precisions:  # each precision trains its own copy from the same weights
-        copy = SpikingNetwork(784, hidden, 10, connectivity=model, mask_seed=0, spike_matmul=spike_matmul).to(device)
+        copy = SpikingNetwork(784, hidden, 10, connectivity=model, mask_seed=0, spike_matmul=spike_matmul,
+                              lif_scan=lif_scan).to(device)
         copy.load_state_dict(net.state_dict())
         copies[f"g2g {precision}"] = (copy, copy)
     optimizers = {name: torch.optim.Adam(module.parameters(), lr=5e-4) for name, (module, _) in copies.items()}
@@ -253,6 +254,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     parser.add_argument("--precision", default="32",
                         help="comma-separated train.precision values, and tf32 (CUDA): 32,tf32,bf16-mixed,16-mixed")
+    parser.add_argument("--lif-scan", default="loop", choices=["loop", "compiled"],
+                        help="g2g's LIF scan (model.lif_scan); compiled: torch.compile, compiled in the warm-up")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,6 +267,7 @@ def main() -> None:
     rate = matmul_rate(size["batch"] * size["num_steps"], size["hidden"], size["hidden"], device=device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"threads={torch.get_num_threads()}"
     print(f"preset={args.preset} {size} encoding={args.encoding} spike_matmul={args.spike_matmul} "
+          f"lif_scan={args.lif_scan} "
           f"device={device} {where} torch {torch.__version__} "
           f"repeats={args.repeats}; dense fp32 matmul rate here: {rate:.1f} GFLOP/s")
     print(f"{'model':<7} {'sparsity':<8} {'precision':<10} {'ref s/step':>10} {'g2g s/step':>10} {'ref samp/s':>10} "
@@ -275,7 +279,7 @@ def main() -> None:
                 continue
             r = run_case(model, sparsity, args.encoding, hidden=size["hidden"], num_steps=size["num_steps"],
                          batch=size["batch"], repeats=args.repeats, spike_matmul=args.spike_matmul, device=device,
-                         precisions=precisions)
+                         precisions=precisions, lif_scan=args.lif_scan)
             for p in r["precisions"]:
                 if p not in precisions:
                     continue  # timed as the reference of the ratios only

@@ -176,3 +176,26 @@ def test_auto_spike_products_are_dense_under_mixed_precision():
         assert len(calls) == 1
     finally:
         kernels.SpikeLinear.apply = original
+
+
+def test_the_compiled_lif_scan_equals_the_loop():
+    torch.manual_seed(0)
+    current = torch.randn(3, 4, 5) * 0.8 + 0.6
+    weights = torch.randn(3, 4, 5)
+
+    def run(scan):
+        layer = LIF(beta=0.85, threshold=1.0, scan=scan)
+        source = current.clone().requires_grad_(True)
+        spikes = layer(source)
+        (spikes * weights).sum().backward()
+        return spikes, source.grad, layer.beta.grad, layer.threshold.grad
+
+    expected, got = run("loop"), run("compiled")
+    assert torch.equal(got[0], expected[0]) and expected[0].sum() > 0  # the same spikes
+    for actual, wanted in zip(got[1:], expected[1:]):
+        torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_lif_scan_is_refused():
+    with pytest.raises(ValueError, match=r"model.lif_scan='fast' is unknown; allowed: loop, compiled"):
+        LIF(scan="fast")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT, write_fashion_mnist
 
-STEPS = ["env", "tests", "train_step", "preset_times", "sync_audit", "repeatable", "cpu_vs_device", "resume",
+STEPS = ["env", "tests", "train_step", "train_step_compiled", "preset_times", "sync_audit", "repeatable", "cpu_vs_device", "resume",
          "published"]
 
 

@@ -163,3 +163,35 @@ def test_a_low_precision_current_broadcast_over_time_is_cast_once_not_per_step(m
     assert seen[0].dtype == torch.float32 and seen[0].stride(0) == 0  # still a broadcast: no [T, B, N] copy
     expected = LIF()(step.float().unsqueeze(0).expand(50, -1, -1))
     assert torch.equal(spikes, expected) and spikes.dtype == torch.float32
+
+
+def _float16_trainer(init_scale: float):
+    from g2g.snn.encoders import CurrentEncoder
+    from g2g.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    network = SpikingNetwork(12, 16, 4, connectivity="mixer", num_groups=2, p_inter=0.5)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    trainer = Trainer(network, optimizer, CurrentEncoder(4), 8, progress=False, autocast_dtype=torch.float16,
+                      scaler=scaler)
+    return trainer, torch.rand(16, 12).mul(3), torch.arange(16) % 4
+
+
+def test_16_mixed_scales_the_loss_and_checkpoints_the_scaler():
+    # 16-mixed runs on CUDA only; its trainer logic is the same with the CPU's float16 autocast
+    trainer, x, y = _float16_trainer(init_scale=2.0**10)
+    metrics = trainer.train_epoch(x, y)
+    assert torch.isfinite(torch.tensor(metrics["train_loss"]))
+    assert trainer.state_dict()["scaler"]["scale"] == 2.0**10
+    other, _, _ = _float16_trainer(init_scale=1.0)
+    other.load_state_dict(trainer.state_dict())
+    assert other.scaler.get_scale() == 2.0**10
+
+
+def test_16_mixed_skips_a_step_whose_scaled_gradients_overflow_instead_of_stopping():
+    trainer, x, y = _float16_trainer(init_scale=2.0**127)  # loss x scale overflows float32
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_epoch(x[:8], y[:8])  # one step: no NonFiniteTrainingError
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # the step was skipped
+    assert trainer.scaler.get_scale() < 2.0**127 and trainer.global_step == 1

@@ -77,7 +77,7 @@ def epochs_in_hash(cfg: DictConfig) -> bool:
 #: result-affecting keys added after runs had been recorded, with the value every earlier
 #: run had: left out of :func:`result_config` at that value, so the hashes (and folders)
 #: of earlier runs stay theirs
-DEFAULTS_OUT_OF_HASH = {"train.precision": "32", "train.tf32": False}
+DEFAULTS_OUT_OF_HASH = {"train.precision": "32", "train.tf32": False, "model.lif_scan": "loop"}
 
 
 def result_config(cfg: DictConfig, device: str = "cpu") -> dict:
