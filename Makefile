@@ -6,6 +6,7 @@
 #   make results                   the results studies (docs/studies.md), then docs/results.md
 #   make published                 the published setting (6 jobs of 20 epochs), then its section
 #   make data                      Fashion-MNIST into ./data (the Debian package's files or a download)
+#   make gpu-check BUDGET=60       on a CUDA machine: tests, benchmarks, checks, published seeds 43-44 into gpu_check_out/
 #   make clean-venv                remove .venv
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,8 +15,9 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 STUDY ?= p_inter
+BUDGET ?= 60
 
-.PHONY: run test ui data sweep results published clean-venv
+.PHONY: run test ui data sweep results published gpu-check clean-venv
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +49,9 @@ results: data
 published: data
 	$(BIN)/python run.py study=published $(ARGS)
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
+
+gpu-check: data
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh gpu_check_out $(BUDGET) --data-root data
 
 ui: $(INSTALLED)
 	$(BIN)/python -m g2g.tracking links

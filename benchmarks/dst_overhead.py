@@ -12,27 +12,42 @@ variant against plain Adam on a copy of its parameters, gradients and state.
 
     python benchmarks/dst_overhead.py                       # small setting
     python benchmarks/dst_overhead.py --hidden 2048 --num-steps 50 --batch 256 --repeats 3   # seed defaults
+    python benchmarks/dst_overhead.py --device cuda --precision bf16-mixed   # on a GPU, in bfloat16
+
+On CUDA every timed piece is timed with CUDA events after a synchronisation
+(``train_step.StepTimer``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from g2g.hardware.precision import AUTOCAST_DTYPES, check_precision
 from g2g.sparse.dst import DynamicSparsity
 from g2g.snn.encoders import CurrentEncoder
 from g2g.models.network import SpikingNetwork
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import StepTimer  # noqa: E402  (the benchmarks' shared timer)
+
+#: the autocast dtype of the forward passes (``--precision``), None: float32
+AUTOCAST: list = [None]
 
 
 def _step(net, optimizer, encoder, x, y, dst=None):
     """One training step as the trainer takes it (with a DST: through its Adam restart)."""
     inputs = encoder(x)
-    output = net(inputs)
+    dtype = AUTOCAST[0]
+    with torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        output = net(inputs)
     loss = F.cross_entropy(output.counts, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -53,11 +68,12 @@ def _optimizer_step_times(net, optimizer, dst, repeats):
     plain = torch.optim.Adam(twin.parameters(), lr=5e-4)
     plain.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     times = {dst.adam_restart.step: [], plain.step: []}
+    device = next(net.parameters()).device
     for _ in range(repeats):
         for step in times:
-            started = time.perf_counter()
-            step()
-            times[step].append(time.perf_counter() - started)
+            with StepTimer(device) as timer:
+                step()
+            times[step].append(timer.seconds)
     return statistics.median(times[dst.adam_restart.step]), statistics.median(times[plain.step])
 
 
@@ -71,16 +87,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--updates", type=int, default=5,
                         help="DST updates before timing the 'restarted' variant (each restarts 10%% of the active entries)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--precision", default="32", help="train.precision of the forward passes (32, bf16-mixed)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.precision == "16-mixed":
+        parser.error("--precision 16-mixed needs a gradient scaler, which this benchmark does not model; "
+                     "use 32 or bf16-mixed")
+    check_precision(device, args.precision)
+    AUTOCAST[0] = AUTOCAST_DTYPES.get(args.precision)
     torch.manual_seed(0)
-    x = torch.rand(args.batch, 784)
-    y = torch.randint(0, 10, (args.batch,))
+    x = torch.rand(args.batch, 784, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
     encoder = CurrentEncoder(args.num_steps)
     variants = {}
     for name in ("static", "dynamic hebb/hebb", "dynamic, restarted"):
-        net = SpikingNetwork(784, args.hidden, 10, connectivity=args.model, mask_seed=0)
+        net = SpikingNetwork(784, args.hidden, 10, connectivity=args.model, mask_seed=0).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
         dst = DynamicSparsity(net, optimizer, prune="hebb", grow="hebb") if name != "static" else None
         variants[name] = (net, optimizer, dst)
@@ -95,20 +119,20 @@ def main() -> None:
     times = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, (net, optimizer, dst) in variants.items():
-            started = time.perf_counter()
-            _step(net, optimizer, encoder, x, y, dst)
-            times[name].append(time.perf_counter() - started)
+            with StepTimer(device) as timer:
+                _step(net, optimizer, encoder, x, y, dst)
+            times[name].append(timer.seconds)
     restart, plain = _optimizer_step_times(*variants["dynamic, restarted"], args.repeats)
     dst = variants["dynamic hebb/hebb"][2]
-    started = time.perf_counter()
-    dst.update(1000)
-    update_time = time.perf_counter() - started
+    with StepTimer(device) as timer:
+        dst.update(1000)
+    update_time = timer.seconds
 
     static = statistics.median(times["static"])
     dynamic = statistics.median(times["dynamic hebb/hebb"])
     restarted_time = statistics.median(times["dynamic, restarted"])
-    print(f"model={args.model} hidden={args.hidden} T={args.num_steps} batch={args.batch} "
-          f"threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(f"model={args.model} hidden={args.hidden} T={args.num_steps} batch={args.batch} device={device} "
+          f"precision={args.precision} threads={torch.get_num_threads()} repeats={args.repeats}")
     print(f"restarted variant: {restarted} of {active} active entries restarted ({args.updates} updates)")
     print(f"{'variant':<20} {'median step s':>14} {'samples/s':>10}")
     for name in variants:

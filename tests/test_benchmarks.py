@@ -41,3 +41,26 @@ def test_preset_times_reports_what_finished_runs_took(tmp_path):
 
     missing = subprocess.run(command + ["nope"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert missing.returncode == 1 and "no MLflow experiment named 'nope'" in missing.stderr
+
+
+def test_train_step_and_dst_overhead_take_a_device_and_precisions():
+    from g2g.hardware.precision import cpu_has_native_bf16
+
+    precisions = "32,bf16-mixed" if cpu_has_native_bf16() else "32"
+    train_step = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "train_step.py"), "--preset", "tiny", "--repeats", "1",
+         "--models", "mixer", "--device", "cpu", "--precision", precisions], capture_output=True, text=True,
+        timeout=300)
+    assert train_step.returncode == 0, train_step.stderr[-3000:]
+    rows = [line.split()[2] for line in train_step.stdout.splitlines() if line.startswith("mixer ")]
+    assert rows == precisions.split(",")
+    overhead = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "dst_overhead.py"), "--hidden", "16", "--num-steps", "2",
+         "--batch", "8", "--repeats", "1", "--updates", "1", "--device", "cpu", "--precision", "32"],
+        capture_output=True, text=True, timeout=300)
+    assert overhead.returncode == 0, overhead.stderr[-3000:]
+    assert "device=cpu precision=32" in overhead.stdout
+    refused = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "train_step.py"), "--preset", "tiny", "--precision",
+         "16-mixed"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "train.precision='16-mixed' cannot run natively" in refused.stderr

@@ -331,7 +331,7 @@ def test_checkpoint_file_keeps_its_keys_and_gives_the_trainer_state_back(tmp_pat
     written = ckpt.load_checkpoint(tmp_path / "x.pth", "abc12345")
     assert list(written) == ["config_hash", "config", "epoch", "epoch_progress", "global_step", "model",
                              "optimizer", "rng", "shuffle_rng", "history", "mlflow_run_id", "sparsity",
-                             "logged_updates"]
+                             "logged_updates", "device", "precision", "scaler"]
     assert written["global_step"] == 6 and written["epoch"] == 1 and written["mlflow_run_id"] == "run-id"
     _assert_same_state(state["step_callbacks"][0], written["sparsity"])
     _assert_same_state(state, ckpt.trainer_state(written))
@@ -342,7 +342,7 @@ def test_a_checkpoint_loaded_for_another_device_restores_the_random_generator_st
 
     trainer, data = _trainer(seed=1)
     trainer.train_epoch(data.train_x, data.train_y)
-    writer = ckpt.CheckpointWriter(tmp_path / "x.pth", "abc12345", {"seed": 1}, "run-id")
+    writer = ckpt.CheckpointWriter(tmp_path / "x.pth", "abc12345", {"seed": 1}, "run-id", device="meta")
     writer.save(trainer.state_dict(), rng_state(), epoch=1, epoch_progress=None, history=[])
     expected = torch.rand(3)
 

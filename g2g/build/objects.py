@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g.build.random_streams import stream_seed
 from g2g.data.datasets import DataSplits
+from g2g.hardware.precision import AUTOCAST_DTYPES, gradient_scaler
 from g2g.models.network import SpikingNetwork
 from g2g.sparse.dst import DynamicSparsity
 from g2g.training.regularizer import FiringRateRegularizer
@@ -112,7 +113,9 @@ def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects
     their own stream of ``cfg.seed`` (:mod:`g2g.build.random_streams`); the rate encoder
     from torch's global generator, so seed it first (:func:`g2g.build.random_streams.seed_everything`).
     DST gets the run's total optimizer steps (:func:`total_optimizer_steps` of
-    ``data``'s training split), which its stop step and prune-fraction schedule need."""
+    ``data``'s training split), which its stop step and prune-fraction schedule need.
+    ``train.precision`` gives the trainer its autocast dtype and, for ``16-mixed``, its
+    gradient scaler (:mod:`g2g.hardware.precision`)."""
     model = instantiate_option(
         cfg.model, input_dim=data.input_dim, num_classes=data.num_classes,
         mask_seed=stream_seed(cfg.seed, "masks"), init_seed=stream_seed(cfg.seed, "weight_init"),
@@ -128,5 +131,6 @@ def build(cfg: DictConfig, data: DataSplits, device: torch.device) -> RunObjects
         model, optimizer, encoder, cfg.train.batch_size, eval_batch_size=cfg.train.eval_batch_size,
         shuffle_generator=torch.Generator().manual_seed(stream_seed(cfg.seed, "shuffle")),
         progress=cfg.train.progress, sparsity=sparsity, regularizer=regularizer,
+        autocast_dtype=AUTOCAST_DTYPES.get(cfg.train.precision), scaler=gradient_scaler(device, cfg.train.precision),
     )
     return RunObjects(model, optimizer, sparsity, regularizer, encoder, trainer)

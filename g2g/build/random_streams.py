@@ -68,19 +68,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(global_seed)
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device | None = None) -> dict:
     """Random generator states as plain tensors/tuples (loadable with
-    ``torch.load(weights_only=True)``)."""
+    ``torch.load(weights_only=True)``): Python's, torch's CPU generator and, for a run on a
+    CUDA ``device``, that GPU's generator only (not every visible GPU's: a resume with
+    fewer visible GPUs, or on another one, restores it all the same)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     """Restore what :func:`rng_state` returned (its tensors may be on any device: torch
-    takes generator states only as CPU tensors, so they are copied there first)."""
+    takes generator states only as CPU tensors, so they are copied there first); the CUDA
+    generator state goes to the run's CUDA ``device``."""
     random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
+    cuda_state = state.get("cuda")
+    if cuda_state is not None and device is not None and device.type == "cuda":
+        if isinstance(cuda_state, (list, tuple)):  # written by a version that saved every GPU's
+            cuda_state = cuda_state[device.index or 0]
+        torch.cuda.set_rng_state(cuda_state.cpu(), device)

@@ -125,8 +125,8 @@ class DatasetSchema:
 
 @dataclass
 class NetworkSchema:
-    """The keys every model option has: its label, hidden width, LIF settings, spike
-    products and weight initialisation."""
+    """The keys every model option has: its label, hidden width, LIF settings (and how
+    their scan runs), spike products and weight initialisation."""
 
     name: str = value()
     hidden_dim: int = value(check=positive_int)
@@ -136,6 +136,7 @@ class NetworkSchema:
     learn_threshold: bool = value()
     surrogate_slope: float = value(check=positive_number)
     spike_matmul: str = value(check=one_of("g2g.sparse.layers:SPIKE_MATMUL_MODES"))
+    lif_scan: str = value(check=one_of("g2g.snn.kernels:LIF_SCANS"))
     weight_init: str = value(check=one_of("g2g.sparse.layers:WEIGHT_INITS"))
 
 
@@ -306,6 +307,8 @@ class TrainSchema:
     lr: float = value(check=positive_number)
     eval_batch_size: int = value(check=positive_int)
     progress: bool = value()
+    precision: str = value(check=one_of("g2g.hardware.precision:PRECISIONS"))
+    tf32: bool = value()
     optimizer: Any = value()
 
 

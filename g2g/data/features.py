@@ -12,7 +12,8 @@ APapafragkakis/G2G-Sparse-Spiking-Neural-Net does before encoding): rate coding
 then gets spike probabilities and current coding inputs on the pixels' scale.
 
 The extractor is frozen, so features are computed once per image set and cached on
-disk (keyed by the weights, the images and :data:`CACHE_VERSION`) and in memory;
+disk (keyed by the weights, the images, :data:`CACHE_VERSION` and the device's
+arithmetic) and in memory;
 training never runs it.
 
 Train one offline (no internet needed, CIFAR files on disk):
@@ -203,6 +204,17 @@ def build_extractor(weights: str, dataset: str, num_classes: int) -> tuple[ResNe
     return ResNet32Features(network), digest.hexdigest()[:12]
 
 
+def arithmetic_tag(device: torch.device) -> str:
+    """What in the feature cache's name says how the features were computed: empty on the
+    CPU (the names of every earlier cache), else ``_<device type>``, with ``-tf32`` when
+    CUDA may use TF32 in convolutions or matmuls (``train.tf32``): other kernels, other
+    roundings, other features."""
+    if device.type == "cpu":
+        return ""
+    tf32 = device.type == "cuda" and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+    return f"_{device.type}{'-tf32' if tf32 else ''}"
+
+
 def _images_hash(pixels: torch.Tensor) -> str:
     return hashlib.sha256(pixels.cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
 
@@ -215,9 +227,11 @@ def extract(
     device.
 
     With ``cache_dir`` the result is stored as
-    ``resnet32_v<CACHE_VERSION>_<weights>_<images>.pt`` and reused by any later run
-    with the same weights, images and feature version (files of other versions are
-    ignored, not read). Jobs that share ``cache_dir`` compute each file once: the first
+    ``resnet32_v<CACHE_VERSION>_<weights>_<images><arithmetic>.pt`` and reused by any
+    later run with the same weights, images, feature version and arithmetic
+    (:func:`arithmetic_tag`: CPU, CUDA, CUDA with TF32 convolutions; files of other
+    versions are ignored, not read). The extractor always runs in float32, whatever
+    ``train.precision`` (it is not under autocast). Jobs that share ``cache_dir`` compute each file once: the first
     holds ``.NAME.lock`` beside it while it computes and saves (atomically), the others
     wait for it and read the file.
     """
@@ -227,7 +241,8 @@ def extract(
 
     if cache_dir is None:
         return compute()
-    cache = Path(cache_dir) / f"resnet32_v{CACHE_VERSION}_{weights_hash}_{_images_hash(pixels)}.pt"
+    cache = Path(cache_dir) / (f"resnet32_v{CACHE_VERSION}_{weights_hash}_{_images_hash(pixels)}"
+                               f"{arithmetic_tag(pixels.device)}.pt")
     computed: list[torch.Tensor] = []  # filled when this job computes them
 
     def compute_and_save() -> None:

@@ -63,12 +63,23 @@ def select_device(name: str) -> torch.device:
 
 def configure(num_threads: int | None, deterministic: bool) -> None:
     """Set torch's intra-op thread count (``None`` keeps torch's default, all
-    cores) and, when ``deterministic``, deterministic algorithms and cuDNN."""
+    cores) and, when ``deterministic``, deterministic algorithms and cuDNN.
+
+    Deterministic mode is strict: an operation that has no deterministic implementation
+    on the device raises (``warn_only=False``) instead of warning once in a log nobody
+    reads and making the run irreproducible. torch's filling of every uninitialised
+    tensor (``torch.empty``) with NaN in deterministic mode is turned off
+    (:data:`torch.utils.deterministic.fill_uninitialized_memory`): g2g writes every
+    element of what it allocates (the LIF scan's membrane and resets), and the fill is a
+    pass over memory per allocation, on the CPU too. cuBLAS gets the workspace setting
+    its deterministic mode needs (``CUBLAS_WORKSPACE_CONFIG``) before CUDA is initialised.
+    """
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
 

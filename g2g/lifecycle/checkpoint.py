@@ -37,9 +37,12 @@ log = logging.getLogger(__name__)
 
 
 
-#: checkpoint entries that are random generator states: torch accepts these only as
-#: CPU tensors, so :func:`load_checkpoint` keeps them on the CPU for any device
-GENERATOR_STATE_KEYS = ("rng", "shuffle_rng", "sparsity.generator")
+#: checkpoint entries that :func:`load_checkpoint` keeps on the CPU for any device: the
+#: random generator states (torch accepts these only as CPU tensors) and the optimizer
+#: state (``Optimizer.load_state_dict`` moves the moments to each parameter's device
+#: itself and keeps Adam's ``step`` on the CPU, as a fresh optimizer has it: a ``step`` on
+#: the GPU would cost a sync per parameter and step for the rest of the run)
+KEPT_ON_CPU = ("rng", "shuffle_rng", "sparsity.generator", "optimizer")
 
 
 class CheckpointError(RuntimeError):
@@ -71,11 +74,29 @@ def epochs_in_hash(cfg: DictConfig) -> bool:
     return bool(epoch_dependent_schedules(cfg))
 
 
-def result_config(cfg: DictConfig) -> dict:
+#: result-affecting keys added after runs had been recorded, with the value every earlier
+#: run had: left out of :func:`result_config` at that value, so the hashes (and folders)
+#: of earlier runs stay theirs
+DEFAULTS_OUT_OF_HASH = {"train.precision": "32", "train.tf32": False, "model.lif_scan": "loop"}
+
+
+def result_config(cfg: DictConfig, device: str = "cpu") -> dict:
     """The resolved config without the keys in :data:`~g2g.tracking.params.NON_RESULT_KEYS`, nor those in
-    :data:`EPOCH_KEYS` unless :func:`epochs_in_hash`."""
+    :data:`EPOCH_KEYS` unless :func:`epochs_in_hash`, nor those of :data:`DEFAULTS_OUT_OF_HASH`
+    at their old value; plus ``device``, the type of the run's device (``cuda``), when it
+    is not the CPU.
+
+    The device changes results (other kernels, other summation orders, TF32), so a run on a
+    GPU is another run than on the CPU: another folder, never resumed from, nor skipped
+    because of, a CPU run's checkpoint or record. CPU runs keep the hashes they always had."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
+    for dotted, old_value in DEFAULTS_OUT_OF_HASH.items():
+        parent, leaf = dotted.split(".")
+        if isinstance(container.get(parent), dict) and container[parent].get(leaf, old_value) == old_value:
+            container[parent].pop(leaf, None)
+    if device != "cpu":
+        container["device"] = device
     for dotted in NON_RESULT_KEYS + (() if epochs_in_hash(cfg) else EPOCH_KEYS):
         *parents, leaf = dotted.split(".")
         node = container
@@ -86,9 +107,10 @@ def result_config(cfg: DictConfig) -> dict:
     return container
 
 
-def config_hash(cfg: DictConfig, length: int = 8) -> str:
-    """Short SHA-256 of :func:`result_config` (stable across key order)."""
-    text = json.dumps(result_config(cfg), sort_keys=True, default=str)
+def config_hash(cfg: DictConfig, length: int = 8, device: str = "cpu") -> str:
+    """Short SHA-256 of :func:`result_config` (stable across key order) for a run on a
+    ``device`` of that type."""
+    text = json.dumps(result_config(cfg, device), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
@@ -104,9 +126,10 @@ def run_label(cfg: DictConfig) -> str:
     return f"resnet_{name}" if cfg.features.name == "resnet32" else name
 
 
-def run_record(cfg: DictConfig, directory: str | os.PathLike) -> RunRecord:
-    """The record of the run ``cfg`` describes: folder ``DIRECTORY/LABEL_HASH`` (read)."""
-    return RunRecord(Path(directory) / f"{run_label(cfg)}_{config_hash(cfg)}").read()
+def run_record(cfg: DictConfig, directory: str | os.PathLike, device: str = "cpu") -> RunRecord:
+    """The record of the run ``cfg`` describes on a ``device`` of that type: folder
+    ``DIRECTORY/LABEL_HASH`` (read)."""
+    return RunRecord(Path(directory) / f"{run_label(cfg)}_{config_hash(cfg, device=device)}").read()
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -125,12 +148,16 @@ class CheckpointWriter:
         config: :func:`result_config` of the run's config (lists the differences
             when a later run finds the file written for another config).
         mlflow_run_id: the MLflow run that a resume logs into.
+        device: the type of the run's device (``cpu``, ``cuda``).
+        precision: ``train.precision``.
     """
 
     path: Path
     config_hash: str
     config: dict
     mlflow_run_id: str
+    device: str = "cpu"
+    precision: str = "32"
 
     def save(self, trainer: dict, rng: dict, *, epoch: int, epoch_progress: dict | None,
              history: list[dict], logged_updates: int = 0) -> None:
@@ -158,6 +185,7 @@ class CheckpointWriter:
             "rng": rng, "shuffle_rng": trainer["shuffle_rng"],
             "history": history, "mlflow_run_id": self.mlflow_run_id,
             "sparsity": callbacks[0] if callbacks else None, "logged_updates": logged_updates,
+            "device": self.device, "precision": self.precision, "scaler": trainer.get("scaler"),
         }, self.path)
 
 
@@ -165,9 +193,12 @@ def trainer_state(state: dict) -> dict:
     """The ``Trainer.state_dict()`` inside a checkpoint that :class:`CheckpointWriter`
     wrote (the inverse of its layout)."""
     sparsity = state.get("sparsity")
-    return {"model": state["model"], "optimizer": state["optimizer"],
-            "step_callbacks": [] if sparsity is None else [sparsity],
-            "shuffle_rng": state["shuffle_rng"], "global_step": state["global_step"]}
+    trainer = {"model": state["model"], "optimizer": state["optimizer"],
+               "step_callbacks": [] if sparsity is None else [sparsity],
+               "shuffle_rng": state["shuffle_rng"], "global_step": state["global_step"]}
+    if state.get("scaler"):
+        trainer["scaler"] = state["scaler"]
+    return trainer
 
 
 def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -193,18 +224,22 @@ def _to_device(value, device: torch.device | str):
     return value
 
 
-def _map_except_generator_states(state: dict, device: torch.device | str) -> dict:
+def _map_except_kept_on_cpu(state: dict, device: torch.device | str) -> dict:
     """``state`` (loaded on the CPU) with its tensors on ``device``, except the
-    entries :data:`GENERATOR_STATE_KEYS` names, which stay on the CPU."""
-    kept = {}
-    for dotted in GENERATOR_STATE_KEYS:
+    entries :data:`KEPT_ON_CPU` names, which stay on the CPU (and are not copied)."""
+    kept, rest = {}, dict(state)
+    for dotted in KEPT_ON_CPU:
         *parents, leaf = dotted.split(".")
-        node = state
+        node, copy = state, rest
         for parent in parents:
             node = node.get(parent) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                copy[parent] = dict(copy[parent])
+                copy = copy[parent]
         if isinstance(node, dict) and leaf in node:
             kept[dotted] = node[leaf]
-    moved = _to_device(state, device)
+            copy.pop(leaf)
+    moved = _to_device(rest, device)
     for dotted, value in kept.items():
         *parents, leaf = dotted.split(".")
         node = moved
@@ -215,19 +250,23 @@ def _map_except_generator_states(state: dict, device: torch.device | str) -> dic
 
 
 def load_checkpoint(
-    path: Path, expected_hash: str, device: torch.device | str = "cpu", config: dict | None = None
+    path: Path, expected_hash: str, device: torch.device | str = "cpu", config: dict | None = None,
+    precision: str = "32",
 ) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary pickle code).
 
     Args:
-        device: where its tensors go, except the random generator states
-            (:data:`GENERATOR_STATE_KEYS`), which stay on the CPU where
-            ``torch.set_rng_state`` and ``torch.Generator.set_state`` accept them.
+        device: where its tensors go, except the random generator states and the
+            optimizer state (:data:`KEPT_ON_CPU`), which stay on the CPU where
+            ``torch.set_rng_state`` and ``torch.Generator.set_state`` accept them and
+            ``Optimizer.load_state_dict`` places them as a fresh optimizer would.
         config: this run's :func:`result_config`, to list the differing keys when the
             checkpoint was written for another config.
+        precision: this run's ``train.precision``.
     Raises:
-        CheckpointError: unreadable/truncated file, or one written for another config
-            (the differing keys listed). The file is left where it is.
+        CheckpointError: unreadable/truncated file, one written on another type of device
+            or in another precision (each named, with what to do), or one written for
+            another config (the differing keys listed). The file is left where it is.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -236,6 +275,14 @@ def load_checkpoint(
             f"checkpoint {path} cannot be read ({type(error).__name__}: {error}).\n"
             f"Either delete it to start this experiment over, or replace it with a good copy."
         ) from error
+    device_type = torch.device(device).type
+    for what, key, saved, now in (("device", "hardware.device", state.get("device", "cpu"), device_type),
+                                  ("precision", "train.precision", state.get("precision", "32"), precision)):
+        if saved != now:
+            raise CheckpointError(
+                f"checkpoint {path} was written by a run with {what} {saved!r}, this run has {now!r}: a run "
+                f"continues with the {what} it started with (the numbers would change mid-run). Either set "
+                f"{key} back to continue it, or set checkpoint.dir to another folder to start a new run.")
     if state.get("config_hash") != expected_hash:
         differing = _differences(state.get("config") or {}, config or {}) if config else []
         raise CheckpointError(
@@ -244,4 +291,4 @@ def load_checkpoint(
             + (":\n  " + "\n  ".join(differing) if differing else "")
             + "\nEither delete it to start over, or point checkpoint.dir at the folder of the matching run."
         )
-    return _map_except_generator_states(state, device) if torch.device(device).type != "cpu" else state
+    return _map_except_kept_on_cpu(state, device) if torch.device(device).type != "cpu" else state

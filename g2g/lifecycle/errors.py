@@ -9,14 +9,16 @@ from g2g.config.validation import ConfigError
 from g2g.data.datasets import DatasetUnavailableError
 from g2g.data.features import FeaturesUnavailableError
 from g2g.hardware.device import DeviceUnavailableError
+from g2g.hardware.precision import PrecisionUnavailableError
 from g2g.lifecycle.checkpoint import CheckpointError
 from g2g.lifecycle.lock import ExperimentLockedError
 from g2g.tracking.store import TrackingUnavailableError
 from g2g.training.trainer import NonFiniteTrainingError
 
 #: errors whose message tells the user what to do
-USER_ERRORS = (ConfigError, DeviceUnavailableError, TrackingUnavailableError, DatasetUnavailableError,
-               CheckpointError, ExperimentLockedError, NonFiniteTrainingError, FeaturesUnavailableError)
+USER_ERRORS = (ConfigError, DeviceUnavailableError, PrecisionUnavailableError, TrackingUnavailableError,
+               DatasetUnavailableError, CheckpointError, ExperimentLockedError, NonFiniteTrainingError,
+               FeaturesUnavailableError)
 
 #: exit status of a bad config value
 EXIT_CONFIG_ERROR = 2

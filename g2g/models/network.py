@@ -63,6 +63,8 @@ class SpikingNetwork(nn.Module):
             G2G-masked or fully connected (:data:`READOUTS`).
         spike_matmul: ``auto``, ``dense`` or ``sparse``: how fc2 and fc3 multiply their
             spike inputs (:data:`g2g.sparse.layers.SPIKE_MATMUL_MODES`).
+        lif_scan: ``loop`` or ``compiled``: how the LIF layers run over time
+            (:data:`g2g.snn.kernels.LIF_SCANS`).
         name: a label for the network, e.g. the name of the model config option;
             defaults to ``connectivity``.
     Raises:
@@ -90,6 +92,7 @@ class SpikingNetwork(nn.Module):
         weight_init: str = "fan_in",
         readout: str = "masked",
         spike_matmul: str = "auto",
+        lif_scan: str = "loop",
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -116,7 +119,7 @@ class SpikingNetwork(nn.Module):
             layer.initialize(weight_init, init_generator)
         self.lif1, self.lif2, self.lif3 = (
             LIF(beta, threshold, learn_beta, learn_threshold, surrogate=surrogate,
-                surrogate_slope=surrogate_slope)
+                surrogate_slope=surrogate_slope, scan=lif_scan)
             for _ in range(3)
         )
 
@@ -200,7 +203,7 @@ def parameter_matched_dense(
         mask_seed: seed of the masks whose count is matched.
         name: the network's label.
         network_options: passed on to :class:`SpikingNetwork` (LIF settings,
-            ``init_seed``, ``weight_init``, ``spike_matmul``).
+            ``init_seed``, ``weight_init``, ``spike_matmul``, ``lif_scan``).
     Returns:
         A dense :class:`SpikingNetwork` of width H'.
         When no integer width comes within 1% (only tiny networks), the closest is

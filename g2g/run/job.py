@@ -3,7 +3,7 @@
 Data flow: MLflow's environment variables checked (:mod:`g2g.tracking.store`) -> paths
 made absolute against the launch directory (:mod:`g2g.config.paths`) -> validate
 (:mod:`g2g.config.validation`) -> hardware (:mod:`g2g.hardware.device`, threads from
-:mod:`g2g.lifecycle.runtime`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
+:mod:`g2g.lifecycle.runtime`; the precision the device can run, :mod:`g2g.hardware.precision`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
 (:mod:`g2g.lifecycle.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
 each model built by :mod:`g2g.build.objects` and trained by :mod:`g2g.run.loop`)
 -> MLflow (:mod:`g2g.tracking`).
@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from g2g.build.objects import instantiate_option, protocol_epochs
 from g2g.config.paths import absolute_paths
 from g2g.config.validation import check_interpolations, validate
+from g2g.hardware.precision import check_precision, set_tf32
 from g2g.lifecycle import checkpoint as ckpt
 from g2g.lifecycle.lock import ExperimentLock
 from g2g.lifecycle.record import Plan, RunRecord
@@ -61,6 +62,8 @@ def run_job(cfg: DictConfig, runtime: JobRuntime | None = None) -> dict:
     Raises:
         g2g.config.validation.ConfigError: a bad config value (before any work).
         g2g.hardware.device.DeviceUnavailableError: a requested device is missing.
+        g2g.hardware.precision.PrecisionUnavailableError: ``train.precision`` or ``train.tf32``
+            asks for what the device cannot run natively (before any work).
         g2g.tracking.store.TrackingUnavailableError: the MLflow store cannot be used.
         g2g.tracking.store.ExperimentDeletedError: ``tracking.experiment`` was deleted.
         g2g.lifecycle.lock.ExperimentLockedError: another process trains this run.
@@ -77,7 +80,9 @@ def run_job(cfg: DictConfig, runtime: JobRuntime | None = None) -> dict:
     hardware = instantiate_option(cfg.hardware)
     runtime = runtime or JobRuntime()
     device = hardware.apply(num_threads=runtime.threads(hardware.num_threads))
-    record = ckpt.run_record(cfg, cfg.checkpoint.dir)
+    check_precision(device, cfg.train.precision, cfg.train.tf32)  # before any work: refuse what it cannot run
+    set_tf32(cfg.train.tf32)
+    record = ckpt.run_record(cfg, cfg.checkpoint.dir, device.type)
     epochs = protocol_epochs(cfg)
     parent_run_id, overrides = runtime.parent_run_id, runtime.overrides
     experiment_id = setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)  # refuses a deleted one

@@ -98,7 +98,7 @@ class CheckpointHook:
         self.record = record
 
     def _save(self, state: FitState) -> None:
-        self.writer.save(state.objects.trainer.state_dict(), rng_state(), epoch=state.epoch,
+        self.writer.save(state.objects.trainer.state_dict(), rng_state(_device(state.objects)), epoch=state.epoch,
                          epoch_progress=state.progress, history=state.history, logged_updates=state.logged_updates)
 
     def on_epoch_end(self, state: FitState) -> None:
@@ -199,7 +199,7 @@ def _begin(objects: RunObjects, hooks: list, resume: dict | None, epochs: int, n
     if resume is not None:
         _refuse_checkpoint_past(resume, epochs)
         objects.trainer.load_state_dict(ckpt.trainer_state(resume))
-        set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"], _device(objects))
         state.history, state.epoch, state.progress = resume["history"], resume["epoch"], resume.get("epoch_progress")
         state.logged_updates = 0 if new_run else resume["logged_updates"]
         log.info("resuming after epoch %d%s", state.epoch,
@@ -214,6 +214,11 @@ def _begin(objects: RunObjects, hooks: list, resume: dict | None, epochs: int, n
     if metrics is not None:
         metrics.log_updates(state)  # a new run's copy of the checkpoint's updates
     return state
+
+
+def _device(objects: RunObjects) -> torch.device:
+    """The device the run computes on (its model's)."""
+    return next(objects.model.parameters()).device
 
 
 def _stopped(trainer, epochs_done: int, hooks: list, received: list[int]) -> TrainingInterrupted:

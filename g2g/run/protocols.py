@@ -26,7 +26,7 @@ from g2g.tracking.names import (
     TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
     TAG_PROTOCOL, TAG_RUN_LABEL,
 )
-from g2g.tracking.params import flatten
+from g2g.tracking.params import PARAM_DEVICE, flatten
 from g2g.tracking.run_logger import RunLogger
 from g2g.tracking.runs import close_orphans, open_run
 
@@ -56,9 +56,10 @@ class RunContext:
     hooks: tuple = ()
 
 
-def _config_record(cfg: DictConfig) -> dict:
-    """A new run's ``params`` (the flattened resolved config) and ``config_yaml``."""
-    return {"params": flatten(OmegaConf.to_container(cfg, resolve=True)),
+def _config_record(cfg: DictConfig, device: torch.device) -> dict:
+    """A new run's ``params`` (the flattened resolved config, and ``device``: the type of
+    the device it computes on, a result-affecting setting) and ``config_yaml``."""
+    return {"params": {**flatten(OmegaConf.to_container(cfg, resolve=True)), PARAM_DEVICE: device.type},
             "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)}
 
 
@@ -97,7 +98,7 @@ def _open(context: RunContext, resume_run_id: str | None, tags: dict) -> tuple[R
     close_orphans([context.experiment_id, record.state.get("experiment_id")], str(record.checkpoint.resolve()),
                   [record.run_id, resume_run_id])
     run_id, is_new = open_run(resume_run_id, context.experiment_id, context.run_name, tags=tags,
-                              **_config_record(cfg))
+                              **_config_record(cfg, context.device))
     return RunLogger(run_id, mlflow.get_tracking_uri(), record.folder / "mlflow_fallback.jsonl"), is_new
 
 
@@ -192,10 +193,11 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
         g2g.data.datasets.DatasetUnavailableError: the data cannot be loaded (run FAILED).
     """
     cfg, record, device = context.cfg, context.record, context.device
-    config_hash = ckpt.config_hash(cfg)
+    config_hash = ckpt.config_hash(cfg, device=device.type)
     resume = None
     if record.checkpoint.exists() and cfg.checkpoint.resume:
-        resume = ckpt.load_checkpoint(record.checkpoint, config_hash, device, ckpt.result_config(cfg))
+        resume = ckpt.load_checkpoint(record.checkpoint, config_hash, device, ckpt.result_config(cfg, device.type),
+                                      precision=cfg.train.precision)
     elif ckpt.epochs_in_hash(cfg):
         log.info("the schedule of %s spans the total epochs, so the epoch count is part of the checkpoint "
                  "name: a run with another epoch count starts over rather than continuing one",
@@ -204,7 +206,8 @@ def train_model(context: RunContext, load: Callable[[], DataSplits], *, epochs: 
             TAG_CHECKPOINT: str(record.checkpoint.resolve()), TAG_DEVICE: str(device),
             TAG_NUM_THREADS: str(torch.get_num_threads()), TAG_EPOCHS: str(epochs), **context.tags}
     logger, _ = _open(context, resume["mlflow_run_id"] if resume else None, tags)  # no checkpoint: a new run
-    writer = ckpt.CheckpointWriter(record.checkpoint, config_hash, ckpt.result_config(cfg), logger.run_id)
+    writer = ckpt.CheckpointWriter(record.checkpoint, config_hash, ckpt.result_config(cfg, device.type), logger.run_id,
+                                   device=device.type, precision=cfg.train.precision)
     with RunGuard(record, logger) as guard:
         _start(context, logger, epochs)
         seed_everything(cfg.seed)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from g2g.snn.kernels import LIFScan, peak_magnitude
+from g2g.snn.kernels import LIF_SCANS, LIFScan, peak_magnitude
 from g2g.snn.surrogate import get_surrogate
 
 
@@ -36,8 +36,10 @@ class LIF(nn.Module):
             :data:`g2g.snn.surrogate.SURROGATES`; ``atan`` is snntorch's arctan,
             dS/dU = (alpha/2) / (1 + (pi/2 * alpha * (U - U_thr))^2).
         surrogate_slope: the surrogate's sharpness alpha.
+        scan: how the recursion runs over time, ``loop`` or ``compiled``
+            (:data:`g2g.snn.kernels.LIF_SCANS`).
     Raises:
-        ValueError: an unknown surrogate name.
+        ValueError: an unknown surrogate name or scan.
     """
 
     def __init__(
@@ -48,8 +50,13 @@ class LIF(nn.Module):
         learn_threshold: bool = True,
         surrogate: str = "atan",
         surrogate_slope: float = 2.0,
+        *,
+        scan: str = "loop",
     ) -> None:
         super().__init__()
+        if scan not in LIF_SCANS:
+            raise ValueError(f"model.lif_scan={scan!r} is unknown; allowed: {', '.join(LIF_SCANS)}")
+        self.scan = scan
         self.surrogate_name = surrogate
         self.surrogate = get_surrogate(surrogate)
         beta_tensor = torch.tensor(float(beta))
@@ -78,9 +85,18 @@ class LIF(nn.Module):
             :attr:`last_membrane_peak`, the largest ``|U|`` at the last step (a 0-d
             tensor on the device, no host sync): NaN or inf exactly when the membrane
             became NaN or infinite at any step, which the trainer checks every step.
+
+        A bfloat16 or float16 current (a layer run under ``torch.autocast``, mixed
+        precision) is cast to float32 first: the membrane recursion always runs in
+        float32 (bfloat16 resolves only 0.008 near a threshold of 1; docs/precision.md),
+        and the spikes are float32 0/1.
         """
+        if current.dtype in (torch.bfloat16, torch.float16):  # mixed precision: the recursion stays float32
+            # a broadcast over time (fc1 of a constant input) stays a broadcast: cast one step, not T
+            current = (current[0].float().unsqueeze(0).expand_as(current) if current.stride(0) == 0
+                       else current.float())
         spikes, membrane = LIFScan.apply(current, self.beta.clamp(0, 1), self.threshold, self.surrogate,
-                                         self.surrogate_slope)
+                                         self.surrogate_slope, self.scan)
         # NaN or inf persists through the recursion (decay in [0, 1]: 0 * inf is NaN), so
         # the last step shows whether the membrane stayed finite at every step
         self.last_membrane_peak = peak_magnitude(membrane[-1])

@@ -12,7 +12,7 @@ from g2g.snn.kernels import spike_linear
 from g2g.sparse.connectivity import LayerConnectivity
 
 #: how binary spike inputs are multiplied (the ``model.spike_matmul`` config key):
-#: ``auto`` sparse products on the CPU in float32 when few inputs spike (density
+#: ``auto`` sparse products on the CPU in float32 (not under mixed precision) when few inputs spike (density
 #: thresholds: :func:`g2g.snn.kernels.spike_linear`'s defaults), dense otherwise;
 #: ``dense`` always ``F.linear``; ``sparse`` always the sparse products, at any
 #: density, on any device (on CUDA, torch's cuSPARSE products) and floating dtype
@@ -109,7 +109,8 @@ class MaskedLinear(nn.Linear):
                 products of :func:`g2g.snn.kernels.spike_linear` (see ``spike_matmul``).
         """
         mode = self.spike_matmul if binary else "dense"
-        if mode == "auto" and not (x.device.type == "cpu" and x.dtype == torch.float32):
+        if mode == "auto" and not (x.device.type == "cpu" and x.dtype == torch.float32
+                                   and not torch.is_autocast_enabled(x.device.type)):
             mode = "dense"
         if mode == "dense":
             return F.linear(x, self.masked_weight(), self.bias)

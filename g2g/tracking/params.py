@@ -21,6 +21,12 @@ NON_RESULT_KEYS = (
 )
 
 
+#: the MLflow param with the type of the device a run computed on (``cpu``, ``cuda``): not a
+#: config key (``hardware.device=auto`` resolves per machine) but result-affecting, so runs
+#: on different devices are not pooled; ``train.precision`` and ``train.tf32`` are config keys
+PARAM_DEVICE = "device"
+
+
 def is_non_result_key(dotted: str) -> bool:
     """Whether the param ``dotted`` (``hardware.num_threads``) lies under one of
     :data:`NON_RESULT_KEYS`."""

@@ -13,6 +13,7 @@ seconds and one at the end of each epoch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -170,6 +171,12 @@ class Trainer:
             start of each epoch.
         progress_interval_s: seconds between two progress log lines when
             ``progress_stream`` is not a terminal.
+        autocast_dtype: ``torch.bfloat16`` or ``torch.float16``: the forward passes
+            (training and evaluation) run under :func:`torch.autocast` with it
+            (``train.precision``, :mod:`g2g.hardware.precision`); None: float32 only.
+        scaler: a :class:`torch.amp.GradScaler` (``16-mixed``): the loss is scaled before
+            the backward, the gradients unscaled before the finiteness check, and a step
+            whose gradients overflowed is skipped (the scale shrinks) instead of raising.
     """
 
     def __init__(
@@ -187,8 +194,12 @@ class Trainer:
         regularizer: Callable[[tuple[torch.Tensor, ...]], torch.Tensor] | None = None,
         progress_stream: TextIO | None = None,
         progress_interval_s: float = PROGRESS_LOG_INTERVAL_S,
+        autocast_dtype: torch.dtype | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         self.model = model
+        self.autocast_dtype = autocast_dtype
+        self.scaler = scaler
         self.optimizer = optimizer
         self.encoder = encoder
         self.batch_size = batch_size
@@ -217,17 +228,20 @@ class Trainer:
             DST's state dict first, when there is one: its traces, generator, records
             and restart steps; then that of every step callback that has one, in
             order), ``shuffle_rng`` (the shuffle generator's state, a uint8 tensor) and
-            ``global_step`` (optimizer steps so far). The epoch's
-            own position is not included: that is :class:`EpochInterrupted`'s
-            ``progress``.
+            ``global_step`` (optimizer steps so far), and with a gradient scaler
+            ``scaler`` (its state dict). The epoch's own position is not included: that
+            is :class:`EpochInterrupted`'s ``progress``.
         """
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step_callbacks": [callback.state_dict() for callback in self._stateful_callbacks()],
             "shuffle_rng": self.shuffle_generator.get_state(),
             "global_step": self.global_step,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned (into a trainer built from the same config).
@@ -246,6 +260,14 @@ class Trainer:
             callback.load_state_dict(callback_state)
         self.shuffle_generator.set_state(state["shuffle_rng"])
         self.global_step = state["global_step"]
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def _autocast(self, x: torch.Tensor):
+        """The context of a forward pass: autocast with :attr:`autocast_dtype`, or none."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=self.autocast_dtype)
 
     def train_epoch(
         self, x: torch.Tensor, y: torch.Tensor, description: str = "train", resume: dict | None = None
@@ -298,7 +320,8 @@ class Trainer:
             for batch in range(first_batch, num_batches):
                 index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
                 inputs = self.encoder(x[index])
-                output = self.model(inputs)
+                with self._autocast(x):  # mixed precision: the products; spikes, membranes, loss stay float32
+                    output = self.model(inputs)
                 loss = F.cross_entropy(output.counts, y[index])
                 losses = {"training loss": loss}
                 objective = loss
@@ -308,12 +331,18 @@ class Trainer:
                     objective = loss + penalty
                     regularizer_sum += penalty.detach() * len(index)
                 self.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                self.check_finite(losses, f"batch {batch + 1} of {num_batches}")
-                if self.sparsity is None:
-                    self.optimizer.step()
-                else:  # Adam's step, where each entry DST changed takes a fresh parameter's (its own step count)
-                    self.sparsity.adam_restart.step()
+                if self.scaler is None:
+                    objective.backward()
+                    self.check_finite(losses, f"batch {batch + 1} of {num_batches}")
+                    self._optimizer_step()
+                else:  # 16-mixed: a step whose scaled gradients overflowed is skipped, the scale shrinks
+                    self.scaler.scale(objective).backward()
+                    self.scaler.unscale_(self.optimizer)
+                    self.check_finite(losses, f"batch {batch + 1} of {num_batches}", gradients=False)
+                    gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+                    if bool(torch.isfinite(torch.nn.utils.get_total_norm(gradients))):
+                        self._optimizer_step()
+                    self.scaler.update()
                 self.global_step += 1
                 if self.sparsity is not None:
                     changed = self.sparsity(self.global_step, output, inputs)  # prunes and grows on update steps
@@ -353,13 +382,20 @@ class Trainer:
             metrics["train_regularizer_loss"] = regularizer_sum.item() / len(y)
         return metrics
 
+    def _optimizer_step(self) -> None:
+        if self.sparsity is None:
+            self.optimizer.step()
+        else:  # Adam's step, where each entry DST changed takes a fresh parameter's (its own step count)
+            self.sparsity.adam_restart.step()
+
     def _progress(self, description: str, total: int, initial: int) -> _BarProgress | _LogProgress:
         stream = self.progress_stream or sys.stderr
         if self.progress and not _is_interactive(stream):
             return _LogProgress(description, total, initial, self.progress_interval_s)
         return _BarProgress(description, total, initial, stream, self.progress)
 
-    def check_finite(self, losses: dict[str, torch.Tensor] | None = None, batch: str = "") -> None:
+    def check_finite(self, losses: dict[str, torch.Tensor] | None = None, batch: str = "",
+                     gradients: bool = True) -> None:
         """Raise if a parameter is NaN or infinite; during a step (``losses`` given,
         after ``backward()``, before ``optimizer.step()``) also if a LIF membrane of
         the step's forward, a loss term or a gradient is.
@@ -376,6 +412,8 @@ class Trainer:
         Args:
             losses: the step's loss terms by name (``training loss``, ...), 0-d tensors.
             batch: the step's batch, for the message (``batch 3 of 8``).
+            gradients: check the gradients too (with ``losses``); off with a gradient
+                scaler, whose overflowing steps are skipped instead.
         Raises:
             NonFiniteLossError: a loss term is NaN or infinite.
             NonFiniteTrainingError: a parameter, membrane or gradient is.
@@ -386,8 +424,9 @@ class Trainer:
             named += [(f"{name} membrane", module.last_membrane_peak) for name, module in self.model.named_modules()
                       if isinstance(module, LIF) and module.last_membrane_peak is not None]
             named += [(name, value.detach()) for name, value in losses.items()]
-            named += [(f"{name} gradient", parameter.grad) for name, parameter in self.model.named_parameters()
-                      if parameter.grad is not None]
+            if gradients:
+                named += [(f"{name} gradient", parameter.grad) for name, parameter in self.model.named_parameters()
+                          if parameter.grad is not None]
         if bool(torch.isfinite(torch.nn.utils.get_total_norm([value for _, value in named]))):  # the host sync
             return
         for index, (name, value) in enumerate(named):
@@ -420,7 +459,8 @@ class Trainer:
         for start in range(0, len(y), self.eval_batch_size):
             inputs = self.encoder(x[start : start + self.eval_batch_size])
             target = y[start : start + self.eval_batch_size]
-            output = self.model(inputs)
+            with self._autocast(x):
+                output = self.model(inputs)
             synops.add((inputs,) + output.spikes[:-1])
             loss_sum += F.cross_entropy(output.counts, target, reduction="sum").item()
             correct += int((output.counts.argmax(1) == target).sum())

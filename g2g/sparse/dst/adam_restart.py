@@ -30,7 +30,10 @@ are computed as torch computes them (Python floats per distinct ``s``, then the
 parameter's dtype). The moments of a restarted entry are then exactly a fresh
 parameter's (torch computes them elementwise); its value agrees with a fresh
 parameter's to rounding (the update's operations are ordered differently from
-torch's ``addcdiv_``). Entries never restarted keep torch's update bit for bit.
+torch's ``addcdiv_``). Entries never restarted keep torch's update bit for bit. The bias
+corrections are computed on the parameter's device (in float64, then its dtype), so a
+step reads nothing back to the host beyond Adam's ``step`` count, which torch keeps on
+the CPU.
 
 Exact for ``torch.optim.Adam`` and its subclasses (AdamW) with ``amsgrad=False`` and
 ``maximize=False`` (:func:`restart_unsupported`). Any other optimizer gets only its
@@ -98,8 +101,9 @@ class AdamRestart:
         self.restart_steps = {name: torch.zeros(parameter.shape, dtype=torch.int32, device=parameter.device)
                               for name, parameter in self.parameters.items()}
         #: per parameter: (flat indices of the restarted active entries, index of each into
-        #: ``steps``, ``steps``: their distinct restart steps); only parameters with some
-        self._restarted: dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+        #: ``steps``, ``steps``: their distinct restart steps, int64 on the parameter's
+        #: device); only parameters with some
+        self._restarted: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._groups = {name: group for name, parameter in self.parameters.items()
                         for group in optimizer.param_groups
                         if any(held is parameter for held in group["params"])}
@@ -158,12 +162,12 @@ class AdamRestart:
         step = step_count(state["step"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
-        # as torch computes them for a tensor at step s: Python floats, then the weight's dtype
-        step_size = torch.tensor([lr / (1 - beta1 ** (step - restart)) for restart in steps], dtype=weight.dtype)
-        correction2_sqrt = torch.tensor([(1 - beta2 ** (step - restart)) ** 0.5 for restart in steps],
-                                        dtype=weight.dtype)
-        step_size, correction2_sqrt = (value.to(weight.device).index_select(0, which)
-                                       for value in (step_size, correction2_sqrt))
+        # as torch computes them for a tensor at step s: in double precision (Python floats
+        # there), then the weight's dtype; here on the weight's device, from the distinct
+        # restart steps kept there, so nothing is built on the host and copied per step
+        own_steps = (step - steps).to(torch.float64)
+        step_size = (lr / (1 - torch.pow(beta1, own_steps))).to(weight.dtype).index_select(0, which)
+        correction2_sqrt = (1 - torch.pow(beta2, own_steps)).sqrt().to(weight.dtype).index_select(0, which)
         if weight_decay != 0 and group.get("decoupled_weight_decay", False):
             before = before * (1 - lr * weight_decay)
         denominator = (state["exp_avg_sq"].view(-1).index_select(0, indices).sqrt() / correction2_sqrt).add_(eps)
@@ -180,7 +184,7 @@ class AdamRestart:
             self._restarted.pop(name, None)
             return
         steps, which = torch.unique(self.restart_steps[name].view(-1)[indices], return_inverse=True)
-        self._restarted[name] = (indices, which, steps.tolist())
+        self._restarted[name] = (indices, which, steps.to(torch.int64))
 
     def restarted_entries(self) -> int:
         """How many active entries have restarted optimizer state (with Adam, their update

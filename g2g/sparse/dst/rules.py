@@ -8,7 +8,8 @@ exactly ``k`` connections among those inactive *before* the update, those with t
 highest grow score: the Hebbian score (``hebb``) or uniform random numbers (``random``).
 Grown weights start at ``grow_init``: ``zero``, or ``uniform`` (nn.Linear's initial
 range ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``). :func:`lowest` and :func:`highest` pick
-exactly ``k`` entries even when scores tie.
+exactly ``k`` entries even when scores tie, breaking ties by index (score, then flat
+index), so the same connections change on every device.
 """
 
 from __future__ import annotations
@@ -76,15 +77,25 @@ GROW_INITS = tuple(GROW_INITIALIZERS)
 HEBBIAN_RULE = "hebb"
 
 
+def _first_k(scores: torch.Tensor, k: int, descending: bool) -> torch.Tensor:
+    """Flat indices of the first ``k`` entries of ``scores`` ordered by score, then by
+    index: a stable sort, so equal scores keep their index order on every device
+    (``torch.topk`` returns tied entries in an order that depends on the device and the
+    implementation)."""
+    return torch.sort(scores.flatten(), descending=descending, stable=True).indices[:k]
+
+
 def lowest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat indices of the ``k`` lowest ``scores`` among ``allowed`` entries; exactly k
-    even with ties (``torch.topk`` returns k entries)."""
+    """Flat indices of the ``k`` lowest ``scores`` among ``allowed`` entries, exactly k;
+    ties go to the lower flat index (the same choice on every device), ordered by score
+    then index."""
     masked = torch.where(allowed, scores, torch.full_like(scores, math.inf))
-    return torch.topk(masked.flatten(), k, largest=False, sorted=False).indices
+    return _first_k(masked, k, descending=False)
 
 
 def highest(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat indices of the ``k`` highest ``scores`` among ``allowed`` entries; exactly k
-    even with ties."""
+    """Flat indices of the ``k`` highest ``scores`` among ``allowed`` entries, exactly k;
+    ties go to the lower flat index (the same choice on every device), ordered by score
+    (highest first) then index."""
     masked = torch.where(allowed, scores, torch.full_like(scores, -math.inf))
-    return torch.topk(masked.flatten(), k, largest=True, sorted=False).indices
+    return _first_k(masked, k, descending=True)
