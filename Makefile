@@ -1,6 +1,7 @@
 # The few commands people type. Each creates .venv and installs g2g into it when needed.
 #   make run                       quick preset on real Fashion-MNIST (ARGS="model=mixer" to add overrides)
-#   make test                      the test suite
+#   make test                      the fast tests (the integration tier left out)
+#   make test-full                 every test (what CI runs)
 #   make sweep STUDY=p_inter       a named study (conf/study/) with the quick preset, in parallel
 #   make ui                        MLflow UI on the runs in ./mlflow.db, with a link to each experiment's runs
 #   make results                   the results studies (docs/studies.md), then docs/results.md
@@ -17,7 +18,7 @@ ARGS ?=
 STUDY ?= p_inter
 BUDGET ?= 60
 
-.PHONY: run test ui data sweep results published gpu-check clean-venv
+.PHONY: run test test-full ui data sweep results published gpu-check clean-venv
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ run: data
 	$(BIN)/python run.py experiment=quick $(ARGS)
 
 test: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not integration"
+
+test-full: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 sweep: data

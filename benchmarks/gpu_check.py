@@ -8,8 +8,8 @@ Steps, in order (each with a share of the budget; a step that would not fit is s
 and said so; the published study gets whatever is left):
 
  1. ``env``: the machine (``nvidia-smi``, torch, CUDA, cuDNN, the CPU's bfloat16).
- 2. ``tests``: the tests that need or concern CUDA (``tests/test_cuda_paths.py``,
-    ``tests/test_precision.py``, ``tests/test_neurons.py``, ``tests/test_hardware.py``).
+ 2. ``tests``: the tests that need or concern CUDA (``tests/hardware/test_cuda_paths.py``,
+    ``tests/hardware/test_precision.py``, ``tests/snn/test_neurons.py``, ``tests/hardware/test_hardware.py``).
  3. ``train_step``: ``benchmarks/train_step.py`` on the device for 32, TF32 and bf16-mixed
     (and 16-mixed); ``train_step_compiled``: the same with ``--lif-scan compiled``.
  4. ``preset_times``: ``benchmarks/preset_times.py --hardware cuda``.
@@ -31,7 +31,7 @@ internet): ``python -m g2g.data fashionmnist --root data`` beforehand, or copy `
 
 ``--dry-run`` runs every step on the CPU at tiny sizes (the test suite does, so the
 script works the first time a GPU is there): the tests step runs only
-``tests/test_cuda_paths.py``, the sync audit has nothing to audit (CUDA only) and says so,
+``tests/hardware/test_cuda_paths.py``, the sync audit has nothing to audit (CUDA only) and says so,
 and the CPU-vs-device step compares the CPU with itself.
 """
 

@@ -295,6 +295,7 @@ def test_importing_the_config_modules_does_not_import_torch():
     assert _loaded_after_import(_importable(_modules_of("config")), TORCH) == []
 
 
+@pytest.mark.integration
 def test_importing_the_model_code_does_not_import_hydra_mlflow_or_matplotlib():
     modules = [m for p in ("snn", "sparse", "models", "data", "training") for m in _modules_of(p)]
     assert _loaded_after_import(_importable(modules), CONFIG_TRACKING_PLOTTING) == []

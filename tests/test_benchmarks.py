@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import write_fashion_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 def test_preset_times_composes_the_real_presets_and_prints_a_row_per_model(tmp_path):
     write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
     result = subprocess.run(
@@ -23,6 +26,7 @@ def test_preset_times_composes_the_real_presets_and_prints_a_row_per_model(tmp_p
     assert all("| 512 | 25 | 128 | 4 |" in row for row in rows)  # conf/experiment/quick.yaml
 
 
+@pytest.mark.integration
 def test_preset_times_reports_what_finished_runs_took(tmp_path):
     from conftest import compose_config
     from g2g.run.job import run_job

@@ -16,7 +16,7 @@ STEPS = ["env", "tests", "train_step", "train_step_compiled", "preset_times", "s
          "published"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_the_gpu_check_dry_run_passes_every_step_into_one_folder(tmp_path):
     write_fashion_mnist(tmp_path / "data")
     out = tmp_path / "out"

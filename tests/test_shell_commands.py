@@ -147,6 +147,7 @@ def _artifacts(client: MlflowClient, run_id: str) -> list[str]:
     return sorted(item.path for item in client.list_artifacts(run_id))
 
 
+@pytest.mark.integration
 def test_the_results_page_command_pasted_into_bash_regenerates_the_page(sweep, shell_bin):
     folder = sweep["folder"]
     arguments = [EXPERIMENT, "--page", PAGE, "--tracking-uri", sweep["uri"]]
@@ -166,6 +167,7 @@ def test_the_results_page_command_pasted_into_bash_regenerates_the_page(sweep, s
     assert page.exists() and command in page.read_text()
 
 
+@pytest.mark.integration
 def test_the_report_refuses_a_training_run_and_its_suggested_command_reports_the_sweep(sweep, shell_bin):
     client, child, parent = sweep["client"], sweep["child"], sweep["parent"]
     before = {run_id: _artifacts(client, run_id) for run_id in (child, parent)}
@@ -187,6 +189,7 @@ def test_the_report_refuses_a_training_run_and_its_suggested_command_reports_the
     assert "sweep FINISHED: 1 jobs, 0 did not finish" in pasted.stdout
 
 
+@pytest.mark.integration
 def test_the_report_refuses_a_run_id_the_store_does_not_have(sweep):
     missing = "0123456789abcdef0123456789abcdef"
     for arguments in ([missing], [missing, "--page", "missing.md"]):
@@ -199,6 +202,7 @@ def test_the_report_refuses_a_run_id_the_store_does_not_have(sweep):
     assert not (sweep["folder"] / "missing.md").exists()
 
 
+@pytest.mark.integration
 def test_the_results_page_refuses_a_run_id_and_says_what_it_is(sweep):
     result = _report([sweep["child"], "--page", "child.md", "--tracking-uri", sweep["uri"]], sweep["folder"])
     assert result.returncode == 2, result.stdout + result.stderr
@@ -236,6 +240,7 @@ def test_a_cross_validation_fold_names_its_sweep_and_a_lone_run_says_it_has_none
 
 @pytest.mark.skipif(shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None,
                     reason="MLflow's command line is not beside this interpreter")
+@pytest.mark.integration
 def test_the_restore_command_of_a_deleted_experiment_restores_it(tmp_path, shell_bin):
     from g2g.tracking.store import deleted_experiment_message
 
@@ -252,6 +257,7 @@ def test_the_restore_command_of_a_deleted_experiment_restores_it(tmp_path, shell
     assert client.get_experiment(experiment_id).lifecycle_stage == "active"
 
 
+@pytest.mark.integration
 def test_the_relog_command_of_a_fallback_file_logs_it(tmp_path, shell_bin, monkeypatch, caplog):
     from g2g.tracking.run_logger import RunLogger
 

@@ -8,7 +8,7 @@
   layers' finiteness signal for the trainer).
 
 Both equal the straightforward autograd computation up to float summation order
-(``tests/test_neurons.py``).
+(``tests/snn/test_neurons.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from g2g.snn.surrogate import Surrogate, heaviside
 #: a Python loop of in-place operations (on CUDA about 15 kernel launches per step and
 #: layer); ``compiled`` each pass's recursion as one ``torch.compile``d function (its steps
 #: fused into few kernels; compiled on first use, again for new shapes), equal to ``loop``
-#: up to float rounding (``tests/test_cuda_paths.py``); for GPUs, where launches dominate
+#: up to float rounding (``tests/hardware/test_cuda_paths.py``); for GPUs, where launches dominate
 LIF_SCANS = ("loop", "compiled")
 
 
@@ -88,7 +88,7 @@ class LIFScan(torch.autograd.Function):
     in snntorch), which the forward computes step by step. The spike output is
     ``S = surrogate.spike(U - U_thr)``: for :func:`g2g.snn.surrogate.heaviside` that is
     the reset of the next step, so no extra work; a smooth spike function (used by
-    ``tests/test_neurons.py`` to check this backward with ``torch.autograd.gradcheck``)
+    ``tests/snn/test_neurons.py`` to check this backward with ``torch.autograd.gradcheck``)
     is applied to the whole membrane after the recursion.
 
     Forward keeps the membrane ``U`` and the resets ``[T, B, N]`` (for the Heaviside
@@ -96,11 +96,11 @@ class LIFScan(torch.autograd.Function):
     no extra memory); backward runs one fused update per step for the membrane
     gradient and does everything else (surrogate, threshold and decay gradients) as
     whole-tensor operations. Same results as stepping snntorch's ``Leaky`` with
-    autograd (pinned by ``tests/test_neurons.py``), with far fewer elementwise passes.
+    autograd (pinned by ``tests/snn/test_neurons.py``), with far fewer elementwise passes.
 
     Neither pass reads a value back to the host off the CPU (decay and threshold stay
     0-d device tensors there, :func:`_scalar`), so on CUDA the scan's launches queue
-    behind the matmuls without waiting (``tests/test_cuda_paths.py`` runs it on the
+    behind the matmuls without waiting (``tests/hardware/test_cuda_paths.py`` runs it on the
     ``meta`` device, where any read raises).
 
     Backward equations (``g`` = dLoss/d.., ``s'`` = surrogate derivative at ``U[t] - U_thr``,

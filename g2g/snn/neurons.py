@@ -8,7 +8,7 @@ at once so that the layer's synaptic currents can be computed in one matmul:
     U[t] = clamp(beta, 0, 1) * U[t-1] + I[t] - R[t] * U_thr
     S[t] = H(U[t] - U_thr)                         (surrogate gradient: arctan by default)
 
-with ``U[-1] = 0``. ``tests/test_neurons.py`` pins this to ``snntorch.Leaky`` for
+with ``U[-1] = 0``. ``tests/snn/test_neurons.py`` pins this to ``snntorch.Leaky`` for
 spikes, membrane and gradients.
 
 Source: snntorch (Eshraghian et al., "Training Spiking Neural Networks Using

@@ -46,7 +46,7 @@ ENERGY_PER_AC_PJ = 0.9
 ENERGY_PER_MAC_PJ = 4.6
 
 # metric names; the same strings as g2g.tracking.names.METRIC_* (g2g.training may not
-# import g2g.tracking, so tests/test_connectivity.py checks they agree)
+# import g2g.tracking, so tests/sparse/test_connectivity.py checks they agree)
 SYNOPS_PREFIX = "synops_"
 MACS_PREFIX = "macs_"
 INJECTION_SUFFIX = "_injection"

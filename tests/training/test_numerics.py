@@ -115,6 +115,7 @@ def _quick_command(tmp_path, data_root, *overrides):
             f"dataset.root={data_root}", f"hydra.run.dir={tmp_path / 'outputs'}", *overrides]
 
 
+@pytest.mark.integration
 def test_huge_learning_rate_fails_the_run_naming_the_tensor_without_done_marker(tmp_path, tiny_data_root):
     result = subprocess.run(_quick_command(tmp_path, tiny_data_root, "train.lr=1e37", "train.epochs=2",
                                            "train.progress=false"),
@@ -163,6 +164,7 @@ def test_progress_on_a_terminal_is_the_tqdm_bar_and_no_log_lines(caplog):
     assert "\r" in terminal.getvalue() and "img/s" in terminal.getvalue()
 
 
+@pytest.mark.integration
 def test_run_with_output_to_a_file_writes_readable_progress_lines(tmp_path, tiny_data_root):
     result = subprocess.run(_quick_command(tmp_path, tiny_data_root, "train.epochs=2"),
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -175,6 +177,7 @@ def test_run_with_output_to_a_file_writes_readable_progress_lines(tmp_path, tiny
     assert sum("epoch 1/2: train_loss" in line for line in output.splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_finite_check_benchmark_runs_and_prints_a_row_per_model():
     result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "finite_check.py"), "--threads", "1",
                              "--hidden", "32", "--num-steps", "4", "--batch", "8", "--repeats", "1",

@@ -41,6 +41,7 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     arguments = ["study=smoke",
                  "dataset.download=false", "hydra.launcher.n_jobs=2", "hardware=cpu",
@@ -92,6 +93,7 @@ def test_smoke_study_runs_in_parallel_with_parent_run_and_report(workdir):
     assert all("test_accuracy" in c.data.metrics for c in reused)
 
 
+@pytest.mark.integration
 def test_a_sweep_over_beta_reports_a_beta_column_and_logs_the_learned_lif_parameters(workdir):
     result = _run(["-m", "model=mixer", "model.beta=0.5,0.95", *[o for o in TINY if o != "train.epochs=1"],
                    "train.epochs=2", "dataset.download=false", "hydra.launcher.n_jobs=2",
@@ -111,6 +113,7 @@ def test_a_sweep_over_beta_reports_a_beta_column_and_logs_the_learned_lif_parame
         assert abs(beta - float(child.data.params["model.beta"])) < 0.05, "the learned decay starts at model.beta"
 
 
+@pytest.mark.integration
 def test_failed_job_is_marked_failed_and_the_others_finish(workdir):
     # no CIFAR files under the data root: the cifar10 job fails after its run started
     result = _run(["-m", "dataset=fashionmnist,cifar10", "model=index", *TINY,
@@ -127,6 +130,7 @@ def test_failed_job_is_marked_failed_and_the_others_finish(workdir):
     assert client.list_artifacts(parent.info.run_id, "report")
 
 
+@pytest.mark.integration
 def test_submitit_local_launcher_runs_the_sweep_as_separate_processes(workdir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'g2g[cluster]'")
     result = _run(["-m", "hydra/launcher=submitit_local", "model=index,mixer", *TINY,
@@ -147,6 +151,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_runs_log_to_a_real_mlflow_server(workdir):
     port = _free_port()
     server = subprocess.Popen(
@@ -257,6 +262,7 @@ def _study_config(loader, study: str, job: list[str]):
     return loader.load_configuration("config", overrides=[f"study={study}", *job], run_mode=RunMode.MULTIRUN)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("study", sorted(p.stem for p in (REPO_ROOT / "conf" / "study").glob("*.yaml")))
 def test_every_study_expands_to_distinct_valid_jobs(study):
     from g2g.config.validation import validate
@@ -267,6 +273,7 @@ def test_every_study_expands_to_distinct_valid_jobs(study):
         validate(_study_config(loader, study, job))
 
 
+@pytest.mark.integration
 def test_results_studies_share_the_setting_the_results_page_needs():
     settings = set()
     for study in ("results_p_inter", "results_dst"):

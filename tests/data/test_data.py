@@ -132,7 +132,7 @@ def _start(command: list[str], cwd: Path) -> subprocess.Popen:
     """Start ``command`` with this checkout's g2g first on the path and one OMP thread,
     its stdout and stderr together in one text pipe."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        [str(Path(__file__).resolve().parents[2])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -145,6 +145,7 @@ def _start_at_once(commands: list[list[str]], cwd: Path) -> list[subprocess.Comp
 
 @pytest.mark.skipif(not (DEBIAN_FILES / "train-images-idx3-ubyte.gz").exists(),
                     reason="needs the Debian package dataset-fashion-mnist")
+@pytest.mark.integration
 def test_four_data_commands_at_once_on_an_empty_folder_all_succeed_and_unpack_once(tmp_path):
     root = tmp_path / "data"
     finished = _start_at_once([[sys.executable, "-m", "g2g.data", "fashionmnist", "--root", str(root)]] * 4, tmp_path)
@@ -160,6 +161,7 @@ def test_four_data_commands_at_once_on_an_empty_folder_all_succeed_and_unpack_on
     assert not [p for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]
 
 
+@pytest.mark.integration
 def test_a_job_waits_for_the_one_preparing_the_data_says_so_once_and_uses_its_files(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
@@ -197,6 +199,7 @@ sys.exit(main(["cifar10", "--root", sys.argv[2]]))
 """
 
 
+@pytest.mark.integration
 def test_four_cifar_downloads_at_once_download_once_and_leave_no_temporary_folder(tmp_path):
     source = tmp_path / "source"
     write_cifar(source, "cifar10", num_train=25, num_test=10)

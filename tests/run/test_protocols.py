@@ -68,6 +68,7 @@ def test_regularizer_loss_term_is_lambda_times_squared_rate_error():
     assert regularizer((spikes, spikes)).item() == pytest.approx(2 * expected)
 
 
+@pytest.mark.integration
 def test_regularizer_lowers_the_firing_rate_and_logs_its_schedule(tmp_path, tiny_data_root):
     common = ["model=index", "model.hidden_dim=32", "train.epochs=3", "train.lr=0.005"]
     plain = run_job(compose_config(common, tmp_path / "plain", data_root=tiny_data_root))
@@ -101,6 +102,7 @@ def test_stratified_folds_partition_every_class_evenly():
     assert [f.tolist() for f in folds] != [f.tolist() for f in stratified_folds(labels, 3, seed=1)]
 
 
+@pytest.mark.integration
 def test_crossval_logs_parent_with_summary_and_one_child_per_fold(tmp_path, tiny_data_root):
     summary = run_job(compose_config(["model=mixer", "protocol=crossval", "protocol.k_folds=3",
                                   "protocol.epochs=2"], tmp_path))
@@ -120,6 +122,7 @@ def test_crossval_logs_parent_with_summary_and_one_child_per_fold(tmp_path, tiny
     assert summary["cv_val_accuracy_mean"] == pytest.approx(sum(values) / 3)
 
 
+@pytest.mark.integration
 def test_crossval_resumes_with_the_first_unfinished_fold(tmp_path, tiny_data_root, monkeypatch):
     cfg = compose_config(["model=index", "protocol=crossval", "protocol.k_folds=3", "protocol.epochs=1"], tmp_path)
     real_save = ckpt.save_checkpoint
@@ -148,6 +151,7 @@ def test_crossval_resumes_with_the_first_unfinished_fold(tmp_path, tiny_data_roo
     assert record.read().status == "FINISHED" and record.read().run_id == summary["run_id"]
 
 
+@pytest.mark.integration
 def test_crossval_inside_a_sweep(tmp_path):
     write_fashion_mnist(tmp_path / "data")
     result = subprocess.run(
@@ -230,6 +234,7 @@ def test_feature_cache_of_an_earlier_version_is_not_read(tmp_path, resnet_weight
     assert torch.equal(features.extract(extractor, pixels, cache_dir=tmp_path, weights_hash=weights_hash), out + 1)
 
 
+@pytest.mark.integration
 def test_resnet_run_extracts_once_caches_and_leaves_the_extractor_unchanged(
     tmp_path, tiny_data_root, trust_tiny_cifar, resnet_weights, monkeypatch
 ):
@@ -315,6 +320,7 @@ SEED_EXAMPLES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("example", list(SEED_EXAMPLES))
 def test_seed_readme_examples_run(example, tmp_path, tiny_data_root, trust_tiny_cifar, resnet_weights, monkeypatch):
     overrides = SEED_EXAMPLES[example]

@@ -225,6 +225,7 @@ DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.prune=hebb", "sparsity.g
            "sparsity.update_interval=3", "encoder=rate", "train.epochs=3"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("score", ["cosine", "correlation"])
 def test_dynamic_run_logs_rewiring_and_resumes_exactly(tmp_path, tiny_data_root, monkeypatch, score):
     run = [*DST_RUN, f"sparsity.hebbian_score={score}"]

@@ -135,6 +135,7 @@ def test_a_test_split_objective_is_refused_before_any_trial(workdir):
     assert not (workdir / "optuna_studies.log").exists() and not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.integration
 def test_a_search_runs_trials_in_parallel_and_a_pruned_trial_is_not_a_failure(workdir):
     # the brute-force sampler asks each width once; the threshold pruner stops every trial that
     # reaches epoch 2 (no accuracy exceeds 1.01)
@@ -174,6 +175,7 @@ def test_a_search_runs_trials_in_parallel_and_a_pruned_trial_is_not_a_failure(wo
         "report/search/search.md", "report/search/trials.csv"}
 
 
+@pytest.mark.integration
 def test_a_trial_that_fails_is_told_fail_and_the_search_goes_on(workdir):
     # model.beta=1.5 is refused by the job's config check (a probability): that trial fails
     sweep_dir = workdir / "multirun"
@@ -195,6 +197,7 @@ def test_a_trial_that_fails_is_told_fail_and_the_search_goes_on(workdir):
     assert "Trials: 1 COMPLETE, 1 FAIL." in summary and "model.beta=0.9 hydra.mode=RUN" in summary
 
 
+@pytest.mark.integration
 def test_a_two_objective_search_writes_its_pareto_front(workdir):
     sweep_dir = workdir / "multirun"
     arguments = ["hparams_search=accuracy_energy", *TINY, "train.epochs=1", f"hydra.sweep.dir={sweep_dir}",
@@ -225,7 +228,7 @@ def _checkpoints(workdir: Path) -> int:
     return len(list((workdir / "checkpoints").glob("*/checkpoint.pth")))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command_without_rerunning_finished_trials(tmp_path):
     write_fashion_mnist(tmp_path / "data", num_train=1500, num_test=32)
     arguments = ["hparams_search=lif_quick", *TINY, "train.epochs=3", "train.batch_size=8",

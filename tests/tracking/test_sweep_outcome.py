@@ -56,6 +56,7 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_a_job_refused_before_it_has_a_run_is_counted_as_failed_with_its_reason(workdir):
     result = _run(["-m", "model=index", "model.p_inter=0.1,1.5", "hydra.launcher.n_jobs=1", *TINY,
                    f"hydra.sweep.dir={workdir / 'multirun'}"], workdir)
@@ -84,6 +85,7 @@ def test_a_job_refused_before_it_has_a_run_is_counted_as_failed_with_its_reason(
     assert "sweep FAILED: 2 jobs, 1 did not finish" in report.stdout
 
 
+@pytest.mark.integration
 def test_a_job_that_died_without_a_record_is_counted_from_its_hydra_job_folder(tmp_path):
     from g2g.tracking.store import setup_experiment
     from g2g.tracking.sweep_callback import Sweep
@@ -108,6 +110,7 @@ def test_a_job_that_died_without_a_record_is_counted_from_its_hydra_job_folder(t
     assert str(sweep_dir / "1" / "run.log") in silent.data.tags["g2g.error"]
 
 
+@pytest.mark.integration
 def test_a_sweep_hydra_rejects_ends_its_parent_failed_and_the_report_says_it_skipped_it(workdir):
     # dense has no p_inter: Hydra refuses the job batch after the parent run was created
     result = _run(["-m", "model=index,dense", "model.p_inter=0.1,0.2", *TINY,
@@ -150,7 +153,7 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -
         time.sleep(0.2)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_stops_every_job_with_a_checkpoint_and_the_same_command_resumes_all_of_them(tmp_path):
     write_fashion_mnist(tmp_path / "data", num_train=3000, num_test=32)
     arguments = ["-m", "model=index,random,mixer", "hydra.launcher.n_jobs=2", "hardware.num_threads=1",

@@ -180,6 +180,7 @@ def test_validation_split_is_stratified_seeded_and_disjoint():
         validate(compose_config(["protocol.validation_fraction=1.0"]))
 
 
+@pytest.mark.integration
 def test_holdout_with_validation_split_logs_val_test_and_best_epoch(tmp_path, tiny_data_root):
     cfg = compose_config(["model=index", "protocol.validation_fraction=0.25", "train.epochs=3"], tmp_path,
                          data_root=tiny_data_root)

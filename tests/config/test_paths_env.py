@@ -37,6 +37,7 @@ def _run_py(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.C
                           cwd=cwd, env={**environment, **(env or {})}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_hydra_chdir_run_twice_shares_store_checkpoints_and_data_of_the_launch_directory(tmp_path):
     write_fashion_mnist(tmp_path / "data")
     common = ["model=index", "dataset.root=data", "hydra.job.chdir=true"]
@@ -122,6 +123,7 @@ def _assert_untouched(tmp_path: Path, foreign: str, summary: dict) -> None:
     assert client.get_run(summary["run_id"]).data.params["model.name"] == "index"
 
 
+@pytest.mark.integration
 def test_mlflow_run_id_from_the_environment_is_ignored_through_run_py(tmp_path, tiny_data_root):
     foreign = _foreign_run(tmp_path)
     result = _run_py(tmp_path, "model=index", f"dataset.root={tiny_data_root}", "hydra.run.dir=out",
@@ -132,6 +134,7 @@ def test_mlflow_run_id_from_the_environment_is_ignored_through_run_py(tmp_path, 
     _assert_untouched(tmp_path, foreign, json.loads(done.read_text()))
 
 
+@pytest.mark.integration
 def test_databricks_job_run_resumption_variable_is_ignored(tmp_path, tiny_data_root, monkeypatch, caplog):
     """With SERVERLESS_GPU_COMPUTE_ASSOCIATED_JOB_RUN_ID set, ``mlflow.start_run``
     resumes the run an earlier program started under the same job id."""
@@ -146,6 +149,7 @@ def test_databricks_job_run_resumption_variable_is_ignored(tmp_path, tiny_data_r
     _assert_untouched(tmp_path, other.info.run_id, summary)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("variable", ["MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"])
 def test_experiment_from_the_environment_is_ignored_with_a_warning(variable, tmp_path, tiny_data_root,
                                                                     monkeypatch, caplog):
@@ -159,6 +163,7 @@ def test_experiment_from_the_environment_is_ignored_with_a_warning(variable, tmp
     assert client.search_runs([other]) == []
 
 
+@pytest.mark.integration
 def test_mlflow_tracking_uri_is_honoured_when_tracking_uri_is_null(tmp_path, tiny_data_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere/store.db")
@@ -197,6 +202,7 @@ def _only_folder_in(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir()}
 
 
+@pytest.mark.integration
 def test_home_and_environment_variables_in_path_keys_mean_the_home_folder_through_run_py(tmp_path):
     home, launch, env = _home(tmp_path)
     first = _run_py(launch, "model=index", "dataset.root=$HOME/data", "checkpoint.dir=$HOME/checkpoints",
@@ -226,6 +232,7 @@ def test_home_and_environment_variables_in_path_keys_mean_the_home_folder_throug
     assert _only_folder_in(launch) == {"outputs"}
 
 
+@pytest.mark.integration
 def test_an_unset_environment_variable_in_a_path_is_refused_naming_the_key(tmp_path):
     _, launch, env = _home(tmp_path)
     result = _run_py(launch, "dataset.root=$G2G_UNSET_FOLDER/data", "checkpoint.dir=$G2G_UNSET_FOLDER/c", env=env)
@@ -251,6 +258,7 @@ def test_feature_weights_and_cache_with_environment_variables_name_the_files(tmp
     assert ckpt.config_hash(resolved) == ckpt.config_hash(absolute_paths(relative)), "one file, one hash"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("folder", ["q?mark", "100%", "a#b c%41"])
 def test_a_launch_folder_with_uri_characters_keeps_its_store_inside(folder, tmp_path):
     launch = tmp_path / folder
@@ -276,6 +284,7 @@ def test_a_launch_folder_with_uri_characters_keeps_its_store_inside(folder, tmp_
     assert (launch / "results.md").is_file()
 
 
+@pytest.mark.integration
 def test_g2g_data_root_with_tilde_or_variable_is_the_home_folder(tmp_path):
     home, launch, env = _home(tmp_path)
     for root in ("~/data", "$HOME/data"):

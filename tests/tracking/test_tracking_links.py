@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT
@@ -17,6 +18,7 @@ def _links(cwd, *arguments) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.integration
 def test_links_name_each_experiment_with_runs_and_its_training_runs_page(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     study = client.create_experiment("study")

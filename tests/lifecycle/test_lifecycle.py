@@ -79,6 +79,7 @@ def _without_privileges() -> tuple[str, ...]:
 
 # ------------------------------------------------------------ stores that refuse writes
 
+@pytest.mark.integration
 def test_a_read_only_store_is_one_line_naming_it_and_a_non_zero_exit_for_a_run_and_a_sweep(workdir):
     assert _run(TINY, workdir).returncode == 0
     before = (workdir / "mlflow.db").read_bytes()
@@ -99,6 +100,7 @@ def test_a_read_only_store_is_one_line_naming_it_and_a_non_zero_exit_for_a_run_a
     assert [r["status"] for r in _records(workdir)] == ["FINISHED"], "the first run's record is kept"
 
 
+@pytest.mark.integration
 def test_an_artifact_folder_that_refuses_writes_fails_every_job_and_the_sweep(workdir):
     assert _run(TINY, workdir).returncode == 0
     (workdir / "mlartifacts").chmod(0o555)
@@ -115,6 +117,7 @@ def test_an_artifact_folder_that_refuses_writes_fails_every_job_and_the_sweep(wo
     assert not [r for r in _runs(workdir) if r.info.status == "RUNNING"]
 
 
+@pytest.mark.integration
 def test_a_full_checkpoint_disk_fails_the_run_in_one_line_and_nothing_claims_finished(workdir):
     folder = workdir / "ck"
     folder.mkdir()
@@ -143,6 +146,7 @@ FAULTS = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("step", [*FAULTS, "record end", "MLflow end"])
 def test_a_failure_at_any_step_of_a_run_ends_it_failed_in_mlflow_and_its_record(step, tmp_path, tiny_data_root,
                                                                               monkeypatch):
@@ -205,6 +209,7 @@ def test_a_report_that_fails_ends_the_sweep_failed(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------ grids, experiments, epochs
 
+@pytest.mark.integration
 def test_a_repeated_grid_point_runs_once_and_is_said_once(workdir):
     result = _run(["-m", *TINY, "seed=7,7", "hydra.launcher.n_jobs=2"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -215,6 +220,7 @@ def test_a_repeated_grid_point_runs_once_and_is_said_once(workdir):
     assert [c.info.status for c in children] == ["FINISHED"] and "g2g.error" not in children[0].data.tags
 
 
+@pytest.mark.integration
 def test_a_run_resumed_into_another_experiment_is_recorded_there_and_says_so(workdir):
     """Stopped after its first checkpoint, then run again with tracking.experiment=other:
     it continues in a run of experiment ``other`` (with the whole history), the earlier run
@@ -251,6 +257,7 @@ def test_a_run_resumed_into_another_experiment_is_recorded_there_and_says_so(wor
     assert "from 1 finished run" in (workdir / "third.md").read_text(), "the linked run is the experiment's result"
 
 
+@pytest.mark.integration
 def test_a_sweep_asking_fewer_epochs_than_a_finished_run_is_answered_from_its_history(workdir):
     assert _run([*TINY, "model=mixer", "train.epochs=2"], workdir).returncode == 0
     (finished,) = _runs(workdir)
@@ -273,6 +280,7 @@ def test_a_sweep_asking_fewer_epochs_than_a_finished_run_is_answered_from_its_hi
 
 # ------------------------------------------------------------ signals
 
+@pytest.mark.integration
 def test_sigterm_to_the_launcher_stops_every_job_with_a_checkpoint_and_the_parent_killed(workdir):
     write_fashion_mnist(workdir / "data", num_train=3000, num_test=32)
     arguments = ["-m", "model=index,mixer", "hydra.launcher.n_jobs=2", *TINY, "train.epochs=5",
@@ -309,6 +317,7 @@ def test_sigterm_to_the_launcher_stops_every_job_with_a_checkpoint_and_the_paren
     assert {c.info.run_id for c in children} == {r["run_id"] for r in _records(workdir)}, "the same runs continued"
 
 
+@pytest.mark.integration
 def test_a_worker_killed_hard_leaves_no_run_running_and_every_job_counted(workdir):
     """kill -9 of one joblib worker of a 3-job, 2-worker sweep: loky then stops the other
     worker too (a library limit, documented); the sweep still ends FAILED with every job
@@ -341,6 +350,7 @@ def test_a_worker_killed_hard_leaves_no_run_running_and_every_job_counted(workdi
     assert {r["status"] for r in _records(workdir)} == {"FINISHED"} and len(_records(workdir)) == 3
 
 
+@pytest.mark.integration
 def test_forget_makes_a_finished_run_train_again_and_refuses_what_is_not_a_run_folder(workdir):
     assert _run(TINY, workdir).returncode == 0
     (folder,) = (workdir / "checkpoints").iterdir()

@@ -31,6 +31,7 @@ def test_groups_are_the_documented_ones():
                            "regularizer", "protocol", "hardware", "experiment"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes_validates_and_builds(group, option):
     # dynamic sparsity needs a sparse model (the default model is dense); ResNet features need CIFAR
@@ -117,6 +118,7 @@ UNUSED_OR_MISSING_KEYS = [
 BAD_OVERRIDES += UNUSED_OR_MISSING_KEYS
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("overrides, key_and_value, allowed", BAD_OVERRIDES)
 def test_bad_value_is_refused_naming_key_value_and_allowed(overrides, key_and_value, allowed, tmp_path):
     cfg = compose_config(overrides.split(), tmp_path)
@@ -145,6 +147,7 @@ def test_wrong_type_or_unknown_key_is_refused_while_composing(overrides, named):
     assert named in str(error.value)
 
 
+@pytest.mark.integration
 def test_command_line_stops_at_once_on_bad_value(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run.py"), "model=mixer", "model.p_inter=1.5",
@@ -193,6 +196,7 @@ def test_removing_a_required_key_is_refused_before_any_work_naming_the_options(r
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_following_hydras_append_hint_for_another_options_key_says_where_it_belongs(tmp_path):
     refused = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run.py"), "model.p_inter=0.1", f"hydra.run.dir={tmp_path / 'out'}"],
@@ -252,6 +256,7 @@ def _run_py(tmp_path, *arguments: str) -> subprocess.CompletedProcess:
                           env={**environment, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_command_line_interpolation_error_is_one_config_error_not_a_traceback(tmp_path):
     result = _run_py(tmp_path, "experiment=quick", "train.lr=${model.p_inter}", f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode == 2, result.stderr[-3000:]
@@ -260,6 +265,7 @@ def test_command_line_interpolation_error_is_one_config_error_not_a_traceback(tm
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.integration
 def test_sweep_job_with_an_interpolation_error_is_a_failed_job_with_a_config_error(tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -54,6 +54,7 @@ def _final_state(workdir: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
+@pytest.mark.integration
 def test_sigterm_mid_epoch_saves_and_the_same_command_resumes_to_the_same_weights(tmp_path, big_data_root):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
@@ -156,6 +157,7 @@ def _store_fails(monkeypatch, failing_calls) -> None:
     monkeypatch.setattr("g2g.tracking.run_logger.RETRY_DELAYS_S", (0.01, 0.01), raising=False)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("failures", [2, 4])
 def test_a_transient_store_failure_is_retried_and_nothing_is_lost(tmp_path, tiny_data_root, monkeypatch, caplog,
                                                                    failures):
@@ -174,6 +176,7 @@ def test_a_transient_store_failure_is_retried_and_nothing_is_lost(tmp_path, tiny
     assert ("answers again" in caplog.text) == (failures > 2)
 
 
+@pytest.mark.integration
 def test_tracking_failure_mid_run_keeps_training_and_metrics_can_be_relogged(
     tmp_path, tiny_data_root, monkeypatch, caplog
 ):
@@ -232,6 +235,7 @@ def test_lock_refuses_a_second_holder_and_is_released_when_the_owner_dies(tmp_pa
         pass
 
 
+@pytest.mark.integration
 def test_two_concurrent_starts_train_the_experiment_once(tmp_path, big_data_root):
     commands = [_command(tmp_path, big_data_root, [f"hydra.run.dir={tmp_path / f'out{i}'}"]) for i in (1, 2)]
     processes = [subprocess.Popen(c, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,

@@ -34,6 +34,7 @@ def _client(tmp_path: Path) -> MlflowClient:
     ("cifar10", "index", "current"),
     ("cifar100", "random", "rate"),
 ])
+@pytest.mark.integration
 def test_run_logs_params_metrics_and_artifacts_to_mlflow(
     dataset, model, encoder, tmp_path, tiny_data_root, trust_tiny_cifar
 ):
@@ -90,6 +91,7 @@ def _interrupt_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_interrupt)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model, encoder", [("mixer", "rate"), ("dense", "current")])
 def test_resume_after_interrupt_equals_uninterrupted_run(model, encoder, tmp_path, tiny_data_root, monkeypatch):
     overrides = [f"model={model}", f"encoder={encoder}", "train.epochs=3"]
@@ -174,7 +176,7 @@ def test_smoke_run_on_a_slice_of_real_fashion_mnist(tmp_path):
 def test_mlflow_runs_module_imports_neither_torch_nor_hydra_nor_matplotlib():
     code = "import sys, g2g.tracking.runs; print(sorted({'torch', 'hydra', 'matplotlib'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -194,6 +196,7 @@ def _deleted_experiment(tmp_path: Path) -> str:
     ["-m", "g2g.report", "g2g"],
     ["-m", "g2g.report", "g2g", "--page", "results.md"],
 ])
+@pytest.mark.integration
 def test_deleted_experiment_is_a_user_error_naming_it_and_both_remedies(command, tmp_path, tiny_data_root):
     experiment_id = _deleted_experiment(tmp_path)
     if command[0] == "run.py":

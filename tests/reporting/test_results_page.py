@@ -83,6 +83,7 @@ LAST = "test_accuracy % (last epoch, mean ± std)"
 BEST = "best_test_accuracy % (mean)"
 
 
+@pytest.mark.integration
 def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(store):
     folder, summaries = store
     page = folder / "docs" / "results.md"
@@ -145,6 +146,7 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
     assert again.returncode == 0 and page.read_text().count(START) == 1
 
 
+@pytest.mark.integration
 def test_results_page_compares_runs_that_differ_in_any_setting_and_refuses_unknown_experiments(store, tmp_path):
     folder, _ = store
     page = tmp_path / "results.md"
@@ -355,6 +357,7 @@ def test_page_compares_runs_that_differ_in_a_setting_as_their_own_configurations
     assert {row["params"]["train.lr"] for row in experiment_rows(client, "mixed")} == {"0.0005", "0.001"}
 
 
+@pytest.mark.integration
 def test_a_setting_the_studies_do_not_name_is_a_column_not_a_pooled_mean(tmp_path):
     """The old page kept the latest run per (known configuration, seed) before checking
     the runs shared every setting, so two betas became one: "mixer 72.10 ± 1.98 from 2
@@ -410,6 +413,7 @@ def test_the_studies_file_declares_every_study_and_the_public_numbers():
     assert {entry["text"] for entry in published.reference["values"]} >= {"87.04 (dense, 447 wide)"}
 
 
+@pytest.mark.integration
 def test_published_section_compares_last_and_best_epoch_with_the_public_numbers(fake_store):
     client, folder = fake_store
     page = folder / "published.md"

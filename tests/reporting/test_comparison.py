@@ -66,6 +66,7 @@ def store(tmp_path_factory) -> tuple[MlflowClient, Path, dict]:
     return client, folder, {"betas": betas, "batches": batches, "models": models}
 
 
+@pytest.mark.integration
 def test_a_sweep_over_beta_is_compared_by_beta_with_a_paired_difference_and_a_plot(store, tmp_path):
     client, _, sweeps = store
     report_sweep(client, sweeps["betas"], tmp_path, baselines=["model.beta=0.8"])
@@ -170,6 +171,7 @@ def test_a_baseline_that_matches_nothing_names_the_key_the_value_and_what_exists
     assert compare(rows).baselines == [], "no dense configuration: no default baseline"
 
 
+@pytest.mark.integration
 def test_repeats_of_a_configuration_and_seed_count_once_and_are_said(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("repeats")
@@ -184,6 +186,7 @@ def test_repeats_of_a_configuration_and_seed_count_once_and_are_said(tmp_path):
                                     "the only configuration.")
 
 
+@pytest.mark.integration
 def test_report_command_prints_the_comparison_and_clears_its_old_files(store, tmp_path):
     client, folder, sweeps = store
     out = tmp_path / "report"

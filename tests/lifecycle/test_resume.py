@@ -74,6 +74,7 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("interruption", ["sigterm_mid_epoch", "sigterm_at_epoch_end", "crash_mid_epoch",
                                           "run_deleted_after_sigterm", "finished_run_extended"])
+@pytest.mark.integration
 def test_every_metric_series_equals_the_uninterrupted_runs_after_an_interrupt_and_resume(
     tmp_path, tiny_data_root, monkeypatch, uninterrupted, interruption
 ):
@@ -158,6 +159,7 @@ def test_a_checkpoint_further_than_the_epochs_asked_for_answers_from_its_history
     assert ckpt.run_record(compose_config(DST_RUN, tmp_path), tmp_path / "checkpoints").status == "KILLED"
 
 
+@pytest.mark.integration
 def test_extending_a_cross_validation_continues_every_fold_in_the_same_runs(tmp_path, tiny_data_root):
     client = _client(tmp_path)
     crossval = ["model=index", "protocol=crossval", "protocol.k_folds=2"]
@@ -215,7 +217,7 @@ def test_a_run_resumed_inside_a_sweep_is_listed_by_the_new_sweep_parent(tmp_path
     assert tags["mlflow.parentRunId"] == new_parent and tags["g2g.overrides"] == "model=mixer"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigkill_mid_epoch_then_the_same_command_marks_the_run_killed_and_resumes_it(tmp_path):
     data_root = tmp_path / "data"
     write_fashion_mnist(data_root, num_train=4000, num_test=200)
