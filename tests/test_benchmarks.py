@@ -47,6 +47,7 @@ def test_preset_times_reports_what_finished_runs_took(tmp_path):
     assert missing.returncode == 1 and "no MLflow experiment named 'nope'" in missing.stderr
 
 
+@pytest.mark.integration
 def test_train_step_and_dst_overhead_take_a_device_and_precisions():
     from g2g.hardware.precision import cpu_has_native_bf16
 

@@ -95,6 +95,7 @@ def _histories(client: MlflowClient, run_id: str) -> dict:
     return histories
 
 
+@pytest.mark.integration
 @needs_bf16
 def test_bf16_mixed_trains_a_dst_network_end_to_end_and_resumes_exactly(tmp_path, tiny_data_root, monkeypatch):
     overrides = [*DST, "train.precision=bf16-mixed"]
