@@ -31,12 +31,12 @@ import torch
 from torch.nn import functional as F
 
 from g2g.hardware.precision import AUTOCAST_DTYPES, check_precision
-from g2g.sparse.dst import DynamicSparsity
-from g2g.snn.encoders import CurrentEncoder
 from g2g.models.network import SpikingNetwork
+from g2g.snn.encoders import CurrentEncoder
+from g2g.sparse.dst import DynamicSparsity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import StepTimer  # noqa: E402  (the benchmarks' shared timer)
+from train_step import StepTimer
 
 #: the autocast dtype of the forward passes (``--precision``), None: float32
 AUTOCAST: list = [None]
@@ -86,7 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--updates", type=int, default=5,
-                        help="DST updates before timing the 'restarted' variant (each restarts 10%% of the active entries)")
+                        help="DST updates before timing the 'restarted' variant "
+                             "(each restarts 10%% of the active entries)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     parser.add_argument("--precision", default="32", help="train.precision of the forward passes (32, bf16-mixed)")
     args = parser.parse_args()

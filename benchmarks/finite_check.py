@@ -110,7 +110,7 @@ def main() -> None:
         membranes = [torch.randn(args.batch, lif_size, device=args.device)
                      for lif_size in (args.hidden, args.hidden, 10)]  # the last step's membrane, [B, N]
 
-        def check_alone() -> None:
+        def check_alone(lifs=lifs, membranes=membranes, checked=checked, loss=loss) -> None:
             for lif, membrane in zip(lifs, membranes):
                 lif.last_membrane_peak = peak_magnitude(membrane)
             checked.check_finite({"training loss": loss}, "batch 1 of 1")

@@ -76,7 +76,8 @@ def _run_overrides(args, folder: str, extra: list[str] = ()) -> list[str]:
     out = Path(args.out)
     sizes = [*TINY, "train.epochs=2"] if args.dry_run else [*SHORT, "train.epochs=2"]
     return [*sizes, f"hardware={args.hardware}", f"dataset.root={args.data_root}", "dataset.download=false",
-            f"checkpoint.dir={out / 'checkpoints' / args.stamp / folder}", f"tracking.uri=sqlite:///{out / 'mlflow.db'}",
+            f"checkpoint.dir={out / 'checkpoints' / args.stamp / folder}",
+            f"tracking.uri=sqlite:///{out / 'mlflow.db'}",
             f"tracking.experiment=gpu_check_{folder}", "train.progress=false", *extra]
 
 
@@ -280,7 +281,8 @@ def _steps(args) -> list[tuple[str, list[str]]]:
              *([*TINY, "train.epochs=1"] if args.dry_run else [])]
     return [("env", env), ("tests", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]),
             ("train_step", train_step),
-            ("train_step_compiled", [*train_step, "--models", "mixer", "--sparsity", "static", "--lif-scan", "compiled"]),
+            ("train_step_compiled",
+             [*train_step, "--models", "mixer", "--sparsity", "static", "--lif-scan", "compiled"]),
             ("preset_times", preset_times),
             *[(name, [*myself, "--check", name]) for name in ("sync_audit", "repeatable", "cpu_vs_device", "resume")],
             ("published", study)]

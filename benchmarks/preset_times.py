@@ -60,7 +60,7 @@ def _data(root: str, device: torch.device) -> tuple[DataSplits, str]:
     """Fashion-MNIST on ``device``, or random images of its shape, and which of the two."""
     try:
         return load_dataset("fashionmnist", root=root, download=False, device=device), "Fashion-MNIST"
-    except Exception as error:  # timing only: shapes matter, values change spike counts a little
+    except Exception as error:  # noqa: BLE001 (timing only: shapes matter, values change spike counts a little)
         print(f"note: Fashion-MNIST not loaded ({error.__class__.__name__}); timing random images", file=sys.stderr)
         generator = torch.Generator().manual_seed(0)
         train_x = torch.rand(TRAIN_IMAGES, 784, generator=generator).to(device)
@@ -107,9 +107,9 @@ def measured_runs(experiment: str, tracking_uri: str) -> list[dict]:
     Raises:
         g2g.reporting.queries.ResultsError: no such experiment or no finished run.
     """
-    from g2g.reporting.comparison import compare, override_label  # noqa: PLC0415
-    from g2g.reporting.queries import experiment_rows, open_store  # noqa: PLC0415
-    from g2g.tracking.names import METRIC_EVALUATION_TIME  # noqa: PLC0415
+    from g2g.reporting.comparison import compare, override_label
+    from g2g.reporting.queries import experiment_rows, open_store
+    from g2g.tracking.names import METRIC_EVALUATION_TIME
 
     client = open_store(tracking_uri)
     runs = []
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="with --from-runs; default: sqlite:///$PWD/mlflow.db")
     args = parser.parse_args(argv)
     if args.from_runs:
-        from g2g.reporting.queries import ResultsError  # noqa: PLC0415
-        from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # noqa: PLC0415
+        from g2g.reporting.queries import ResultsError
+        from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri
 
         try:
             print_measured_runs(args.from_runs, absolute_tracking_uri(args.tracking_uri, Path.cwd())

@@ -37,10 +37,12 @@ import torch
 from torch.nn import functional as F
 
 from g2g.hardware.precision import AUTOCAST_DTYPES, check_precision, gradient_scaler, set_tf32
-from g2g.sparse.dst import DynamicSparsity
-from g2g.snn.encoders import CurrentEncoder, RateEncoder
 from g2g.models.network import NetworkOutput, SpikingNetwork
+from g2g.snn.encoders import CurrentEncoder, RateEncoder
+from g2g.sparse.dst import DynamicSparsity
 
+#: the default device of the timings
+CPU = torch.device("cpu")
 PRESETS = {"tiny": dict(hidden=32, num_steps=4, batch=16), "small": dict(hidden=512, num_steps=25, batch=128),
            "seed": dict(hidden=2048, num_steps=50, batch=256)}
 
@@ -113,7 +115,7 @@ def saved_activation_mib(forward) -> float:
     return sum(storages.values()) / 2**20
 
 
-def matmul_rate(m: int, k: int, n: int, repeats: int = 5, device: torch.device = torch.device("cpu")) -> float:
+def matmul_rate(m: int, k: int, n: int, repeats: int = 5, device: torch.device = CPU) -> float:
     """Dense fp32 matmul rate of ``device`` in GFLOP/s for an [m, k] x [k, n] product."""
     a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     a @ b
@@ -159,7 +161,7 @@ def _train_step(module, optimizer, inputs, labels, precision: str = "32", scaler
 
 
 def run_case(model: str, sparsity: str, encoding: str, *, hidden: int, num_steps: int, batch: int,
-             repeats: int, spike_matmul: str = "auto", device: torch.device = torch.device("cpu"),
+             repeats: int, spike_matmul: str = "auto", device: torch.device = CPU,
              precisions: tuple[str, ...] = ("32",), lif_scan: str = "loop") -> dict:
     """Time the snntorch loop (float32) and g2g in each of ``precisions`` alternately;
     ``32`` is always timed too (the ratios' reference). Returns the first step's agreement

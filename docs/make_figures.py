@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from g2g.sparse.connectivity import layer_connectivity, layer_grouping  # noqa: E402
+from g2g.sparse.connectivity import layer_connectivity, layer_grouping
 
 SIZES = [64, 48, 48, 10]  # small layers so single connections are visible; 8 groups
 

@@ -109,9 +109,9 @@ def atomic_torch_save(obj, path: Path) -> None:
     full disk or a read-only folder raises an :class:`OSError` that names ``path`` and its
     errno (``torch.save`` into a file would raise a bare ``RuntimeError`` from its C++
     writer instead)."""
-    import io  # noqa: PLC0415
+    import io
 
-    import torch  # noqa: PLC0415 (only savers of tensors need it)
+    import torch  # only savers of tensors need it
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -131,7 +131,7 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
     Returns:
         The files removed (each logged).
     """
-    import logging  # noqa: PLC0415
+    import logging
 
     stale = sorted(Path(folder).glob("**/.*.tmp"))
     for path in stale:

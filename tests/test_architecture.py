@@ -183,7 +183,8 @@ def test_the_package_build_includes_every_g2g_package():
     every folder of g2g/ with an __init__.py, so an installed g2g is complete."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    include = setuptools["packages"]["find"]["include"]
     packages = [name for name, path in SOURCES.items() if path.name == "__init__.py"]
     missing = [name for name in packages if not any(fnmatch.fnmatchcase(name, pattern) for pattern in include)]
     assert not missing, f"add {missing} to [tool.setuptools.packages.find] include in pyproject.toml"
@@ -325,3 +326,13 @@ def test_no_function_takes_more_than_six_positional_arguments():
                 if len(positional) > MAX_POSITIONAL_ARGUMENTS:
                     offenders.append(f"{name}.{node.name} (line {node.lineno}): {len(positional)}")
     assert not offenders, "more than 6 positional arguments (make the rest keyword-only): " + "; ".join(offenders)
+
+
+def test_the_code_passes_the_linter_configured_in_pyproject():
+    """ruff with the rules of pyproject.toml ([tool.ruff]) over the whole repository."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO_ROOT)],
+                            capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]

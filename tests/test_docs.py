@@ -44,7 +44,7 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _anchors(path: Path) -> set[str]:
     anchors, seen = set(), {}
     for match in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCE.sub("", path.read_text()), re.M):
@@ -97,7 +97,8 @@ def _jobs(arguments: list[str]) -> tuple[bool, list[list[str]]]:
 def test_readme_shows_run_commands():
     commands = [" ".join(arguments) for arguments in _run_commands()]
     assert any(command.startswith("-m ") for command in commands), "a first sweep"
-    assert any("study=" in command for command in commands) and any("hparams_search=" in command for command in commands)
+    assert any("study=" in command for command in commands)
+    assert any("hparams_search=" in command for command in commands)
 
 
 @pytest.mark.parametrize("arguments", _run_commands(), ids=" ".join)

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT, write_fashion_mnist
 
-STEPS = ["env", "tests", "train_step", "train_step_compiled", "preset_times", "sync_audit", "repeatable", "cpu_vs_device", "resume",
-         "published"]
+STEPS = ["env", "tests", "train_step", "train_step_compiled", "preset_times", "sync_audit", "repeatable",
+         "cpu_vs_device", "resume", "published"]
 
 
 @pytest.mark.integration

@@ -24,13 +24,13 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 #: a check returns None for a good value, else what is allowed
-Check = Callable[[Any], Optional[str]]
+Check = Callable[[Any], str | None]
 
 
 def _is_int(value) -> bool:
@@ -116,8 +116,8 @@ class DatasetSchema:
     name: str = value(check=one_of("g2g.data.datasets:DATASETS"))
     root: str = value()
     download: bool = value()
-    train_subset: Optional[int] = value(check=optional_positive_int)
-    test_subset: Optional[int] = value(check=optional_positive_int)
+    train_subset: int | None = value(check=optional_positive_int)
+    test_subset: int | None = value(check=optional_positive_int)
 
 
 # --- model -----------------------------------------------------------------------
@@ -234,7 +234,7 @@ class ResNet32FeaturesSchema:
     name: str = value()
     weights: str = value()
     batch_size: int = value(check=positive_int)
-    cache_dir: Optional[str] = value()
+    cache_dir: str | None = value()
 
 
 # --- regularizer -----------------------------------------------------------------
@@ -293,7 +293,7 @@ class HardwareSchema:
 
     _target_: str = "g2g.hardware.device.Hardware"
     device: str = value(check=one_of("g2g.hardware.device:DEVICES"))
-    num_threads: Optional[int] = value(check=optional_positive_int)
+    num_threads: int | None = value(check=optional_positive_int)
     deterministic: bool = value()
 
 
@@ -320,7 +320,7 @@ class CheckpointSchema:
 
 @dataclass
 class TrackingSchema:
-    uri: Optional[str] = value()
+    uri: str | None = value()
     experiment: str = value()
 
 

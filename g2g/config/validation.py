@@ -145,7 +145,8 @@ def _unused_key(path: str, node: DictConfig, key: str) -> str:
     where = f"{group}={option}" if option else f"'{path}'" if path else "the primary config"
     message = f"{f'{path}.' if path else ''}{key}={node[key]!r}: {where} does not use this key"
     if users:
-        return message + f"; it belongs to {' / '.join(f'{group}={user}' for user in users)} (select that option instead)"
+        owners = " / ".join(f"{group}={user}" for user in users)
+        return message + f"; it belongs to {owners} (select that option instead)"
     allowed = ", ".join(f.name for f in dataclasses.fields(OmegaConf.get_type(node)) if not f.name.startswith("_"))
     return message + f"; its keys are: {allowed}"
 

@@ -245,7 +245,7 @@ def _fetch_fashion_mnist(root: Path, download: bool, debian_dir: Path) -> None:
             _download_beside(datasets.FashionMNIST, root)
             if not _check_fashion_mnist_files(raw_dir):
                 return
-        except Exception as error:  # network errors come in many types
+        except Exception as error:  # noqa: BLE001 (network errors come in many types)
             attempts.append(f"torchvision download failed: {error}")
         if _install_debian_package() and (debian_dir / "train-images-idx3-ubyte.gz").exists():
             _decompress_debian_files(debian_dir, raw_dir)
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m g2g.data [fashionmnist|cifar10|cifar100] [--root data]``: make sure a
     data set is on disk (what ``make run`` calls before training). ``--root`` means what
     ``dataset.root`` means (``~`` and ``$NAME`` expanded, relative to the current folder)."""
-    import argparse  # noqa: PLC0415
+    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m g2g.data", description=main.__doc__)
     parser.add_argument("name", nargs="?", default="fashionmnist", choices=sorted(DATASETS))

@@ -141,7 +141,7 @@ class ResNet32Features(nn.Module):
         self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, 3, 1, 1))
 
-    def train(self, mode: bool = True) -> "ResNet32Features":
+    def train(self, mode: bool = True) -> ResNet32Features:
         return super().train(False)  # frozen: never leave eval mode
 
     @torch.no_grad()
@@ -289,7 +289,7 @@ def train_resnet32(
     """Train a CIFAR ResNet-32 (SGD, momentum 0.9, weight decay 5e-4, cosine
     schedule, random crop + horizontal flip) and save its state dict to ``out``.
     Returns ``{"test_accuracy": ...}``."""
-    from g2g.data.datasets import load_dataset  # noqa: PLC0415
+    from g2g.data.datasets import load_dataset
 
     torch.manual_seed(seed)
     data = load_dataset(dataset, root, download=True, train_subset=train_subset, seed=seed, device=device)

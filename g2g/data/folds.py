@@ -3,9 +3,9 @@ held-out validation split (tuning)."""
 
 from __future__ import annotations
 
-import torch
-
 from dataclasses import replace
+
+import torch
 
 from g2g.data.datasets import DataSplits
 

@@ -18,12 +18,12 @@ def _directml_device() -> torch.device | None:
     """The DirectML device when torch-directml is installed and works, else None.
     torch-directml exists only for Windows/WSL; it is imported only here."""
     try:
-        import torch_directml  # noqa: PLC0415 (optional, platform-specific)
+        import torch_directml  # optional, platform-specific
     except (ImportError, OSError):
         return None
     try:
         return torch_directml.device()
-    except Exception:  # a broken DirectML install behaves like a missing one
+    except Exception:  # noqa: BLE001 (a broken DirectML install behaves like a missing one)
         return None
 
 

@@ -84,7 +84,7 @@ class RunGuard:
         self.logger = logger
         self._summary: dict | None = None
 
-    def __enter__(self) -> "RunGuard":
+    def __enter__(self) -> RunGuard:
         return self
 
     def succeed(self, summary: dict) -> None:
@@ -109,14 +109,14 @@ class RunGuard:
         status, reason = status_of(error), describe(error)
         try:
             self.logger.error_tag(reason, TAG_PRUNED if status == "PRUNED" else TAG_ERROR)
-        except Exception as failure:
+        except Exception as failure:  # noqa: BLE001 (each write on its own: the original error goes on)
             log.error("could not tag MLflow run %s with its error (%s)", self.logger.run_id, failure)
         try:
             self.logger.end("KILLED" if status == "PRUNED" else status)  # MLflow has no pruned status
-        except Exception as failure:
+        except Exception as failure:  # noqa: BLE001 (each write on its own: the original error goes on)
             log.error("could not end MLflow run %s %s (%s)", self.logger.run_id, status, failure)
         try:
             self.record.end(status, error=reason)
-        except Exception as failure:
+        except Exception as failure:  # noqa: BLE001 (each write on its own: the original error goes on)
             log.error("could not write the run record %s (%s: %s); it still says %s", self.record.path,
                       type(failure).__name__, failure, self.record.status)

@@ -56,7 +56,7 @@ class ExperimentLock:
         except (OSError, json.JSONDecodeError):  # unreadable while locked (Windows) or half written
             return {}
 
-    def __enter__(self) -> "ExperimentLock":
+    def __enter__(self) -> ExperimentLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()

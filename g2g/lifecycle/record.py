@@ -110,12 +110,12 @@ class RunRecord:
         """``lock``."""
         return self.folder / LOCK_FILE
 
-    def fold(self, fold: int) -> "RunRecord":
+    def fold(self, fold: int) -> RunRecord:
         """The record of cross-validation fold ``fold`` (folder ``foldK``, label ``LABEL_HASH_foldK``)."""
         return RunRecord(self.folder / f"fold{fold}", f"{self.label}_fold{fold}")
 
     # reading
-    def read(self) -> "RunRecord":
+    def read(self) -> RunRecord:
         """Load ``record.json`` (nothing when it does not exist). A file that cannot be
         parsed is reported (:attr:`damaged` says why) and read as no record: the run
         starts over from its checkpoint, and the orphaned MLflow run is found by its tags
@@ -220,7 +220,7 @@ def forget(folder: Path) -> Path:
     Raises:
         RecordError: not a run folder, or locked by a live process.
     """
-    from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
+    from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError
 
     record = RunRecord(Path(folder)).read()
     if not record.path.exists() and not record.checkpoint.exists():

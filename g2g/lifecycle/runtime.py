@@ -44,10 +44,10 @@ class JobRuntime:
         return num_threads if num_threads is not None else self.launcher_threads
 
     @classmethod
-    def read(cls) -> "JobRuntime":
+    def read(cls) -> JobRuntime:
         """Hydra's runtime of the job running now (the one place that reads it)."""
-        from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
-        from hydra.types import RunMode  # noqa: PLC0415
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
             return cls()

@@ -68,7 +68,7 @@ def _record(cfg: DictConfig, runtime: JobRuntime, status: str, reason: str) -> N
     try:
         setup_experiment(cfg.tracking.uri, cfg.tracking.experiment)
         record_job_outcome(MlflowClient(), runtime.parent_run_id, runtime.overrides, status=status, reason=reason)
-    except Exception as error:  # the store itself may be what failed
+    except Exception as error:  # noqa: BLE001 (the store itself may be what failed)
         log.warning("could not record this job's outcome in MLflow (%s); the sweep's end counts it", error)
 
 
@@ -110,8 +110,8 @@ def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRun
         log.warning("%s", NOT_STARTED)
         _record(cfg, runtime, "KILLED", NOT_STARTED)
         return _outcome("KILLED", reason=NOT_STARTED)
-    from g2g.lifecycle.errors import USER_ERRORS, user_message  # noqa: PLC0415 (torch)
-    from g2g.lifecycle.guard import RunPruned, describe  # noqa: PLC0415
+    from g2g.lifecycle.errors import USER_ERRORS, user_message  # torch
+    from g2g.lifecycle.guard import RunPruned, describe
 
     try:
         summary = job(cfg, runtime)

@@ -15,13 +15,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from g2g.reporting.comparison import ABSENT, Comparison, numeric_columns, override_label  # noqa: E402
-from g2g.reporting.queries import model_rank  # noqa: E402
-from g2g.reporting.statistics import mean_std  # noqa: E402
-from g2g.tracking.names import METRIC_ENERGY, METRIC_MACS_TOTAL, METRIC_SYNOPS_TOTAL  # noqa: E402
+from g2g.reporting.comparison import ABSENT, Comparison, numeric_columns, override_label
+from g2g.reporting.queries import model_rank
+from g2g.reporting.statistics import mean_std
+from g2g.tracking.names import METRIC_ENERGY, METRIC_MACS_TOTAL, METRIC_SYNOPS_TOTAL
 
 
 def model_colour(model: str) -> str:

@@ -41,7 +41,7 @@ def run_row(run) -> dict:
 
 def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[dict]:
     """One row per child run of the sweep, in run-name order (see :func:`run_row`)."""
-    from g2g.tracking.runs import sweep_children  # noqa: PLC0415 (MLflow only once a store is read)
+    from g2g.tracking.runs import sweep_children  # MLflow only once a store is read
 
     rows = [run_row(child) for child in sweep_children(client, parent_run_id)]
     return sorted(rows, key=lambda row: row["run_name"] or "")
@@ -110,7 +110,7 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
 def model_rank(model: str) -> int:
     """Position of ``model`` in :data:`g2g.models.network.MODELS` (the seed README's
     order: dense, index, random, mixer); unknown models come after them."""
-    from g2g.models.network import MODELS  # noqa: PLC0415 (torch only when rows are ordered)
+    from g2g.models.network import MODELS  # torch only when rows are ordered
 
     return MODELS.index(model) if model in MODELS else len(MODELS)
 
@@ -133,9 +133,9 @@ def open_store(tracking_uri: str) -> MlflowClient:
         ValueError: an ``sqlite:///`` URI whose file does not exist, or whose ``?`` is not
             a query string (:func:`g2g.tracking.store.sqlite_uri_problem`).
     """
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415 (MLflow only once a store is read)
+    from mlflow.tracking import MlflowClient  # MLflow only once a store is read
 
-    from g2g.tracking.store import sqlite_path, sqlite_uri_problem  # noqa: PLC0415
+    from g2g.tracking.store import sqlite_path, sqlite_uri_problem
 
     problem = sqlite_uri_problem(tracking_uri)
     if problem:
@@ -157,7 +157,7 @@ def missing_experiment_message(client: MlflowClient, name: str, what: str) -> st
 def refuse_deleted(client: MlflowClient, experiment, error: type[ValueError] = ValueError) -> None:
     """Raise ``error`` naming both remedies when ``experiment`` was deleted (it is in
     MLflow's trash: its runs are hidden from searches and cannot be written)."""
-    from g2g.tracking.store import deleted_experiment_message  # noqa: PLC0415
+    from g2g.tracking.store import deleted_experiment_message
 
     if experiment.lifecycle_stage == "deleted":
         raise error(deleted_experiment_message(experiment.name, experiment.experiment_id, client.tracking_uri,
@@ -167,7 +167,7 @@ def refuse_deleted(client: MlflowClient, experiment, error: type[ValueError] = V
 def find_run(client: MlflowClient, run_id: str):
     """The MLflow run ``run_id``, or None when the store has no run of that id (or
     ``run_id`` cannot be one); any other failure of the store is raised."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415 (MLflow only once a store is read)
+    from mlflow.exceptions import MlflowException  # MLflow only once a store is read
 
     try:
         return client.get_run(run_id)

@@ -31,8 +31,18 @@ from typing import TYPE_CHECKING
 
 from g2g.reporting import markdown
 from g2g.reporting.comparison import (
-    ABSENT, Column, Comparison, compare, headline, lif_columns, matches, notes, numeric_columns, parse_selector,
-    shared_text, table,
+    ABSENT,
+    Column,
+    Comparison,
+    compare,
+    headline,
+    lif_columns,
+    matches,
+    notes,
+    numeric_columns,
+    parse_selector,
+    shared_text,
+    table,
 )
 from g2g.reporting.queries import experiment_rows, result_params
 from g2g.tracking.names import METRIC_PARAMETERS_DENSE, METRIC_PARAMETERS_TOTAL, METRIC_TEST_ACCURACY
@@ -84,7 +94,7 @@ def load_studies(path: Path = STUDIES) -> dict[str, list[Study]]:
         ValueError: a section other than :data:`SECTIONS`, a study key or figure that does
             not exist, or a study without a title (names the file and the study).
     """
-    import yaml  # noqa: PLC0415 (only when a page is made)
+    import yaml  # only when a page is made
 
     data = yaml.safe_load(Path(path).read_text()) or {}
     studies = {}
@@ -180,7 +190,7 @@ def _slug(title: str) -> str:
 def _study_figures(study: Study, comparison: Comparison) -> list[tuple[str, matplotlib.figure.Figure]]:
     if not study.figures:
         return []
-    from g2g.reporting.figures import accuracy_vs_cost_figure, heatmap_figure, metric_vs_param_figure  # noqa: PLC0415
+    from g2g.reporting.figures import accuracy_vs_cost_figure, heatmap_figure, metric_vs_param_figure
 
     found = []
     for spec in study.figures:
@@ -196,7 +206,7 @@ def _study_figures(study: Study, comparison: Comparison) -> list[tuple[str, matp
 
 
 def _figure(figure: matplotlib.figure.Figure, path: Path, page: Path, title: str) -> str:
-    from g2g.reporting.figures import save  # noqa: PLC0415 (matplotlib only for figures)
+    from g2g.reporting.figures import save  # matplotlib only for figures
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save(figure, path, dpi=110)
@@ -215,7 +225,7 @@ def seed_architecture_sizes_table(p_inters: list[float]) -> str:
     """Sizes of the seed README's network (784 -> 2048 -> 2048 -> 10) measured from
     masks built now (seed 42), for each model of :data:`g2g.models.network.MODELS`
     (the sparse ones at each p_inter)."""
-    from g2g.models.network import LAYER_NAMES, MODELS, SpikingNetwork  # noqa: PLC0415 (torch)
+    from g2g.models.network import LAYER_NAMES, MODELS, SpikingNetwork  # torch
 
     rows = []
     for name in MODELS:

@@ -55,7 +55,7 @@ def paired_difference(a_by_seed: Mapping, b_by_seed: Mapping, confidence: float 
         ValueError: no seed is in both mappings (names both seed sets), or
             ``confidence`` outside (0, 1).
     """
-    from scipy.stats import t  # noqa: PLC0415 (SciPy only when an interval is computed)
+    from scipy.stats import t  # SciPy only when an interval is computed
 
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")

@@ -48,7 +48,13 @@ from typing import TYPE_CHECKING
 
 from g2g.files import path_argument
 from g2g.reporting.comparison import (
-    DEFAULT_METRIC, Comparison, SelectorError, compare, csv_rows, render, shared_text,
+    DEFAULT_METRIC,
+    Comparison,
+    SelectorError,
+    compare,
+    csv_rows,
+    render,
+    shared_text,
 )
 from g2g.reporting.queries import ROW_KEYS, TargetError, open_store, report_command, resolve_sweep, sweep_jobs
 from g2g.tracking.names import TAG_ERROR
@@ -128,7 +134,7 @@ def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None =
         g2g.reporting.comparison.SelectorError: a baseline that matches no configuration
             (nothing is written or logged then).
     """
-    from g2g.reporting.figures import comparison_figures, save  # noqa: PLC0415 (matplotlib only for figures)
+    from g2g.reporting.figures import comparison_figures, save  # matplotlib only for figures
 
     rows = sweep_jobs(client, parent_run_id)
     comparison = compare(rows, metric=metric, baselines=baselines)
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                              "default) or the published setting (published)")
     args = parser.parse_args(argv)
     page_path = None if args.page is None else path_argument(args.page)  # the page's command keeps --page as typed
-    from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # noqa: PLC0415 (MLflow: after arguments)
+    from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # MLflow: after arguments
 
     try:
         client = open_store(absolute_tracking_uri(args.tracking_uri, Path.cwd()) if args.tracking_uri
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.page:
-        from g2g.reporting.results_page import write_page  # noqa: PLC0415
+        from g2g.reporting.results_page import write_page
 
         if args.baseline or args.metric != DEFAULT_METRIC:
             print("error: --baseline and --metric apply to a sweep's comparison; the page's studies name their own "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from g2g.sparse.layers import MaskedLinear  # noqa: E402
+from g2g.sparse.layers import MaskedLinear
 
 
 def learning_curves_figure(history: list[dict]) -> plt.Figure:

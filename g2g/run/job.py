@@ -3,7 +3,8 @@
 Data flow: MLflow's environment variables checked (:mod:`g2g.tracking.store`) -> paths
 made absolute against the launch directory (:mod:`g2g.config.paths`) -> validate
 (:mod:`g2g.config.validation`) -> hardware (:mod:`g2g.hardware.device`, threads from
-:mod:`g2g.lifecycle.runtime`; the precision the device can run, :mod:`g2g.hardware.precision`) -> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
+:mod:`g2g.lifecycle.runtime`; the precision the device can run, :mod:`g2g.hardware.precision`)
+-> the run's record: skip, answer, extend or resume (:mod:`g2g.lifecycle.record`), lock
 (:mod:`g2g.lifecycle.lock`) -> protocol (:mod:`g2g.run.protocols`: holdout or cross-validation;
 each model built by :mod:`g2g.build.objects` and trained by :mod:`g2g.run.loop`)
 -> MLflow (:mod:`g2g.tracking`).
@@ -26,8 +27,8 @@ from g2g.lifecycle.lock import ExperimentLock
 from g2g.lifecycle.record import Plan, RunRecord
 from g2g.lifecycle.runtime import JobRuntime
 from g2g.run.protocols import RunContext, run_protocol
-from g2g.shell import shell_command
 from g2g.search.study import trial_hooks
+from g2g.shell import shell_command
 from g2g.tracking.names import TAG_OVERRIDES, TAG_PARENT_RUN_ID, TAG_TRIAL
 from g2g.tracking.runs import find_run, log_reused_run
 from g2g.tracking.store import setup_experiment, warn_ignored_environment

@@ -23,8 +23,15 @@ from g2g.lifecycle.record import RunRecord
 from g2g.reporting.statistics import mean_std
 from g2g.run.loop import CheckpointHook, MetricsHook, fit
 from g2g.tracking.names import (
-    TAG_CHECKPOINT, TAG_CONFIG_HASH, TAG_DEVICE, TAG_EPOCHS, TAG_FOLD, TAG_NUM_THREADS, TAG_PARENT_RUN_ID,
-    TAG_PROTOCOL, TAG_RUN_LABEL,
+    TAG_CHECKPOINT,
+    TAG_CONFIG_HASH,
+    TAG_DEVICE,
+    TAG_EPOCHS,
+    TAG_FOLD,
+    TAG_NUM_THREADS,
+    TAG_PARENT_RUN_ID,
+    TAG_PROTOCOL,
+    TAG_RUN_LABEL,
 )
 from g2g.tracking.params import PARAM_DEVICE, flatten
 from g2g.tracking.run_logger import RunLogger

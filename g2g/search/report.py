@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def trial_command(fixed: list[str], params: dict, keys: list[str] | None = None) -> str:
     """``python run.py FIXED KEY=VALUE... hydra.mode=RUN`` quoted for the shell: one run
     of a trial (see the module doc)."""
-    from g2g.search.study import override_value  # noqa: PLC0415
+    from g2g.search.study import override_value
 
     return shell_command("python", "run.py", *fixed,
                          *(f"{key}={override_value(params[key])}" for key in (keys or list(params))), "hydra.mode=RUN")
@@ -51,11 +51,11 @@ def pareto_figure(study: optuna.Study, objectives: tuple[str, ...]):
     """The complete trials of a two-objective study in the plane of their objectives
     (first objective on the y axis), the Pareto front highlighted and joined; None for
     another number of objectives or without a complete trial."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    import optuna  # noqa: PLC0415
+    import matplotlib.pyplot as plt
+    import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(objectives) != 2 or not complete:
@@ -78,7 +78,7 @@ def pareto_figure(study: optuna.Study, objectives: tuple[str, ...]):
 
 def search_summary(study: optuna.Study, settings: SearchSettings, fixed: list[str]) -> str:
     """``search.md``'s Markdown (see the module doc)."""
-    import optuna  # noqa: PLC0415
+    import optuna
 
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
@@ -113,7 +113,7 @@ def write_search_report(study: optuna.Study, settings: SearchSettings, folder: P
     """Write the report's files into ``folder`` (its earlier files are replaced), log them
     to ``parent_run_id`` under ``report/search/`` when given, and log the best trial's
     command. Returns the files."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ class SearchSettings:
         return path
 
     @classmethod
-    def read(cls, sweep_dir: Path) -> "SearchSettings":
+    def read(cls, sweep_dir: Path) -> SearchSettings:
         """The settings the search in ``sweep_dir`` wrote.
 
         Raises:
@@ -107,7 +107,7 @@ def override_value(value: Any) -> str:
 def default_storage(tracking_uri: str | None, cwd: Path) -> str:
     """:data:`STORAGE_FILE` in the folder of the MLflow SQLite store ``tracking_uri``
     (None: ``mlflow.db`` in ``cwd``, as g2g's default store), else in ``cwd``."""
-    from g2g.tracking.store import sqlite_path  # noqa: PLC0415 (MLflow only when a search starts)
+    from g2g.tracking.store import sqlite_path  # MLflow only when a search starts
 
     if tracking_uri is None:
         return str(Path(cwd).resolve() / STORAGE_FILE)
@@ -118,11 +118,11 @@ def default_storage(tracking_uri: str | None, cwd: Path) -> str:
 def open_storage(storage: str):
     """Optuna's storage for ``storage``: an RDB storage for a URL (``…://…``), else a
     journal file (its folder is created)."""
-    import optuna  # noqa: PLC0415 (Optuna only when a search runs)
+    import optuna  # Optuna only when a search runs
 
     if "://" in storage:
         return optuna.storages.RDBStorage(storage)
-    from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
+    from optuna.storages.journal import JournalFileBackend
 
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
@@ -201,15 +201,15 @@ def make_pruner(pruner: dict | None) -> optuna.pruners.BasePruner:
     """The pruner a config describes (``_target_`` and arguments, instantiated by Hydra);
     Optuna's ``NopPruner`` for None (a study loaded without a pruner would prune with
     Optuna's default, the median rule)."""
-    import optuna  # noqa: PLC0415
-    from hydra.utils import instantiate  # noqa: PLC0415
+    import optuna
+    from hydra.utils import instantiate
 
     return optuna.pruners.NopPruner() if pruner is None else instantiate(pruner)
 
 
 def load_trial(settings: SearchSettings, number: int) -> optuna.trial.Trial:
     """Trial ``number`` of the settings' study, to report to from a job's process."""
-    import optuna  # noqa: PLC0415
+    import optuna
 
     storage = open_storage(settings.storage)
     study_id = storage.get_study_id_from_name(settings.study_name)

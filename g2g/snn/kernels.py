@@ -20,7 +20,6 @@ import torch
 
 from g2g.snn.surrogate import Surrogate, heaviside
 
-
 #: how the LIF recursion runs over the T steps (the ``model.lif_scan`` config key): ``loop``
 #: a Python loop of in-place operations (on CUDA about 15 kernel launches per step and
 #: layer); ``compiled`` each pass's recursion as one ``torch.compile``d function (its steps

@@ -14,7 +14,8 @@ From Deep Learning", Proc. IEEE 2023), ``snntorch.surrogate.ATan``.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

@@ -15,9 +15,9 @@ from g2g.files import path_argument
 def experiment_links(tracking_uri: str, url: str) -> list[str]:
     """``NAME: URL/#/experiments/ID/runs`` for every active experiment of the store that
     has a run, in the order MLflow lists them (a store that does not exist yet: none)."""
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415 (MLflow only after the arguments)
+    from mlflow.tracking import MlflowClient  # MLflow only after the arguments
 
-    from g2g.tracking.store import sqlite_path  # noqa: PLC0415
+    from g2g.tracking.store import sqlite_path
 
     database = sqlite_path(tracking_uri)
     if database is not None and not database.exists():
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     links_parser.add_argument("--url", default="http://127.0.0.1:5000", help="where the MLflow UI answers")
     args = parser.parse_args(argv)
     if args.command == "links":
-        from g2g.tracking.store import resolve_tracking_uri  # noqa: PLC0415
+        from g2g.tracking.store import resolve_tracking_uri
 
         links = experiment_links(resolve_tracking_uri(args.tracking_uri), args.url)
         for line in links or [f"no runs yet in {resolve_tracking_uri(args.tracking_uri)}: make run trains one"]:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print("(each link opens the experiment's training runs; elsewhere in the UI, MLflow's \"Model training\" "
               "switch leaves its GenAI view)")
         return 0
-    from g2g.tracking.run_logger import relog  # noqa: PLC0415 (MLflow only after the arguments)
+    from g2g.tracking.run_logger import relog  # MLflow only after the arguments
 
     count = relog(args.file)
     print(f"logged {count} entries from {args.file}")

@@ -78,7 +78,7 @@ class RunLogger:
         for delay in (*delays, None):
             try:
                 action()
-            except Exception as error:  # any store failure: network, database, server
+            except Exception as error:  # noqa: BLE001 (any store failure: network, database, server)
                 if delay is None:
                     self._failed(error)
                     return False
@@ -125,7 +125,7 @@ class RunLogger:
 
     def figure(self, figure: matplotlib.figure.Figure, artifact_file: str) -> None:
         """Log a figure as ``artifact_file`` (e.g. ``plots/x.png``) and close it."""
-        import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib only for runs that plot)
+        import matplotlib.pyplot as plt  # matplotlib only for runs that plot
 
         try:
             with tempfile.TemporaryDirectory() as folder:
@@ -179,7 +179,7 @@ def relog(path: Path) -> int:
                 client.set_terminated(header["run_id"], entry["status"])
         except BaseException:
             rest = [header, *entries[done:]]
-            atomic_write(path, lambda file: file.write("".join(json.dumps(e) + "\n" for e in rest).encode()))
+            atomic_write(path, lambda file, rest=rest: file.write("".join(json.dumps(e) + "\n" for e in rest).encode()))
             raise
     path.rename(path.with_suffix(path.suffix + ".relogged"))
     return len(entries)

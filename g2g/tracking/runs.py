@@ -16,11 +16,21 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from g2g.tracking.names import (
-    EPOCH_KEYS, TAG_ANSWERED_FROM_EPOCH, TAG_CHECKPOINT, TAG_EPOCHS, TAG_ERROR, TAG_OVERRIDES, TAG_PARENT_RUN_ID,
+    EPOCH_KEYS,
+    TAG_ANSWERED_FROM_EPOCH,
+    TAG_CHECKPOINT,
+    TAG_EPOCHS,
+    TAG_ERROR,
+    TAG_OVERRIDES,
+    TAG_PARENT_RUN_ID,
     TAG_REUSED_RUN_ID,
 )
 from g2g.tracking.store import (
-    TrackingUnavailableError, drop_foreign_run_environment, log_batch_chunked, quiet_store_errors, root_cause,
+    TrackingUnavailableError,
+    drop_foreign_run_environment,
+    log_batch_chunked,
+    quiet_store_errors,
+    root_cause,
 )
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,6 @@ import contextlib
 import logging
 import os
 import re
-import shlex
 import time
 import urllib.error
 import urllib.request

@@ -19,13 +19,15 @@ comparison report (:mod:`g2g.reporting.sweep_report`: the jobs compared by the s
 that vary across them, ``comparison.md``, figures, ``jobs.csv``) and the metrics ``sweep_jobs``
 and ``sweep_failed_jobs``, and ends the parent: FINISHED (exit 0) when every job
 finished (a hyperparameter search's pruned trials count as done: their runs end KILLED
-with the tag :data:`~g2g.tracking.names.TAG_PRUNED`), FAILED (exit 1) when one did not or the report could not be made, KILLED
+with the tag :data:`~g2g.tracking.names.TAG_PRUNED`), FAILED (exit 1) when one did not or
+the report could not be made, KILLED
 (exit 128 + the signal) when the sweep was stopped by SIGINT or SIGTERM.
 
 While the jobs run, the launching process ignores SIGINT (workers inherit that: an
 idle joblib worker that got a KeyboardInterrupt would break the pool, and joblib would
 then kill the others while they save; each job handles Ctrl-C itself), and passes a
-SIGTERM on to the worker processes that run a job (:data:`~g2g.tracking.names.RUNNING_FOLDER`), so a ``kill`` or a batch system's ``timeout`` of the
+SIGTERM on to the worker processes that run a job (:data:`~g2g.tracking.names.RUNNING_FOLDER`),
+so a ``kill`` or a batch system's ``timeout`` of the
 launcher stops every job after its step, with a checkpoint.
 """
 
@@ -45,8 +47,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from g2g.config.validation import ConfigError, check_interpolations
 from g2g.tracking.names import (
-    METRIC_SWEEP_FAILED_JOBS, METRIC_SWEEP_JOBS, PARENT_RUN_ENV, RUNNING_FOLDER, SWEEP_STOP_FILE, TAG_CHECKPOINT,
-    TAG_ERROR, TAG_OVERRIDES, TAG_PRUNED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_SWEEP_OVERRIDES,
+    METRIC_SWEEP_FAILED_JOBS,
+    METRIC_SWEEP_JOBS,
+    PARENT_RUN_ENV,
+    RUNNING_FOLDER,
+    SWEEP_STOP_FILE,
+    TAG_CHECKPOINT,
+    TAG_ERROR,
+    TAG_OVERRIDES,
+    TAG_PRUNED,
+    TAG_SWEEP,
+    TAG_SWEEP_DIR,
+    TAG_SWEEP_OVERRIDES,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
 from g2g.tracking.store import TrackingUnavailableError, quiet_store_errors, root_cause, setup_experiment
@@ -117,7 +129,7 @@ class Sweep:
         reason, status, jobs, failed = None, "FAILED", [], []
         try:
             self._record_missing_jobs(client, stopped is not None, hydra_exit)
-            from g2g.reporting.sweep_report import report_sweep  # noqa: PLC0415 (matplotlib: at the end)
+            from g2g.reporting.sweep_report import report_sweep  # matplotlib: at the end
 
             try:
                 jobs = report_sweep(client, self.parent_run_id)
@@ -139,11 +151,12 @@ class Sweep:
         except BaseException as error:  # noqa: BLE001 (the parent must end whatever failed)
             reason = f"the sweep's end could not be recorded: {type(error).__name__}: {error}"
             log.error("%s", reason)
-        for action in (lambda: reason and client.set_tag(self.parent_run_id, TAG_ERROR, reason[:2000]),
-                       lambda: client.set_terminated(self.parent_run_id, status)):
+        # late binding on purpose: when the tag fails, the end takes the reason and status it leaves
+        for action in (lambda: reason and client.set_tag(self.parent_run_id, TAG_ERROR, reason[:2000]),  # noqa: B023
+                       lambda: client.set_terminated(self.parent_run_id, status)):  # noqa: B023
             try:
                 action()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 (the parent must end whatever failed)
                 log.error("could not end the sweep's MLflow parent run %s %s (%s)", self.parent_run_id, status,
                           error)
                 reason = reason or f"the store failed: {error}"
@@ -196,8 +209,8 @@ def _end_orphaned_record(checkpoint: str | None, run_id: str, status: str, reaso
     says RUNNING for ``run_id`` and no process holds its lock, it ends with ``status``."""
     if not checkpoint:
         return
-    from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError  # noqa: PLC0415
-    from g2g.lifecycle.record import RunRecord  # noqa: PLC0415
+    from g2g.lifecycle.lock import ExperimentLock, ExperimentLockedError
+    from g2g.lifecycle.record import RunRecord
 
     record = RunRecord(Path(checkpoint).parent)
     try:
@@ -214,7 +227,7 @@ def _pruned_runs(client: MlflowClient, parent_run_id: str) -> set[str]:
 
 
 def _rows(client: MlflowClient, parent_run_id: str) -> list[dict]:
-    from g2g.reporting.queries import sweep_jobs  # noqa: PLC0415
+    from g2g.reporting.queries import sweep_jobs
 
     return sweep_jobs(client, parent_run_id)
 
@@ -244,7 +257,7 @@ class MlflowSweepCallback(Callback):
         global ACTIVE
         try:
             check_interpolations(config, under="tracking")  # what this reads; each job checks the rest
-            from g2g.search.study import check_search  # noqa: PLC0415 (a search's refusals: before its run)
+            from g2g.search.study import check_search  # a search's refusals: before its run
 
             check_search(config)
             experiment_id = setup_experiment(config.tracking.uri, config.tracking.experiment)

@@ -355,8 +355,8 @@ class Trainer:
                     rates = torch.stack([spikes.mean() for spikes in output.spikes]) * len(index)
                     rate_sums = rates if rate_sums is None else rate_sums + rates
                 seen = min((batch + 1) * self.batch_size, len(y))
-                progress.advance(len(index), lambda seen=seen: {"loss": f"{loss_sum.item() / seen:.4f}",
-                                                                "acc": f"{correct.item() / seen:.4f}"},
+                progress.advance(len(index), lambda seen=seen, loss_sum=loss_sum, correct=correct: {
+                                     "loss": f"{loss_sum.item() / seen:.4f}", "acc": f"{correct.item() / seen:.4f}"},
                                  batch, last=batch == num_batches - 1)
                 if self.stop_requested and batch < num_batches - 1:
                     self.check_finite()

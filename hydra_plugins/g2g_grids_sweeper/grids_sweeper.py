@@ -20,8 +20,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class GridsSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        from g2g.tracking.sweep_callback import write_job_list  # noqa: PLC0415 (MLflow: only when sweeping)
+        from g2g.tracking.sweep_callback import write_job_list  # MLflow: only when sweeping
 
         write_job_list(sweep_dir, jobs)  # the sweep's end counts every job, also one that never starts
         log.info("grids sweeper: %d jobs from %d grids", len(jobs), len(self.grids))

@@ -64,7 +64,7 @@ def distribution(override: Override):
     Raises:
         ValueError: a sweep Optuna cannot sample (names the override).
     """
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: PLC0415
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
@@ -129,7 +129,7 @@ class OptunaSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from g2g.search.study import check_search  # noqa: PLC0415
+        from g2g.search.study import check_search
 
         check_search(config)  # also done by the sweep's callback, before its MLflow run exists
         self.config, self.hydra_context = config, hydra_context
@@ -145,13 +145,13 @@ class OptunaSweeper(Sweeper):
         return f"{self.config.tracking.experiment}-search-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     def sweep(self, arguments: list[str]) -> Any:
-        import optuna  # noqa: PLC0415
-        from hydra.utils import instantiate  # noqa: PLC0415
+        import optuna
+        from hydra.utils import instantiate
 
-        from g2g.search.report import write_search_report  # noqa: PLC0415
-        from g2g.search.study import SearchSettings, default_storage, make_pruner, open_storage  # noqa: PLC0415
-        from g2g.tracking.names import PARENT_RUN_ENV, SWEEP_STOP_FILE, TAG_STUDY, TRIAL_ENV  # noqa: PLC0415
-        from g2g.tracking.sweep_callback import write_job_list  # noqa: PLC0415
+        from g2g.search.report import write_search_report
+        from g2g.search.study import SearchSettings, default_storage, make_pruner, open_storage
+        from g2g.tracking.names import PARENT_RUN_ENV, SWEEP_STOP_FILE, TAG_STUDY, TRIAL_ENV
+        from g2g.tracking.sweep_callback import write_job_list
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space, fixed = search_space(parser, self.params, arguments)
@@ -207,7 +207,7 @@ class OptunaSweeper(Sweeper):
 
 
 def _mlflow_client():
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415
+    from mlflow.tracking import MlflowClient
 
     return MlflowClient()
 
@@ -217,7 +217,7 @@ def _resume(study, storage) -> int:
     ask again, with the same parameters, those it left RUNNING (stopped by Ctrl-C or a
     kill): each is told FAIL (marked ``g2g_interrupted``) and enqueued, so its run resumes
     from its checkpoint. Returns the number done."""
-    import optuna  # noqa: PLC0415
+    import optuna
 
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -237,10 +237,10 @@ def _tell(study, trial, overrides: list[str], result, objectives: tuple[str, ...
     """Tell the study how ``trial``'s job ended and tag its MLflow run. Returns (1 when the
     trial is done: COMPLETE, PRUNED, FAIL; 0 when it was stopped: it stays RUNNING and the
     next command asks it again; whether the sampler has sampled its whole space)."""
-    import optuna  # noqa: PLC0415
+    import optuna
 
-    from g2g.tracking.names import TAG_OVERRIDES, TAG_TRIAL, TAG_TRIAL_STATE  # noqa: PLC0415
-    from g2g.tracking.runs import sweep_children  # noqa: PLC0415
+    from g2g.tracking.names import TAG_OVERRIDES, TAG_TRIAL, TAG_TRIAL_STATE
+    from g2g.tracking.runs import sweep_children
 
     outcome = result.return_value if result.status == JobStatus.COMPLETED else None
     status = (outcome or {}).get("status", "FAILED")

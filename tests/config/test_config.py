@@ -181,7 +181,8 @@ def test_removing_a_whole_group_is_refused_listing_its_options(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "~model"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "the model group cannot be removed" in result.stderr and "model=dense / model=dense_matched / model=index" in result.stderr
+    assert "the model group cannot be removed" in result.stderr
+    assert "model=dense / model=dense_matched / model=index" in result.stderr
 
 
 @pytest.mark.parametrize("removal", ["~model.num_groups", "~model.p_inter", "~model.p_inter=0.15"])
@@ -208,7 +209,8 @@ def test_following_hydras_append_hint_for_another_options_key_says_where_it_belo
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert followed.returncode == 2
-    assert "model=dense does not use this key; it belongs to model=dense_matched / model=index / model=mixer / model=random" in followed.stderr
+    assert ("model=dense does not use this key; it belongs to model=dense_matched / model=index / model=mixer / "
+            "model=random") in followed.stderr
     assert not (tmp_path / "mlflow.db").exists()
 
 

@@ -24,7 +24,11 @@ from g2g.files import expand_path
 from g2g.lifecycle import checkpoint as ckpt
 from g2g.run.job import run_job
 from g2g.tracking.store import (
-    absolute_tracking_uri, default_tracking_uri, deleted_experiment_message, sqlite_path, sqlite_uri,
+    absolute_tracking_uri,
+    default_tracking_uri,
+    deleted_experiment_message,
+    sqlite_path,
+    sqlite_uri,
     sqlite_uri_problem,
 )
 
@@ -237,7 +241,8 @@ def test_an_unset_environment_variable_in_a_path_is_refused_naming_the_key(tmp_p
     _, launch, env = _home(tmp_path)
     result = _run_py(launch, "dataset.root=$G2G_UNSET_FOLDER/data", "checkpoint.dir=$G2G_UNSET_FOLDER/c", env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "dataset.root='$G2G_UNSET_FOLDER/data': the environment variable G2G_UNSET_FOLDER is not set" in result.stderr
+    assert ("dataset.root='$G2G_UNSET_FOLDER/data': the environment variable G2G_UNSET_FOLDER is not set"
+            in result.stderr)
     assert "checkpoint.dir='$G2G_UNSET_FOLDER/c'" in result.stderr
     assert _only_folder_in(launch) == {"outputs"}, "nothing made before the config is refused"
 

@@ -16,7 +16,11 @@ from torchvision import datasets, transforms
 
 from conftest import write_cifar, write_fashion_mnist, write_idx
 from g2g.data.datasets import (
-    FASHION_MNIST_SIZES, DatasetUnavailableError, fashion_mnist_raw_dir, load_dataset, prepare_fashion_mnist,
+    FASHION_MNIST_SIZES,
+    DatasetUnavailableError,
+    fashion_mnist_raw_dir,
+    load_dataset,
+    prepare_fashion_mnist,
 )
 
 
@@ -98,7 +102,8 @@ def test_truncated_idx_file_is_reported_with_its_path(tmp_path):
     raw = write_fashion_mnist(tmp_path, num_train=20, num_test=10)
     images = raw / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-100])
-    with pytest.raises(DatasetUnavailableError, match="(?s)train-images-idx3-ubyte has .*truncated or corrupt.*Delete the damaged files"):
+    with pytest.raises(DatasetUnavailableError,
+                       match="(?s)train-images-idx3-ubyte has .*truncated or corrupt.*Delete the damaged files"):
         prepare_fashion_mnist(tmp_path, download=False, debian_dir=tmp_path / "nowhere")
 
 

@@ -19,8 +19,8 @@ from g2g.hardware.precision import PrecisionUnavailableError, check_precision, c
 from g2g.lifecycle import checkpoint as ckpt
 from g2g.lifecycle.signals import TrainingInterrupted
 from g2g.models.network import SpikingNetwork
-from g2g.snn.neurons import LIF
 from g2g.run.job import run_job
+from g2g.snn.neurons import LIF
 from g2g.sparse.dst import DynamicSparsity
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(),

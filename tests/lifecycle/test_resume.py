@@ -212,7 +212,8 @@ def test_a_run_resumed_inside_a_sweep_is_listed_by_the_new_sweep_parent(tmp_path
     new_parent = client.create_run(client.get_experiment_by_name("g2g").experiment_id).info.run_id
     from g2g.lifecycle.runtime import JobRuntime
 
-    summary = run_job(cfg, JobRuntime(parent_run_id=new_parent, overrides=["model=mixer"], sweep_dir=tmp_path / "sweep"))
+    runtime = JobRuntime(parent_run_id=new_parent, overrides=["model=mixer"], sweep_dir=tmp_path / "sweep")
+    summary = run_job(cfg, runtime)
     tags = client.get_run(summary["run_id"]).data.tags
     assert tags["mlflow.parentRunId"] == new_parent and tags["g2g.overrides"] == "model=mixer"
 

@@ -115,7 +115,8 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
     assert VS_MATCHED not in cells, "no dense_matched runs: no such column"
     assert cells["n"] == "2" and cells["seeds"] == "1, 2"
     # parameters measured from the masks: what the model of each seed has, averaged
-    counts = [SpikingNetwork(784, 16, 10, connectivity="mixer", p_inter=0.1, mask_seed=stream_seed(s, "masks")).parameter_counts()
+    counts = [SpikingNetwork(784, 16, 10, connectivity="mixer", p_inter=0.1,
+                             mask_seed=stream_seed(s, "masks")).parameter_counts()
               for s in SEEDS]
     assert cells["parameters"] == f"{statistics.mean(c['parameters_total'] for c in counts):,.0f}"
     assert "lif_beta_lif1" in cells and 0 < float(cells["lif_beta_lif1"]) <= 1, "the learned decay, logged per epoch"

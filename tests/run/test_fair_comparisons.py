@@ -109,7 +109,8 @@ def test_fan_in_init_bounds_each_row_by_its_active_inputs():
 
 
 def test_unknown_weight_init_and_readout_are_refused_with_the_key():
-    for override, message in (("model.weight_init=xavier", "model.weight_init='xavier': must be one of: uniform, fan_in"),
+    for override, message in (("model.weight_init=xavier",
+                               "model.weight_init='xavier': must be one of: uniform, fan_in"),
                               ("model.readout=half", "model.readout='half': must be one of: masked, dense")):
         with pytest.raises(ConfigError, match=message):
             validate(compose_config(["model=index", override]))

@@ -46,7 +46,8 @@ def test_the_search_space_reads_the_official_sweepers_syntax():
     assert fixed == ["train.epochs=3", "seed=7"]
 
 
-@pytest.mark.parametrize(("value", "text"), [(0.1, "0.1"), (1e-05, "1e-05"), (0.30000000000000004, "0.30000000000000004"),
+@pytest.mark.parametrize(("value", "text"), [(0.1, "0.1"), (1e-05, "1e-05"),
+                                             (0.30000000000000004, "0.30000000000000004"),
                                              (4, "4"), (True, "true"), (None, "null"), ("dense", "dense")])
 def test_a_sampled_value_becomes_the_override_that_gives_back_the_same_value(value, text):
     assert override_value(value) == text
@@ -144,7 +145,8 @@ def test_a_search_runs_trials_in_parallel_and_a_pruned_trial_is_not_a_failure(wo
                  f"hydra.sweep.dir={sweep_dir}", "~hydra.sweeper.params", "hydra.sweeper.n_trials=2",
                  "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2",
                  "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
-                 "~hydra.sweeper.sampler.n_startup_trials", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+                 "~hydra.sweeper.sampler.n_startup_trials",
+                 "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
                  "~hydra.sweeper.pruner.n_startup_trials", "+hydra.sweeper.pruner.lower=1.01"]
     result = _run(arguments, workdir)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -95,7 +95,7 @@ def test_network_equals_per_step_snntorch_network(model, encoder):
             # float32 sums in another order (one matmul over T*B vs T of them)
             scale = p.grad.abs().max().item()
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5 * max(scale, 1.0),
-                                       msg=lambda m: f"{name}: {m}")
+                                       msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_atan_surrogate_gradient_equals_snntorch_atan():
@@ -205,7 +205,7 @@ def _assert_spike_matmul_modes_agree(modes, connectivity, encoder, device="cpu")
             # float32 sums in another order
             scale = max(reference_grads[name].abs().max().item(), 1.0)
             torch.testing.assert_close(grad, reference_grads[name], rtol=1e-5, atol=1e-5 * scale,
-                                       msg=lambda m: f"{name}: {m}")
+                                       msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("connectivity", ["dense", "mixer"])

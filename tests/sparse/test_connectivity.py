@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from g2g.sparse.connectivity import g2g_mask, group_labels, layer_connectivity
 from g2g.models.network import SpikingNetwork
+from g2g.sparse.connectivity import g2g_mask, group_labels, layer_connectivity
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,8 @@ def _trained_steps(model_name, prune, grow, steps=12, interval=3, seed=0):
     dst = DynamicSparsity(net, optimizer, prune=prune, grow=grow, update_interval=interval,
                           prune_fraction=0.2, seed=seed)
     encoder = RateEncoder(6)
-    initial_counts = {name: int(l.mask.sum()) for name, l in net.masked_layers().items()}
-    initial_masks = {name: l.mask.clone() for name, l in net.masked_layers().items()}
+    initial_counts = {name: int(layer.mask.sum()) for name, layer in net.masked_layers().items()}
+    initial_masks = {name: layer.mask.clone() for name, layer in net.masked_layers().items()}
     for step in range(1, steps + 1):
         inputs = encoder(torch.rand(8, 40))
         output = net(inputs)
@@ -41,7 +41,7 @@ def _trained_steps(model_name, prune, grow, steps=12, interval=3, seed=0):
         optimizer.zero_grad()
         loss.backward()
         dst.adam_restart.step()
-        before = {name: l.mask.clone() for name, l in net.masked_layers().items()}
+        before = {name: layer.mask.clone() for name, layer in net.masked_layers().items()}
         dst.adam_restart.restart(dst(step, output, inputs))
         for name, layer in net.masked_layers().items():
             assert int(layer.mask.sum()) == initial_counts[name], "active count changed"
@@ -88,7 +88,7 @@ def test_set_prunes_exactly_k_with_tied_magnitudes():
         for layer in net.masked_layers().values():
             layer.weight.copy_(layer.mask * 0.5)  # every active weight has the same |w|
     dst = DynamicSparsity(net, optimizer, prune="set", grow="random", prune_fraction=0.3)
-    before = {n: l.mask.clone() for n, l in net.masked_layers().items()}
+    before = {n: layer.mask.clone() for n, layer in net.masked_layers().items()}
     dst.update(1)
     for record, (name, layer) in zip(dst.records, net.masked_layers().items()):
         k = int(before[name].sum()) * 3 // 10

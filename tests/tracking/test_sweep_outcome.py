@@ -163,7 +163,8 @@ def test_ctrl_c_stops_every_job_with_a_checkpoint_and_the_same_command_resumes_a
                              start_new_session=True)
     try:
         # both running jobs have finished an epoch (a checkpoint each): Ctrl-C, as a terminal sends it
-        _wait_for(lambda: len(list((tmp_path / "checkpoints").glob("*/checkpoint.pth"))) >= 2, sweep, 240, "two checkpoints")
+        _wait_for(lambda: len(list((tmp_path / "checkpoints").glob("*/checkpoint.pth"))) >= 2, sweep, 240,
+                  "two checkpoints")
         os.killpg(sweep.pid, signal.SIGINT)
         output, _ = sweep.communicate(timeout=120)
     finally:

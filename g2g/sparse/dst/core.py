@@ -42,8 +42,17 @@ import torch
 
 from g2g.sparse.dst.adam_restart import AdamRestart
 from g2g.sparse.dst.hebbian import HEBBIAN_SCORES, HebbianTrace, spike_counts
-from g2g.sparse.dst.rules import (GROW_INITIALIZERS, GROW_INITS, GROW_RULES, GROW_SCORES, HEBBIAN_RULE, PRUNE_RULES,
-                                  PRUNE_SCORES, highest, lowest)
+from g2g.sparse.dst.rules import (
+    GROW_INITIALIZERS,
+    GROW_INITS,
+    GROW_RULES,
+    GROW_SCORES,
+    HEBBIAN_RULE,
+    PRUNE_RULES,
+    PRUNE_SCORES,
+    highest,
+    lowest,
+)
 from g2g.sparse.dst.schedule import FRACTION_SCHEDULES, UpdateSchedule, prune_count
 from g2g.sparse.layers import MaskedLinear
 

@@ -15,7 +15,8 @@ index), so the same connections change on every device.
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
