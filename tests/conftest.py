@@ -3,7 +3,11 @@ composition of the real ``conf/`` tree, and a temporary MLflow SQLite store."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +133,29 @@ def _isolated_mlflow(monkeypatch, tmp_path):
     while mlflow.active_run() is not None:
         mlflow.end_run()
     torch.use_deterministic_algorithms(False)
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.2 s until it holds; fail naming ``what`` when ``process``
+    ends first (with the end of its output) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, f"the command ended before {what}: {process.communicate()[0][-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def interrupt(command: list[str], cwd: Path, env: dict, when, what: str, timeout: float = 240) -> tuple[int, str]:
+    """Run ``command`` in a session of its own, and once ``when()`` holds send SIGINT to its
+    whole process group, as a terminal's Ctrl-C does; returns its exit status and output
+    (stdout and stderr). The group is killed if the command outlives the test."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        wait_for(when, process, timeout, what)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode, output

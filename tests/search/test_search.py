@@ -5,10 +5,8 @@ Ctrl-C without rerunning finished trials."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -17,10 +15,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from conftest import REPO_ROOT, write_fashion_mnist
+from conftest import REPO_ROOT, interrupt, write_fashion_mnist
 from g2g.search.study import SearchConfigError, SearchSettings, check_settings, override_value
 from hydra_plugins.g2g_optuna_sweeper.optuna_sweeper import search_space
 
+#: the search space is the command line's only (lif_quick's params dropped), each point asked once
+BRUTE_FORCE = ["~hydra.sweeper.params", "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
+               "~hydra.sweeper.sampler.n_startup_trials"]
 TINY = ["model.hidden_dim=16", "encoder.num_steps=4", "train.batch_size=16", "train.eval_batch_size=16",
         "train.progress=false", "hardware=cpu", "dataset.download=false"]
 
@@ -141,12 +142,9 @@ def test_a_search_runs_trials_in_parallel_and_a_pruned_trial_is_not_a_failure(wo
     # the brute-force sampler asks each width once; the threshold pruner stops every trial that
     # reaches epoch 2 (no accuracy exceeds 1.01)
     sweep_dir = workdir / "multirun"
-    arguments = ["hparams_search=lif_quick", *TINY, "train.epochs=3", "model.hidden_dim=choice(16,17)",
-                 f"hydra.sweep.dir={sweep_dir}", "~hydra.sweeper.params", "hydra.sweeper.n_trials=2",
-                 "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2",
-                 "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
-                 "~hydra.sweeper.sampler.n_startup_trials",
-                 "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+    arguments = ["hparams_search=lif_quick", *TINY, *BRUTE_FORCE, "train.epochs=3", "model.hidden_dim=choice(16,17)",
+                 f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                 "hydra.launcher.n_jobs=2", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
                  "~hydra.sweeper.pruner.n_startup_trials", "+hydra.sweeper.pruner.lower=1.01"]
     result = _run(arguments, workdir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -181,11 +179,9 @@ def test_a_search_runs_trials_in_parallel_and_a_pruned_trial_is_not_a_failure(wo
 def test_a_trial_that_fails_is_told_fail_and_the_search_goes_on(workdir):
     # model.beta=1.5 is refused by the job's config check (a probability): that trial fails
     sweep_dir = workdir / "multirun"
-    arguments = ["hparams_search=lif_quick", *TINY, "train.epochs=1", "model.beta=choice(0.9,1.5)",
-                 f"hydra.sweep.dir={sweep_dir}", "~hydra.sweeper.params", "hydra.sweeper.n_trials=2",
-                 "hydra.sweeper.n_jobs=1", "hydra.launcher.n_jobs=1",
-                 "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
-                 "~hydra.sweeper.sampler.n_startup_trials"]
+    arguments = ["hparams_search=lif_quick", *TINY, *BRUTE_FORCE, "train.epochs=1", "model.beta=choice(0.9,1.5)",
+                 f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                 "hydra.launcher.n_jobs=1"]
     result = _run(arguments, workdir)
     assert result.returncode == 1, "a failed trial fails the sweep, as a failed job of any sweep"
     study = _study(workdir, sweep_dir)
@@ -216,14 +212,6 @@ def test_a_two_objective_search_writes_its_pareto_front(workdir):
     assert (sweep_dir / "search_report" / "pareto_front.png").stat().st_size > 0
 
 
-def _wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert process.poll() is None, f"the search ended before {what}: {process.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def _checkpoints(workdir: Path) -> int:
     """Run folders with a checkpoint (read from the file system: a client of the MLflow
     store would race the command's own creation of it)."""
@@ -236,18 +224,10 @@ def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command_without_reru
     arguments = ["hparams_search=lif_quick", *TINY, "train.epochs=3", "train.batch_size=8",
                  "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.launcher.n_jobs=1",
                  "hardware.num_threads=1"]
-    search = subprocess.Popen(_command([*arguments, f"hydra.sweep.dir={tmp_path / 'multirun1'}"]), cwd=tmp_path,
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    try:
-        # trial 0 finished, and trial 1 (the trials run one at a time) has a checkpoint
-        _wait_for(lambda: _checkpoints(tmp_path) >= 2, search, 240, "trial 1's first checkpoint")
-        os.killpg(search.pid, signal.SIGINT)
-        output, _ = search.communicate(timeout=120)
-    finally:
-        if search.poll() is None:
-            os.killpg(search.pid, signal.SIGKILL)
-    assert search.returncode == 130, output[-3000:]
+    # trial 0 finished, and trial 1 (the trials run one at a time) has a checkpoint
+    status, output = interrupt(_command([*arguments, f"hydra.sweep.dir={tmp_path / 'multirun1'}"]), tmp_path, _env(),
+                               lambda: _checkpoints(tmp_path) >= 2, "trial 1's first checkpoint")
+    assert status == 130, output[-3000:]
     first = _study(tmp_path, tmp_path / "multirun1")
     assert [t.state.name for t in first.trials] == ["COMPLETE", "RUNNING"]
     stopped_params = first.trials[1].params

@@ -5,7 +5,6 @@ Subprocess tests through ``run.py -m`` on tiny data, as a user runs them."""
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT, write_fashion_mnist
+from conftest import REPO_ROOT, interrupt, write_fashion_mnist
 
 TINY = ["model.hidden_dim=16", "encoder.num_steps=4", "train.epochs=1", "train.batch_size=16",
         "train.eval_batch_size=16", "train.progress=false", "hardware=cpu", "dataset.download=false"]
@@ -145,32 +144,16 @@ def test_the_report_of_an_experiment_takes_the_newest_sweep_with_jobs_and_names_
     assert resolve_sweep(client, newer) == (newer, []), "a run id is taken as given"
 
 
-def _wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert process.poll() is None, f"the sweep ended before {what}: {process.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.mark.integration
 def test_ctrl_c_stops_every_job_with_a_checkpoint_and_the_same_command_resumes_all_of_them(tmp_path):
     write_fashion_mnist(tmp_path / "data", num_train=3000, num_test=32)
     arguments = ["-m", "model=index,random,mixer", "hydra.launcher.n_jobs=2", "hardware.num_threads=1",
                  *TINY, "train.epochs=5", "train.batch_size=8"]
-    sweep = subprocess.Popen(_command([*arguments, f"hydra.sweep.dir={tmp_path / 'multirun1'}"]), cwd=tmp_path,
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
-    try:
-        # both running jobs have finished an epoch (a checkpoint each): Ctrl-C, as a terminal sends it
-        _wait_for(lambda: len(list((tmp_path / "checkpoints").glob("*/checkpoint.pth"))) >= 2, sweep, 240,
-                  "two checkpoints")
-        os.killpg(sweep.pid, signal.SIGINT)
-        output, _ = sweep.communicate(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    assert sweep.returncode == 130, output[-3000:]
+    # both running jobs have finished an epoch (a checkpoint each): Ctrl-C, as a terminal sends it
+    status, output = interrupt(_command([*arguments, f"hydra.sweep.dir={tmp_path / 'multirun1'}"]), tmp_path, _env(),
+                               lambda: len(list((tmp_path / "checkpoints").glob("*/checkpoint.pth"))) >= 2,
+                               "two checkpoints")
+    assert status == 130, output[-3000:]
     client = _client(tmp_path)
     (parent,) = _sweeps(client)
     assert parent.info.status == "KILLED" and parent.data.metrics["sweep_failed_jobs"] == 3
