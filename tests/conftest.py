@@ -159,3 +159,10 @@ def interrupt(command: list[str], cwd: Path, env: dict, when, what: str, timeout
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     return process.returncode, output
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder to run commands in, with tiny Fashion-MNIST in ``data/`` (64 train, 32 test)."""
+    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
+    return tmp_path

@@ -63,12 +63,6 @@ def _records(workdir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((workdir / "checkpoints").glob("*/record.json"))]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
-    return tmp_path
-
-
 def _without_privileges() -> tuple[str, ...]:
     """A prefix that runs a command as root without the capabilities that ignore file
     permissions (util-linux setpriv), so chmod applies; skip where that is not possible."""

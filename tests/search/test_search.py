@@ -122,12 +122,6 @@ def _children(workdir: Path) -> list:
     return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
-    return tmp_path
-
-
 def test_a_test_split_objective_is_refused_before_any_trial(workdir):
     result = _run(["hparams_search=lif_quick", *TINY, "hydra.sweeper.objective=test_accuracy"], workdir)
     assert result.returncode == 2, result.stderr[-3000:]

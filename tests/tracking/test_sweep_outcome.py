@@ -49,12 +49,6 @@ def _sweeps(client: MlflowClient) -> list:
     return parents
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
-    return tmp_path
-
-
 @pytest.mark.integration
 def test_a_job_refused_before_it_has_a_run_is_counted_as_failed_with_its_reason(workdir):
     result = _run(["-m", "model=index", "model.p_inter=0.1,1.5", "hydra.launcher.n_jobs=1", *TINY,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT, write_fashion_mnist
+from conftest import REPO_ROOT
 
 TINY = ["model.hidden_dim=16", "encoder.num_steps=4", "train.epochs=1", "train.batch_size=16",
         "train.eval_batch_size=16", "train.progress=false", "hardware=cpu"]
@@ -33,12 +33,6 @@ def _runs(client: MlflowClient):
     parents = [r for r in runs if r.data.tags.get("g2g.sweep") == "true"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
-    return tmp_path
 
 
 @pytest.mark.integration
