@@ -262,9 +262,10 @@ def _steps(args) -> list[tuple[str, list[str]]]:
                   "range(torch.cuda.device_count())]); print('CPU native bf16:', cpu_has_native_bf16(), "
                   "'threads', torch.get_num_threads())")
     env = ["bash", "-c", f"(nvidia-smi || echo 'no nvidia-smi'); {python} -c \"{env_script}\""]
-    tests = [str(REPO_ROOT / "tests" / "test_cuda_paths.py")] if args.dry_run else [
+    tests = [str(REPO_ROOT / "tests" / "hardware" / "test_cuda_paths.py")] if args.dry_run else [
         str(REPO_ROOT / "tests" / name) for name in
-        ("test_cuda_paths.py", "test_precision.py", "test_neurons.py", "test_hardware.py")]
+        ("hardware/test_cuda_paths.py", "hardware/test_precision.py", "snn/test_neurons.py",
+         "hardware/test_hardware.py")]
     precisions = "32,bf16-mixed" if args.dry_run else "32,tf32,bf16-mixed,16-mixed"
     if args.dry_run:
         from g2g.hardware.precision import cpu_has_native_bf16

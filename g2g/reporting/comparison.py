@@ -485,7 +485,8 @@ def notes(comparison: Comparison) -> list[str]:
         for configuration in comparison.configurations:
             per_value.setdefault(configuration.settings[leader], ", ".join(
                 f"{follower}={configuration.params.get(follower, ABSENT)}" for follower in sorted(followers)))
-        lines.append(f"{', '.join(sorted(followers))} vary with {leader} (no column of their own): "
+        verb = "varies" if len(followers) == 1 else "vary"
+        lines.append(f"{', '.join(sorted(followers))} {verb} with {leader} (no column of their own): "
                      + "; ".join(f"{leader}={value}: {text}" for value, text in per_value.items()))
     if comparison.superseded:
         lines.append(f"{comparison.superseded} older run(s) of a configuration and seed left out (the latest counts)")

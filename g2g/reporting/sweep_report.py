@@ -147,7 +147,9 @@ def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None =
             save(figure, folder / name, dpi=120)
             figures.append(name)
         parent = client.get_run(parent_run_id)
-        title = f"Sweep {parent.info.run_name or parent_run_id} ({parent_run_id})"
+        name = parent.info.run_name or parent_run_id  # a sweep's run is named "sweep OVERRIDES"
+        title = f"{name[:1].upper()}{name[1:]} ({parent_run_id})" if name.startswith("sweep") \
+            else f"Sweep {name} ({parent_run_id})"
         files = [*write_comparison(comparison, folder, title, figures), write_jobs(rows, folder),
                  *(folder / name for name in figures)]
         (folder / MANIFEST).write_text("".join(f"{path.name}\n" for path in files))

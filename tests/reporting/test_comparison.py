@@ -201,7 +201,7 @@ def test_report_command_prints_the_comparison_and_clears_its_old_files(store, tm
 
     first = report(sweeps["betas"], "--metric", "best_test_accuracy", "--baseline", "model.beta=0.8")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith("# Sweep sweep") and "**Best best_test_accuracy: model.beta=0.95" in first.stdout
+    assert first.stdout.startswith("# Sweep (") and "**Best best_test_accuracy: model.beta=0.95" in first.stdout
     assert "| model.beta | best_test_accuracy % (last epoch, mean ± std) |" in first.stdout
     assert "params.model.beta" not in first.stdout, "the terminal gets the comparison, not the job table"
     assert not (out / "accuracy_vs_p_inter.png").exists() and (out / "notes.txt").read_text() == "mine"
