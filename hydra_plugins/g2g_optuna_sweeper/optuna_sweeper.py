@@ -194,15 +194,14 @@ class OptunaSweeper(Sweeper):
             results = self.launcher.launch([overrides + [f"+hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
                                             for overrides, trial in zip(batch, trials)], initial_job_idx=index)
             index += len(batch)
+            runs = _runs_by_overrides(client, parent_run_id)  # the batch's child runs, read once
             for trial, overrides, result in zip(trials, batch, results):
-                done, stopped = _tell(study, trial, overrides, result, settings.objectives, client, parent_run_id)
+                done, stopped = _tell(study, trial, result, settings.objectives, client,
+                                      runs.get(" ".join(overrides), []))
                 remaining, exhausted = remaining - done, exhausted or stopped
             returns.append(results)
-        try:
-            write_search_report(study, settings, sweep_dir / "search_report", fixed, client, parent_run_id)
-        except Exception as error:  # the trials are in the study; the sweep's end reports the failure
-            log.error("the search's report could not be written: %s: %s", type(error).__name__, error)
-            raise
+        # the trials are in the study whatever happens here; a failure goes on to the sweep's end
+        write_search_report(study, settings, sweep_dir / "search_report", fixed, client, parent_run_id)
         return returns
 
 
@@ -210,6 +209,17 @@ def _mlflow_client():
     from mlflow.tracking import MlflowClient
 
     return MlflowClient()
+
+
+def _runs_by_overrides(client, parent_run_id: str | None) -> dict[str, list[str]]:
+    """The sweep's child runs by their overrides (tag ``g2g.overrides``): run ids."""
+    from g2g.tracking.names import TAG_OVERRIDES
+    from g2g.tracking.runs import sweep_children
+
+    runs: dict[str, list[str]] = {}
+    for run in sweep_children(client, parent_run_id) if parent_run_id else []:
+        runs.setdefault(run.data.tags.get(TAG_OVERRIDES), []).append(run.info.run_id)
+    return runs
 
 
 def _resume(study, storage) -> int:
@@ -232,15 +242,13 @@ def _resume(study, storage) -> int:
                if not trial.user_attrs.get("g2g_interrupted"))
 
 
-def _tell(study, trial, overrides: list[str], result, objectives: tuple[str, ...], client,
-          parent_run_id: str | None) -> tuple[int, bool]:
-    """Tell the study how ``trial``'s job ended and tag its MLflow run. Returns (1 when the
+def _tell(study, trial, result, objectives: tuple[str, ...], client, run_ids: list[str]) -> tuple[int, bool]:
+    """Tell the study how ``trial``'s job ended and tag its MLflow runs ``run_ids``. Returns (1 when the
     trial is done: COMPLETE, PRUNED, FAIL; 0 when it was stopped: it stays RUNNING and the
     next command asks it again; whether the sampler has sampled its whole space)."""
     import optuna
 
-    from g2g.tracking.names import TAG_OVERRIDES, TAG_TRIAL, TAG_TRIAL_STATE
-    from g2g.tracking.runs import sweep_children
+    from g2g.tracking.names import TAG_TRIAL, TAG_TRIAL_STATE
 
     outcome = result.return_value if result.status == JobStatus.COMPLETED else None
     status = (outcome or {}).get("status", "FAILED")
@@ -268,10 +276,7 @@ def _tell(study, trial, overrides: list[str], result, objectives: tuple[str, ...
             raise
         log.info("the sampler has asked every point of its search space: the search ends")
         exhausted = True
-    if parent_run_id:
-        joined = " ".join(overrides)
-        for run in sweep_children(client, parent_run_id):
-            if run.data.tags.get(TAG_OVERRIDES) == joined:
-                client.set_tag(run.info.run_id, TAG_TRIAL, str(trial.number))
-                client.set_tag(run.info.run_id, TAG_TRIAL_STATE, state.name)
+    for run_id in run_ids:
+        client.set_tag(run_id, TAG_TRIAL, str(trial.number))
+        client.set_tag(run_id, TAG_TRIAL_STATE, state.name)
     return 1, exhausted
