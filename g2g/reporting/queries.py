@@ -272,7 +272,8 @@ def resolve_sweep(client: MlflowClient, target: str, *, tracking_uri: str | None
     sweeps = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{names.TAG_SWEEP}` = 'true'",
                                 order_by=["attributes.start_time DESC"], max_results=1000)
     if not sweeps:
-        raise ValueError(f"experiment {target!r} has no sweep runs")
+        raise ValueError(f"experiment {target!r} has no sweep runs (the report compares a sweep's jobs): run one "
+                         "first, e.g. python run.py -m model=index,mixer seed=1,2 experiment=quick")
     skipped = []
     for sweep in sweeps:
         if sweep_jobs(client, sweep.info.run_id):

@@ -229,3 +229,14 @@ def test_a_param_equal_to_another_in_every_run_is_not_a_column_of_its_own():
     assert comparison.columns == ["train.lr"]
     assert comparison.followers == {"train.optimizer.lr": "train.lr"}
     assert [len(c.runs) for c in comparison.configurations] == [2, 2]
+
+
+def test_an_experiment_without_a_sweep_is_refused_saying_how_to_make_one(tmp_path):
+    from g2g.reporting.queries import resolve_sweep
+    from g2g.tracking.store import setup_experiment
+
+    experiment_id = setup_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "g2g")
+    client = MlflowClient()
+    client.create_run(experiment_id, run_name="one run")
+    with pytest.raises(ValueError, match=r"experiment 'g2g' has no sweep runs .*run one first, e.g. python run.py -m "):
+        resolve_sweep(client, "g2g")
