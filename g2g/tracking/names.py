@@ -127,3 +127,13 @@ METRIC_HIDDEN_DIM = "hidden_dim"
 #: one per neuron
 METRIC_LIF_BETA_PREFIX = "lif_beta_"
 METRIC_LIF_THRESHOLD_PREFIX = "lif_threshold_"
+
+#: the longest run name MLflow's SQL stores keep (the column ``runs.name`` is VARCHAR(250):
+#: PostgreSQL and MySQL refuse a longer one, SQLite does not check)
+RUN_NAME_LENGTH = 250
+
+
+def fit_run_name(text: str) -> str:
+    """``text`` as a run name: cut to :data:`RUN_NAME_LENGTH`, ending in ``...`` when cut
+    (the full overrides are in the tag :data:`TAG_OVERRIDES` or :data:`TAG_SWEEP_OVERRIDES`)."""
+    return text if len(text) <= RUN_NAME_LENGTH else text[:RUN_NAME_LENGTH - 3] + "..."

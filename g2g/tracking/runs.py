@@ -24,6 +24,7 @@ from g2g.tracking.names import (
     TAG_OVERRIDES,
     TAG_PARENT_RUN_ID,
     TAG_REUSED_RUN_ID,
+    fit_run_name,
 )
 from g2g.tracking.store import (
     TrackingUnavailableError,
@@ -118,8 +119,8 @@ def open_run(earlier_run_id: str | None, experiment_id: str, run_name: str, *, t
         _writable(lambda: client.update_run(earlier_run_id, status="RUNNING"), uri, "resume a run")
         update_tags(earlier_run_id, tags)
         return earlier_run_id, False
-    created = _writable(lambda: client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags)),
-                        uri, "create a run").info.run_id
+    created = _writable(lambda: client.create_run(experiment_id, run_name=fit_run_name(run_name),
+                                                  tags=resolve_tags(tags)), uri, "create a run").info.run_id
     try:
         _writable(lambda: _log_config(created, params=params, config_yaml=config_yaml), uri, "log a run's config")
     except TrackingUnavailableError as error:
@@ -204,7 +205,7 @@ def log_reused_run(experiment_id: str, summary: dict, parent_run_id: str | None,
         run_name = " ".join(overrides) or original.info.run_name
     if answered is not None:
         tags[TAG_EPOCHS] = str(answered)
-    child = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    child = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=tags)
     try:
         log_batch_chunked(client, child.info.run_id, params=params, metrics=metrics,
                           step=answered if answered is not None else summary.get("epoch", 0))
@@ -248,7 +249,7 @@ def record_job_outcome(client: MlflowClient, parent_run_id: str, overrides: list
             client.set_terminated(run.info.run_id, status)
         return run.info.run_id
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    child = client.create_run(experiment_id, run_name=joined or "job",
+    child = client.create_run(experiment_id, run_name=fit_run_name(joined or "job"),
                               tags={TAG_PARENT_RUN_ID: parent_run_id, TAG_OVERRIDES: joined, TAG_ERROR: reason})
     client.set_terminated(child.info.run_id, status)
     return child.info.run_id

@@ -59,6 +59,7 @@ from g2g.tracking.names import (
     TAG_SWEEP,
     TAG_SWEEP_DIR,
     TAG_SWEEP_OVERRIDES,
+    fit_run_name,
 )
 from g2g.tracking.runs import record_job_outcome, sweep_children
 from g2g.tracking.store import TrackingUnavailableError, quiet_store_errors, root_cause, setup_experiment
@@ -268,7 +269,7 @@ class MlflowSweepCallback(Callback):
             try:
                 with quiet_store_errors():
                     parent = MlflowClient().create_run(
-                        experiment_id, run_name=f"sweep {overrides}".strip(),
+                        experiment_id, run_name=fit_run_name(f"sweep {overrides}".strip()),
                         tags={TAG_SWEEP: "true", TAG_SWEEP_DIR: str(sweep_dir), TAG_SWEEP_OVERRIDES: overrides},
                     )
             except Exception as error:
