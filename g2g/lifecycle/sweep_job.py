@@ -18,6 +18,14 @@ each running job stops after its current step, saves its checkpoint and ends KIL
 (:data:`g2g.tracking.names.SWEEP_STOP_FILE`) into the sweep folder, so jobs not yet
 started do not start. A second Ctrl-C stops the running jobs at once. Between jobs a
 worker ignores both signals (the launcher decides).
+
+A SLURM job (``hydra/launcher=slurm``) is different: a signal to it comes from SLURM for that
+job alone (``scancel``, ``scontrol requeue``, its time limit, preemption), so it does not
+stop the sweep's other jobs, and a job stopped by one leaves no result for submitit: its
+run ends KILLED with a checkpoint, then SLURM decides. A requeued job runs again and
+resumes into the same MLflow run (:mod:`g2g.lifecycle.signals` requeues on the time limit
+or preemption); a cancelled one ends CANCELLED in SLURM, and the sweep's end counts its
+KILLED run (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from g2g.lifecycle.runtime import JobRuntime
-from g2g.lifecycle.signals import StopRequest, job_signals
+from g2g.lifecycle.signals import StopRequest, job_signals, slurm_job
 from g2g.tracking.names import RUNNING_FOLDER, SWEEP_STOP_FILE
 from g2g.tracking.runs import record_job_outcome
 from g2g.tracking.store import setup_experiment
@@ -90,12 +98,13 @@ def run_sweep_job(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfi
     running = runtime.sweep_dir / RUNNING_FOLDER / str(os.getpid())
     running.parent.mkdir(parents=True, exist_ok=True)
     with job_signals():
-        running.touch()  # the launcher passes SIGTERM on to the jobs listed here
+        if not slurm_job():  # the launcher passes SIGTERM on to the jobs listed here (a SLURM job's
+            running.touch()  # process is on another node: scancel stops it)
         try:
             return _run(cfg, runtime, job)
         finally:
             running.unlink(missing_ok=True)
-            if StopRequest.received:  # queued jobs do not start
+            if StopRequest.received and not slurm_job():  # queued jobs do not start
                 request_sweep_stop(runtime.sweep_dir, StopRequest.received[0])
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an idle worker: the launcher decides
@@ -117,8 +126,10 @@ def _run(cfg: DictConfig, runtime: JobRuntime, job: Callable[[DictConfig, JobRun
         summary = job(cfg, runtime)
     except KeyboardInterrupt as stop:  # also g2g.lifecycle.signals.TrainingInterrupted (checkpoint saved)
         StopRequest.received = StopRequest.received or [getattr(stop, "signal_number", signal.SIGINT)]
-        log.warning("job stopped: %s", describe(stop))
+        log.warning("job %s", describe(stop))  # "job stopped: ..."
         _record(cfg, runtime, "KILLED", describe(stop))
+        if slurm_job():  # no result for submitit: SLURM requeues the job or has cancelled it
+            raise
         return _outcome("KILLED", reason=describe(stop))
     except RunPruned as pruned:  # its guard ended the run PRUNED: not a failure
         log.info("%s", describe(pruned))
