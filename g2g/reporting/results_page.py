@@ -51,13 +51,26 @@ if TYPE_CHECKING:
     import matplotlib.figure
     from mlflow.tracking import MlflowClient
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
-#: the markers of the published-setting section (``--section published``)
-PUBLISHED_START, PUBLISHED_END = "<!-- published:start -->", "<!-- published:end -->"
-#: the page's generated sections: their markers
-SECTIONS = {"results": (START, END), "published": (PUBLISHED_START, PUBLISHED_END)}
-#: the studies of each section (see the comments at its top)
+#: the studies of each section (see the comments at its top); its top-level keys are the
+#: page's generated sections (``--section NAME``)
 STUDIES = Path(__file__).with_name("studies.yaml")
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The comments between which ``section`` is generated: ``<!-- NAME:start -->``, ``<!-- NAME:end -->``."""
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
+START, END = markers("results")
+#: the markers of the published-setting section (``--section published``)
+PUBLISHED_START, PUBLISHED_END = markers("published")
+
+
+def sections(path: Path = STUDIES) -> list[str]:
+    """The page's generated sections: the top-level keys of the studies file, in order."""
+    import yaml  # only when a page is made
+
+    return list(yaml.safe_load(Path(path).read_text()) or {})
 #: the seed README's architecture on Fashion-MNIST, for the mask-measured size table
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
 _STUDY_KEYS = {"title", "prose", "select", "exclude", "show_if", "metric", "baselines", "paired_only", "columns",
@@ -91,16 +104,14 @@ def load_studies(path: Path = STUDIES) -> dict[str, list[Study]]:
     """The studies of each section of the page.
 
     Raises:
-        ValueError: a section other than :data:`SECTIONS`, a study key or figure that does
-            not exist, or a study without a title (names the file and the study).
+        ValueError: a study key or figure that does not exist, or a study without a title
+            (names the file and the study).
     """
     import yaml  # only when a page is made
 
     data = yaml.safe_load(Path(path).read_text()) or {}
     studies = {}
     for section, entries in data.items():
-        if section not in SECTIONS:
-            raise ValueError(f"{path}: section {section!r} is not one of {sorted(SECTIONS)}")
         studies[section] = []
         for entry in entries:
             unknown = set(entry) - _STUDY_KEYS
@@ -343,17 +354,16 @@ Produced by this tool and regenerated from MLflow with the command in the genera
 def write_page(client: MlflowClient, experiment_name: str, page: Path, command: str,
                section: str = "results") -> Path:
     """Regenerate one marked section of ``page`` (created with a bare header and that
-    section's markers when missing): ``results`` (between :data:`START` and :data:`END`)
-    or ``published`` (between :data:`PUBLISHED_START` and :data:`PUBLISHED_END`), each
-    from its studies (:func:`generate`).
+    section's markers when missing): ``results``, ``published`` or another top-level key of
+    the studies file, between its :func:`markers`, from its studies (:func:`generate`).
 
     Raises:
         ResultsError: see :func:`generate`; nothing is written then.
         ValueError: an unknown ``section``, or the page exists without its markers.
     """
-    if section not in SECTIONS:
-        raise ValueError(f"section={section!r} is not one of {sorted(SECTIONS)}")
-    start, end = SECTIONS[section]
+    if section not in sections():
+        raise ValueError(f"section={section!r} is not one of {sections()} (g2g/reporting/studies.yaml)")
+    start, end = markers(section)
     page = Path(page)
     text = page.read_text() if page.exists() else DEFAULT_PAGE.format(start=start, end=end)
     if markdown.generated_block(text, start, end) is None:

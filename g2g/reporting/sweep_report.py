@@ -159,6 +159,8 @@ def report_sweep(client: MlflowClient, parent_run_id: str, folder: Path | None =
 
 
 def main(argv: list[str] | None = None) -> int:
+    from g2g.reporting.results_page import sections
+
     parser = argparse.ArgumentParser(prog="python -m g2g.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", help="run id of a sweep's parent run, or experiment name (its latest sweep "
@@ -176,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                              "when exactly one configuration is dense")
     parser.add_argument("--page", default=None, metavar="PATH",
                         help="write the results page (e.g. docs/results.md) of experiment TARGET instead")
-    parser.add_argument("--section", default="results", choices=("results", "published"),
-                        help="with --page: the part of the page to regenerate: the studies (results, the "
-                             "default) or the published setting (published)")
+    parser.add_argument("--section", default="results", choices=sections(),
+                        help="with --page: the part of the page to regenerate (a top-level key of "
+                             "g2g/reporting/studies.yaml): the studies (results, the default), the published "
+                             "setting (published), ...")
     args = parser.parse_args(argv)
     page_path = None if args.page is None else path_argument(args.page)  # the page's command keeps --page as typed
     from g2g.tracking.store import absolute_tracking_uri, default_tracking_uri  # MLflow: after arguments
