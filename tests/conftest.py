@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -166,3 +169,74 @@ def workdir(tmp_path: Path) -> Path:
     """A folder to run commands in, with tiny Fashion-MNIST in ``data/`` (64 train, 32 test)."""
     write_fashion_mnist(tmp_path / "data", num_train=64, num_test=32)
     return tmp_path
+
+
+# ------------------------------------------------------------ a real cluster (tests/cluster/)
+# munge, SLURM with job accounting, PostgreSQL and an MLflow server on it (tests/daemons.py),
+# started once per session by the first test that asks and stopped at its end, also when a
+# test fails. Where the daemons cannot start (not root, no Debian packages and no apt-get)
+# those tests are skipped with the reason.
+
+#: the SLURM launcher's settings for the tiny jobs: one CPU each, no GPU
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    from daemons import LocalCluster, install_packages
+
+    reason = install_packages()
+    if reason:
+        pytest.skip(f"no local SLURM and PostgreSQL: {reason}")
+    with LocalCluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+class Sweep:
+    """A folder to run ``run.py -m`` through SLURM in, with tiny Fashion-MNIST."""
+
+    def __init__(self, folder: Path, cluster, experiment: str, num_train: int = 64) -> None:
+        self.folder, self.cluster, self.experiment = folder, cluster, experiment
+        self.write_data(num_train)
+        self.env = {**os.environ, **cluster.slurm_env, "PYTHONPATH": str(REPO_ROOT)}
+        self.env.pop("MLFLOW_TRACKING_URI", None)
+
+    def write_data(self, num_train: int) -> None:
+        """Tiny Fashion-MNIST in ``data/``: ``num_train`` training and 32 test images."""
+        write_fashion_mnist(self.folder / "data", num_train=num_train, num_test=32)
+
+    def command(self, *overrides: str, sweep_dir: str = "sweep") -> list[str]:
+        return [sys.executable, str(REPO_ROOT / "run.py"), "-m", *SLURM, *TINY,
+                f"dataset.root={self.folder / 'data'}", "dataset.download=false",
+                f"checkpoint.dir={self.folder / 'checkpoints'}", f"tracking.uri={self.cluster.tracking_uri}",
+                f"tracking.experiment={self.experiment}", f"hydra.sweep.dir={self.folder / sweep_dir}", *overrides]
+
+    def run(self, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*overrides), cwd=self.folder, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def popen(self, *overrides: str) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*overrides), cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.cluster.tracking_uri)
+
+    def runs(self) -> list:
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        return [] if experiment is None else self.client.search_runs([experiment.experiment_id])
+
+    def children(self) -> list:
+        return [run for run in self.runs() if "g2g.sweep" not in run.data.tags]
+
+    def job_ids(self, sweep_dir: str = "sweep") -> list[str]:
+        """The SLURM job ids of the sweep's jobs (``ARRAY_TASK`` for a job array): submitit's
+        folders under the sweep's ``.submitit`` that hold a submitted job."""
+        return sorted(path.parent.name for path in (self.folder / sweep_dir / ".submitit").glob("*/*_submitted.pkl"))
+
+
+@pytest.fixture
+def sweep(tmp_path, cluster, request) -> Sweep:
+    return Sweep(tmp_path, cluster, experiment=re.sub(r"\W+", "_", request.node.name)[:200])
