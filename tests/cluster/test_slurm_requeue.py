@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 #: one job long enough to be stopped in its second epoch: 2048 examples one at a time (seconds per epoch)
-LONG_JOB = ["model=mixer", "train.batch_size=1", "train.epochs=3", "hardware.num_threads=1"]
+LONG_JOB = ["model=mixer", "train.batch_size=1", "train.epochs=4", "hardware.num_threads=1"]
 NUM_TRAIN = 2048
 #: metrics whose values are wall-clock times (their steps are still compared)
 WALL_CLOCK = {"epoch_time_s", "evaluation_time_s", "train_time_s"}
@@ -119,4 +119,4 @@ def test_scancel_ends_the_run_killed_and_the_sweep_non_zero_then_the_same_comman
     assert again.returncode == 0, again.stderr[-3000:]
     (resumed,) = sweep.children()
     assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
-    assert [m.step for m in sweep.client.get_metric_history(run_id, "test_accuracy")] == [1, 2, 3]
+    assert [m.step for m in sweep.client.get_metric_history(run_id, "test_accuracy")] == [1, 2, 3, 4]
