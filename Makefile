@@ -6,6 +6,8 @@
 #   make ui                        MLflow UI on the runs in ./mlflow.db, with a link to each experiment's runs
 #   make results                   the results studies (docs/studies.md), then docs/results.md
 #   make published                 the published setting (6 jobs of 20 epochs), then its section
+#   make tuned                     the tuned comparison: a search per model, its best trial on 3 seeds, then its section
+#   make precision                 the precision study (bf16-mixed against 32), then its section
 #   make data                      Fashion-MNIST into ./data (the Debian package's files or a download)
 #   make gpu-check BUDGET=60       on a CUDA machine: tests, benchmarks, checks, published seeds 43-44 into gpu_check_out/
 #   make clean-venv                remove .venv
@@ -18,7 +20,14 @@ ARGS ?=
 STUDY ?= p_inter
 BUDGET ?= 60
 
-.PHONY: run test test-full ui data sweep results published gpu-check clean-venv
+# the tuned comparison (docs/results.md): the same search for each model (TUNED_TRIALS trials of
+# hparams_search=lif_quick, the median pruner judging from the 4th trial on), the best trial
+# trained again on the full training set with 3 seeds, beside the untuned defaults
+TUNED_MODELS ?= dense dense_matched index random mixer
+TUNED_TRIALS ?= 8
+TUNED := experiment=quick tracking.experiment=g2g_tuned train.progress=false
+
+.PHONY: run test test-full ui data sweep results published tuned precision gpu-check clean-venv
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +62,20 @@ results: data
 published: data
 	$(BIN)/python run.py study=published $(ARGS)
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
+
+tuned: data
+	set -e; for M in $(TUNED_MODELS); do \
+	  $(BIN)/python run.py hparams_search=lif_quick $(TUNED) model=$$M hydra.sweeper.n_trials=$(TUNED_TRIALS) \
+	    hydra.sweeper.pruner.n_startup_trials=3 hydra.sweep.dir=multirun/tuned/search_$$M; \
+	  $(BIN)/python run.py -m $(TUNED) model=$$M seed=42,43,44 hydra.sweep.dir=multirun/tuned/best_$$M \
+	    $$($(BIN)/python -m g2g.search best multirun/tuned/search_$$M); \
+	done
+	$(BIN)/python run.py -m $(TUNED) model=$$(echo $(TUNED_MODELS) | tr ' ' ,) seed=42,43,44 hydra.sweep.dir=multirun/tuned/untuned
+	$(BIN)/python -m g2g.report g2g_tuned --page docs/results.md --section tuned
+
+precision: data
+	$(BIN)/python run.py study=results_precision
+	$(BIN)/python -m g2g.report g2g_precision --page docs/results.md --section precision
 
 gpu-check: data
 	PYTHON=$(BIN)/python benchmarks/gpu_check.sh gpu_check_out $(BUDGET) --data-root data

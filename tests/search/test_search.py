@@ -244,3 +244,37 @@ def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command_without_reru
     command = next(line for line in summary.splitlines() if line.startswith("python run.py "))
     assert command.startswith("python run.py hparams_search=lif_quick ") and command.endswith(" hydra.mode=RUN")
     assert all(f"{key}={value!r}" in command for key, value in best.params.items())
+
+
+def _finished_search(folder: Path, objectives: tuple[str, ...] = ("val_accuracy",)) -> optuna.Study:
+    """A search folder whose study (a journal file) has two completed trials, as a search leaves it."""
+    storage = str(folder / "optuna_studies.log")
+    SearchSettings("s", storage, objectives, ("maximize",) * len(objectives)).write(folder)
+    study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)), directions=["maximize"] * len(objectives))
+    for lr, width, value in ((0.001, 16, 0.5), (0.0003, 32, 0.75)):
+        trial = study.ask({"train.lr": FloatDistribution(1e-4, 1e-2, log=True),
+                           "model.hidden_dim": CategoricalDistribution([16, 32])})
+        assert trial.params  # asked
+        study.tell(trial, [value] * len(objectives))
+    return study
+
+
+def test_the_best_trial_is_printed_as_overrides_to_train_it_again(tmp_path, capsys):
+    from g2g.search.__main__ import main
+
+    study = _finished_search(tmp_path)
+    best = study.best_trial.params
+    assert main(["best", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [f"train.lr={override_value(best['train.lr'])}", f"model.hidden_dim={best['model.hidden_dim']}"]
+
+
+def test_best_refuses_a_folder_without_a_search_and_a_study_with_several_objectives(tmp_path, capsys):
+    from g2g.search.__main__ import main
+
+    assert main(["best", str(tmp_path)]) == 2
+    assert "no search ran in" in capsys.readouterr().err
+    _finished_search(tmp_path, objectives=("val_accuracy", "energy_nj"))
+    assert main(["best", str(tmp_path)]) == 2
+    assert "2 objectives (val_accuracy, energy_nj): no single best trial" in capsys.readouterr().err
