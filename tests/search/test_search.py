@@ -252,7 +252,7 @@ def _finished_search(folder: Path, objectives: tuple[str, ...] = ("val_accuracy"
     SearchSettings("s", storage, objectives, ("maximize",) * len(objectives)).write(folder)
     study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(storage)), directions=["maximize"] * len(objectives))
-    for lr, width, value in ((0.001, 16, 0.5), (0.0003, 32, 0.75)):
+    for value in (0.5, 0.75):
         trial = study.ask({"train.lr": FloatDistribution(1e-4, 1e-2, log=True),
                            "model.hidden_dim": CategoricalDistribution([16, 32])})
         assert trial.params  # asked
