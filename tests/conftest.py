@@ -138,6 +138,20 @@ def _isolated_mlflow(monkeypatch, tmp_path):
     torch.use_deterministic_algorithms(False)
 
 
+#: metrics whose values are wall-clock times (their steps are still compared)
+WALL_CLOCK = {"epoch_time_s", "evaluation_time_s"}
+
+
+def metric_histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float | None]]]:
+    """Every metric of the run as its full history [(step, value)], in step order
+    (values of :data:`WALL_CLOCK` metrics replaced by None): what a resumed run must equal."""
+    histories = {}
+    for key in client.get_run(run_id).data.metrics:
+        entries = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        histories[key] = [(m.step, None if key in WALL_CLOCK else m.value) for m in entries]
+    return histories
+
+
 def wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -> None:
     """Poll ``predicate`` every 0.2 s until it holds; fail naming ``what`` when ``process``
     ends first (with the end of its output) or ``timeout`` seconds pass."""

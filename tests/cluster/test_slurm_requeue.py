@@ -13,33 +13,25 @@ import time
 
 import pytest
 
+from conftest import Sweep, metric_histories
+
 pytestmark = pytest.mark.integration
 
 #: one job long enough to be stopped in its second epoch: 2048 examples one at a time (seconds per epoch)
 LONG_JOB = ["model=mixer", "train.batch_size=1", "train.epochs=4", "hardware.num_threads=1"]
 NUM_TRAIN = 2048
-#: metrics whose values are wall-clock times (their steps are still compared)
-WALL_CLOCK = {"epoch_time_s", "evaluation_time_s", "train_time_s"}
 
 
-def _histories(client, run_id: str) -> dict[str, list[tuple[int, float | None]]]:
-    histories = {}
-    for key in client.get_run(run_id).data.metrics:
-        entries = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        histories[key] = [(m.step, None if key in WALL_CLOCK else m.value) for m in entries]
-    return histories
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, cluster) -> dict:
     """The metric histories of the job run through SLURM without a stop."""
-    from conftest import Sweep
-
     sweep = Sweep(tmp_path_factory.mktemp("uninterrupted"), cluster, "slurm_uninterrupted", num_train=NUM_TRAIN)
     done = sweep.run(*LONG_JOB)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = sweep.children()
-    return _histories(sweep.client, run.info.run_id)
+    return metric_histories(sweep.client, run.info.run_id)
 
 
 def _stop_in_second_epoch(sweep, how) -> tuple[subprocess.Popen, str, str]:
@@ -94,7 +86,7 @@ def test_a_requeued_job_resumes_into_the_same_run_with_every_metric_equal_to_the
     assert "stopped at global step" in log  # it was stopped mid-run, and resumed:
     assert "resum" in log.lower()
     assert sweep.cluster.sacct_state(job_id) == "COMPLETED"
-    got = _histories(sweep.client, run_id)
+    got = metric_histories(sweep.client, run_id)
     assert sorted(got) == sorted(uninterrupted)
     for key in uninterrupted:
         assert got[key] == uninterrupted[key], key

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
+from conftest import compose_config, metric_histories
 from g2g.config.validation import ConfigError, validate
 from g2g.hardware import precision as precision_module
 from g2g.hardware.precision import PrecisionUnavailableError, check_precision, cpu_has_native_bf16
@@ -27,7 +27,6 @@ needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(),
                                 reason="this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 in /proc/cpuinfo)")
 CPU = torch.device("cpu")
 DST = ["model=mixer", "sparsity=dynamic", "sparsity.update_interval=3", "train.epochs=3"]
-WALL_CLOCK = {"epoch_time_s", "evaluation_time_s"}
 
 
 def test_precision_32_keeps_the_config_hash_every_earlier_run_has():
@@ -87,12 +86,6 @@ def test_bf16_mixed_keeps_spikes_exact_and_the_membrane_in_float32():
     assert all(p.grad.dtype == torch.float32 for p in network.parameters() if p.grad is not None)
 
 
-def _histories(client: MlflowClient, run_id: str) -> dict:
-    histories = {}
-    for key in client.get_run(run_id).data.metrics:
-        entries = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        histories[key] = [(m.step, None if key in WALL_CLOCK else m.value) for m in entries]
-    return histories
 
 
 @pytest.mark.integration
@@ -120,7 +113,8 @@ def test_bf16_mixed_trains_a_dst_network_end_to_end_and_resumes_exactly(tmp_path
     monkeypatch.undo()
     resumed = run_job(compose_config(overrides, tmp_path / "resumed", data_root=tiny_data_root))
     assert resumed["epoch"] == 3
-    assert _histories(MlflowClient(resumed["tracking_uri"]), resumed["run_id"]) == _histories(client, whole["run_id"])
+    resumed_histories = metric_histories(MlflowClient(resumed["tracking_uri"]), resumed["run_id"])
+    assert resumed_histories == metric_histories(client, whole["run_id"])
 
 
 def _bf16_checkpoint(tmp_path):

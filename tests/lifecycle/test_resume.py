@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT, compose_config, write_fashion_mnist
+from conftest import REPO_ROOT, compose_config, metric_histories, write_fashion_mnist
 from g2g.lifecycle import checkpoint as ckpt
 from g2g.lifecycle.signals import TrainingInterrupted
 from g2g.run.job import run_job
@@ -24,22 +24,12 @@ from g2g.sparse.dst import DynamicSparsity
 # 64 training examples in batches of 16: 4 steps per epoch; DST updates at steps 3, 6, 9, 12
 DST_RUN = ["model=mixer", "sparsity=dynamic", "sparsity.update_interval=3", "sparsity.prune=set",
            "sparsity.grow=random", "train.epochs=3"]
-#: metrics whose values are wall-clock times (their steps are still compared)
-WALL_CLOCK = {"epoch_time_s", "evaluation_time_s"}
 
 
 def _client(tmp_path: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
-def _histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float | None]]]:
-    """Every metric of the run as its full history [(step, value)], in step order
-    (values of :data:`WALL_CLOCK` metrics replaced by None)."""
-    histories = {}
-    for key in client.get_run(run_id).data.metrics:
-        entries = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        histories[key] = [(m.step, None if key in WALL_CLOCK else m.value) for m in entries]
-    return histories
 
 
 def _stop_at_step(monkeypatch, step: int, how) -> None:
@@ -69,7 +59,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     tmp_path = tmp_path_factory.mktemp("uninterrupted")
     write_fashion_mnist(tmp_path / "data")
     summary = run_job(compose_config(DST_RUN, tmp_path))
-    return _histories(_client(tmp_path), summary["run_id"])
+    return metric_histories(_client(tmp_path), summary["run_id"])
 
 
 @pytest.mark.parametrize("interruption", ["sigterm_mid_epoch", "sigterm_at_epoch_end", "crash_mid_epoch",
@@ -106,7 +96,7 @@ def test_every_metric_series_equals_the_uninterrupted_runs_after_an_interrupt_an
     else:
         assert summary["run_id"] == interrupted_id
     assert client.get_run(summary["run_id"]).info.status == "FINISHED"
-    got = _histories(client, summary["run_id"])
+    got = metric_histories(client, summary["run_id"])
     assert sorted(got) == sorted(uninterrupted)
     for key in uninterrupted:
         assert got[key] == uninterrupted[key], key
