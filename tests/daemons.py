@@ -88,14 +88,8 @@ def _program(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
-def _wait(check, what: str, log: Path | None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else "(no log)"
-    raise DaemonError(f"{what} did not start within {timeout:.0f} s; its log {log}:\n{tail}")
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
 
 
 def _port_open(port: int) -> bool:
@@ -180,6 +174,17 @@ class LocalCluster:
         self.processes.append((name, process))
         return log
 
+    def _ready(self, name: str, check, what: str, log: Path, timeout: float = 60.0) -> None:
+        """Wait until ``check()`` holds; a :class:`DaemonError` with the end of ``log`` when
+        the daemon ``name`` exits first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self._exited(name):
+                raise DaemonError(f"{what} exited while starting; its log {log}:\n{_log_tail(log)}")
+            if time.monotonic() > deadline:
+                raise DaemonError(f"{what} did not start within {timeout:.0f} s; its log {log}:\n{_log_tail(log)}")
+            time.sleep(0.2)
+
     def _exited(self, name: str) -> bool:
         return any(process.poll() is not None for n, process in self.processes if n == name)
 
@@ -204,9 +209,7 @@ class LocalCluster:
         log = self._spawn("postgres", [str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.postgres_port),
                                        "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
                                        "-c", "fsync=off", "-c", "max_connections=200"], user=user)
-        _wait(lambda: _port_open(self.postgres_port) or self._exited("postgres"), "PostgreSQL", log)
-        if self._exited("postgres"):
-            _wait(lambda: False, "PostgreSQL", log, timeout=0)
+        self._ready("postgres", lambda: _port_open(self.postgres_port), "PostgreSQL", log)
         psql = shutil.which("psql") or str(bin_dir / "psql")
         for database in ("mlflow", "optuna"):
             for _ in range(50):  # the server accepts connections a moment after it listens
@@ -234,10 +237,8 @@ class LocalCluster:
                 with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=2) as response:
                     return response.status == 200
             except OSError:
-                return self._exited("mlflow")
-        _wait(answers, "mlflow server", log, timeout=120)
-        if self._exited("mlflow"):
-            _wait(lambda: False, "mlflow server", log, timeout=0)
+                return False
+        self._ready("mlflow", answers, "mlflow server", log, timeout=120)
 
     # munge: its own key and socket
     def _munge(self) -> None:
@@ -250,7 +251,7 @@ class LocalCluster:
         log = self._spawn("munged", [_program("munged"), "--foreground", "--force", f"--key-file={key}",
                                      f"--socket={self.munge_socket}", f"--pid-file={folder / 'munged.pid'}",
                                      f"--log-file={folder / 'munged.log'}", f"--seed-file={folder / 'munged.seed'}"])
-        _wait(lambda: self.munge_socket.exists() or self._exited("munged"), "munged", log)
+        self._ready("munged", self.munge_socket.exists, "munged", log)
 
     # MariaDB: the accounting database of slurmdbd
     def _mariadb(self) -> None:
@@ -264,7 +265,7 @@ class LocalCluster:
                                       f"--socket={self.mariadb_socket}", f"--port={self.mariadb_port}",
                                       "--bind-address=127.0.0.1", "--user=root", f"--pid-file={folder / 'mysqld.pid'}",
                                       "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
-        _wait(lambda: _port_open(self.mariadb_port) or self._exited("mariadb"), "MariaDB", log)
+        self._ready("mariadb", lambda: _port_open(self.mariadb_port), "MariaDB", log)
 
     def _slurm(self) -> None:
         folder = self.folder / "slurm"
@@ -329,19 +330,17 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         self.slurm_env = {"SLURM_CONF": str(conf)}  # slurmdbd reads slurmdbd.conf beside it
         env = self.slurm_env
         log = self._spawn("slurmdbd", [_program("slurmdbd"), "-D"], env=env)
-        _wait(lambda: _port_open(self.slurmdbd_port) or self._exited("slurmdbd"), "slurmdbd", log)
-        if self._exited("slurmdbd"):
-            _wait(lambda: False, "slurmdbd", log, timeout=0)
+        self._ready("slurmdbd", lambda: _port_open(self.slurmdbd_port), "slurmdbd", log)
         subprocess.run(["sacctmgr", "-i", "add", "cluster", CLUSTER], env={**os.environ, **env}, capture_output=True)
         log = self._spawn("slurmctld", [_program("slurmctld"), "-D", "-i", "-f", str(conf)], env=env)
-        _wait(lambda: _port_open(self.slurmctld_port) or self._exited("slurmctld"), "slurmctld", log)
+        self._ready("slurmctld", lambda: _port_open(self.slurmctld_port), "slurmctld", log)
         log = self._spawn("slurmd", [_program("slurmd"), "-D", "-f", str(conf)], env=env)
 
         def node_idle() -> bool:
             done = subprocess.run(["sinfo", "-h", "-o", "%t"], env={**os.environ, **env}, capture_output=True,
                                   text=True)
-            return done.stdout.strip() in ("idle", "mix", "alloc") or self._exited("slurmd")
-        _wait(node_idle, "slurmd (the node idle in sinfo)", log)
+            return done.stdout.strip() in ("idle", "mix", "alloc")
+        self._ready("slurmd", node_idle, "slurmd (the node idle in sinfo)", log)
         self.stops.append(lambda: subprocess.run(["scancel", "--full", "-u", "root"], env={**os.environ, **env},
                                                  capture_output=True, timeout=20))
 
