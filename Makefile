@@ -7,6 +7,7 @@
 #   make results                   the results studies (docs/studies.md), then docs/results.md
 #   make published                 the published setting (6 jobs of 20 epochs), then its section
 #   make tuned                     the tuned comparison: a search per model, its best trial on 3 seeds, then its section
+#   make tuned-mixer               one model's part of it (search, then its best trial on 3 seeds)
 #   make precision                 the precision study (bf16-mixed against 32), then its section
 #   make data                      Fashion-MNIST into ./data (the Debian package's files or a download)
 #   make gpu-check BUDGET=60       on a CUDA machine: tests, benchmarks, checks, published seeds 43-44 into gpu_check_out/
@@ -26,8 +27,10 @@ BUDGET ?= 60
 TUNED_MODELS ?= dense dense_matched index random mixer
 TUNED_TRIALS ?= 8
 TUNED := experiment=quick tracking.experiment=g2g_tuned train.progress=false
+comma := ,
+space := $(subst ,, )
 
-.PHONY: run test test-full ui data sweep results published tuned precision gpu-check clean-venv
+.PHONY: run test test-full ui data sweep results published tuned tuned-untuned $(TUNED_MODELS:%=tuned-%) precision gpu-check clean-venv
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,15 +66,19 @@ published: data
 	$(BIN)/python run.py study=published $(ARGS)
 	$(BIN)/python -m g2g.report g2g_published --page docs/results.md --section published
 
-tuned: data
-	set -e; for M in $(TUNED_MODELS); do \
-	  $(BIN)/python run.py hparams_search=lif_quick $(TUNED) model=$$M hydra.sweeper.n_trials=$(TUNED_TRIALS) \
-	    hydra.sweeper.pruner.n_startup_trials=3 hydra.sweep.dir=multirun/tuned/search_$$M; \
-	  $(BIN)/python run.py -m $(TUNED) model=$$M seed=42,43,44 hydra.sweep.dir=multirun/tuned/best_$$M \
-	    $$($(BIN)/python -m g2g.search best multirun/tuned/search_$$M); \
-	done
-	$(BIN)/python run.py -m $(TUNED) model=$$(echo $(TUNED_MODELS) | tr ' ' ,) seed=42,43,44 hydra.sweep.dir=multirun/tuned/untuned
+tuned: $(TUNED_MODELS:%=tuned-%) tuned-untuned
 	$(BIN)/python -m g2g.report g2g_tuned --page docs/results.md --section tuned
+
+# one model's search, then its best trial on 3 seeds (make tuned-mixer)
+$(TUNED_MODELS:%=tuned-%): tuned-%: data
+	$(BIN)/python run.py hparams_search=lif_quick $(TUNED) model=$* hydra.sweeper.n_trials=$(TUNED_TRIALS) \
+	  hydra.sweeper.pruner.n_startup_trials=3 hydra.sweep.dir=multirun/tuned/search_$*
+	$(BIN)/python run.py -m $(TUNED) model=$* seed=42,43,44 hydra.sweep.dir=multirun/tuned/best_$* \
+	  $$($(BIN)/python -m g2g.search best multirun/tuned/search_$*)
+
+tuned-untuned: data
+	$(BIN)/python run.py -m $(TUNED) model=$(subst $(space),$(comma),$(strip $(TUNED_MODELS))) seed=42,43,44 \
+	  hydra.sweep.dir=multirun/tuned/untuned
 
 precision: data
 	$(BIN)/python run.py study=results_precision

@@ -8,6 +8,8 @@ import functools
 import itertools
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,11 +101,10 @@ def test_readme_shows_run_commands():
     assert any("hparams_search=" in command for command in commands)
 
 
-@pytest.mark.parametrize("arguments", _run_commands(), ids=" ".join)
-def test_readme_run_commands_compose_and_validate(arguments):
-    """Each ``python run.py ...`` of the README composes as run.py composes it (Hydra's config
-    loader on the real conf/, multirun mode for -m, a study or a search), once per job of a
-    sweep, and passes g2g's validation."""
+def _compose_and_validate(arguments: list[str]) -> None:
+    """Compose ``python run.py ARGUMENTS`` as run.py composes it (Hydra's config loader on the
+    real conf/, multirun mode for -m, a study or a search), once per job of a sweep, and pass
+    g2g's validation."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.types import RunMode
@@ -121,10 +122,50 @@ def test_readme_run_commands_compose_and_validate(arguments):
         validate(cfg)
 
 
-def test_make_targets_named_in_the_readme_exist():
-    text = README.read_text()
-    named = {match for line in _code_lines(text) for match in re.findall(r"\bmake\s+([a-z][\w-]*)", line)}
-    named |= set(re.findall(r"`make\s+([\w-]+)", text))
-    targets = set(re.findall(r"^([\w-]+)\s*:", (REPO_ROOT / "Makefile").read_text(), re.M))
-    assert {"run", "sweep", "ui", "test"} <= named
-    assert named - targets == set(), "README names make targets the Makefile does not have"
+@pytest.mark.parametrize("arguments", _run_commands(), ids=" ".join)
+def test_readme_run_commands_compose_and_validate(arguments):
+    """Each ``python run.py ...`` of the README composes and validates."""
+    _compose_and_validate(arguments)
+
+
+# the make targets that train (docs/results.md reproduces its sections with them)
+TRAINING_TARGETS = ["run", "sweep", "results", "published", "tuned", "precision"]
+
+
+def _make_run_commands(target: str) -> list[list[str]]:
+    """The ``run.py`` arguments of each command ``make -n TARGET`` prints (backslash continuations
+    joined). A ``$(...)`` substitution, which the shell fills in at run time (``make tuned``'s
+    best trial), is left out: what remains must compose by itself."""
+    printed = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), target], capture_output=True, text=True,
+                             check=True).stdout.replace("\\\n", " ")
+    commands = []
+    for line in printed.splitlines():
+        words = shlex.split(re.sub(r"\$\([^()]*\)", "", line))
+        if "run.py" in words:
+            commands.append(words[words.index("run.py") + 1:])
+    return commands
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("target", TRAINING_TARGETS)
+def test_make_targets_run_commands_compose_and_validate(target):
+    """What ``make TARGET`` would run composes and validates: a typo in the Makefile's overrides
+    fails here, not hours into ``make results`` or ``make tuned``."""
+    commands = _make_run_commands(target)
+    assert commands, f"make -n {target} prints no run.py command"
+    for arguments in commands:
+        _compose_and_validate(arguments)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_tuned_searches_and_retrains_each_model():
+    """``make tuned`` runs, for every model of TUNED_MODELS, its search and then the retraining of
+    its best trial on seeds 42-44 (in that order), and the untuned defaults of every model."""
+    commands = _make_run_commands("tuned")
+    for model in ["dense", "dense_matched", "index", "random", "mixer"]:
+        search = [i for i, c in enumerate(commands) if "hparams_search=lif_quick" in c and f"model={model}" in c]
+        retrain = [i for i, c in enumerate(commands) if f"hydra.sweep.dir=multirun/tuned/best_{model}" in c]
+        assert len(search) == len(retrain) == 1 and search[0] < retrain[0], (model, commands)
+        assert {f"model={model}", "seed=42,43,44"} <= set(commands[retrain[0]])
+    untuned = [c for c in commands if "hydra.sweep.dir=multirun/tuned/untuned" in c]
+    assert len(untuned) == 1 and "model=dense,dense_matched,index,random,mixer" in untuned[0]
