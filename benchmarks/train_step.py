@@ -74,7 +74,7 @@ class StepTimer:
 
 
 class PerStepReference(torch.nn.Module):
-    """The seed's formulation, sharing ``net``'s parameters (weights, masks, beta, threshold)."""
+    """The original scripts' formulation, sharing ``net``'s parameters (weights, masks, beta, threshold)."""
 
     def __init__(self, net: SpikingNetwork) -> None:
         super().__init__()

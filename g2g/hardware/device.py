@@ -30,7 +30,7 @@ def _directml_device() -> torch.device | None:
 def select_device(name: str) -> torch.device:
     """Resolve ``hardware.device`` to a torch device.
 
-    ``auto`` picks DirectML, then CUDA, then CPU (the seed's order).
+    ``auto`` picks DirectML, then CUDA, then CPU (the original scripts' order).
 
     Raises:
         ValueError: a name not in ``DEVICES``.
@@ -91,7 +91,7 @@ class Hardware:
     Args:
         device: ``auto`` (DirectML, then CUDA, then CPU), ``cpu``, ``cuda`` or ``directml``.
         num_threads: torch CPU threads; None keeps torch's default (all cores).
-        deterministic: deterministic algorithms and cuDNN (the seed README's setting).
+        deterministic: deterministic algorithms and cuDNN (the original README's setting).
     """
 
     device: str = "auto"

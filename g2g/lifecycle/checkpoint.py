@@ -1,8 +1,8 @@
 """Checkpoint names, atomic saves and safe loads.
 
 A checkpoint lives at ``CHECKPOINT_DIR/LABEL_HASH/checkpoint.pth``, in the run's folder
-beside its record (:mod:`g2g.lifecycle.record`), where LABEL (the run label) follows the seed's
-convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for dynamic
+beside its record (:mod:`g2g.lifecycle.record`), where LABEL (the run label) follows the
+original scripts' convention (``fashionmnist_mixer_p0_15_T50_current``, ``..._cpset_cghebb`` for dynamic
 sparsity, ``resnet_`` prefix with ResNet features) and HASH is a short hash of every
 result-affecting setting, so two runs that could differ never share a folder.
 
@@ -115,7 +115,7 @@ def config_hash(cfg: DictConfig, length: int = 8, device: str = "cpu") -> str:
 
 
 def run_label(cfg: DictConfig) -> str:
-    """Readable run label in the seed's convention, e.g. ``fashionmnist_mixer_p0_15_T50_current``."""
+    """Readable run label in the original scripts' convention, e.g. ``fashionmnist_mixer_p0_15_T50_current``."""
     parts = [cfg.dataset.name, cfg.model.name]
     if "p_inter" in cfg.model:
         parts.append("p" + f"{float(cfg.model.p_inter):g}".replace(".", "_"))

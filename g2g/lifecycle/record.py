@@ -10,7 +10,7 @@ A run (one model trained under one result-affecting config) has one folder::
         lock             held while a process trains the run (:mod:`g2g.lifecycle.lock`)
         fold1/, ...      cross-validation: each fold is a run folder of its own
 
-LABEL follows the seed's naming convention and HASH is a short hash of every
+LABEL follows the original scripts' naming convention and HASH is a short hash of every
 result-affecting setting (:func:`g2g.lifecycle.checkpoint.config_hash`), so two runs that
 could differ never share a folder.
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 MODELS = ("dense",) + SPARSE_MODELS
 LAYER_NAMES = ("fc1", "fc2", "fc3")
 #: the last layer of a sparse model (the ``model.readout`` config key): ``masked``, a G2G
-#: mask like the hidden layers (the seed README's Input -> Sparse -> Sparse -> Sparse(classes));
+#: mask like the hidden layers (the original README's Input -> Sparse -> Sparse -> Sparse(classes));
 #: ``dense``, fully connected (as the public re-implementation's readout)
 READOUTS = ("masked", "dense")
 

@@ -108,7 +108,7 @@ def experiment_rows(client: MlflowClient, experiment_name: str) -> list[dict]:
 
 
 def model_rank(model: str) -> int:
-    """Position of ``model`` in :data:`g2g.models.network.MODELS` (the seed README's
+    """Position of ``model`` in :data:`g2g.models.network.MODELS` (the original README's
     order: dense, index, random, mixer); unknown models come after them."""
     from g2g.models.network import MODELS  # torch only when rows are ordered
 

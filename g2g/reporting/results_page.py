@@ -12,7 +12,7 @@ is data, not code: a new ablation is a new entry in the YAML file (its keys are 
 at the top of that file and in docs/comparisons.md).
 
 The page: the params all runs share and those that vary, the seeds and devices; what the
-numbers are; one section per study with runs; the model sizes at the seed README's
+numbers are; one section per study with runs; the model sizes at the original README's
 architecture, measured from masks built now. Figures (PNG) go beside the page in
 ``figures/``. ``--section published`` writes the studies under ``published:`` instead.
 
@@ -71,7 +71,7 @@ def sections(path: Path = STUDIES) -> list[str]:
     import yaml  # only when a page is made
 
     return list(yaml.safe_load(Path(path).read_text()) or {})
-#: the seed README's architecture on Fashion-MNIST, for the mask-measured size table
+#: the original README's architecture on Fashion-MNIST, for the mask-measured size table
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
 _STUDY_KEYS = {"title", "prose", "select", "exclude", "show_if", "metric", "baselines", "paired_only", "columns",
                "figures", "reference"}
@@ -233,7 +233,7 @@ def _ratio(part: float | None, whole: float | None) -> str:
 
 
 def seed_architecture_sizes_table(p_inters: list[float]) -> str:
-    """Sizes of the seed README's network (784 -> 2048 -> 2048 -> 10) measured from
+    """Sizes of the original README's network (784 -> 2048 -> 2048 -> 10) measured from
     masks built now (seed 42), for each model of :data:`g2g.models.network.MODELS`
     (the sparse ones at each p_inter)."""
     from g2g.models.network import LAYER_NAMES, MODELS, SpikingNetwork  # torch
@@ -317,7 +317,7 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
              studies: Path = STUDIES) -> str:
     """The generated Markdown of ``section`` (what goes between its markers): the setting,
     then each study of ``studies`` that has runs; the results section also explains the
-    numbers and ends with the seed README's architecture measured from masks. Writes the
+    numbers and ends with the original README's architecture measured from masks. Writes the
     figures to ``page``'s folder under ``figures/results_*.png``.
 
     Raises:
@@ -335,8 +335,8 @@ def generate(client: MlflowClient, experiment_name: str, page: Path, command: st
     if section == "results":
         p_inters = sorted({float(value) for row in rows
                            if (value := result_params(row).get("model.p_inter", ABSENT)) != ABSENT})
-        parts += ["### Model sizes at the seed README's architecture\n\n",
-                  "At the seed README's architecture on Fashion-MNIST (784 → 2048 → 2048 → 10, masks of "
+        parts += ["### Model sizes at the original README's architecture\n\n",
+                  "At the original README's architecture on Fashion-MNIST (784 → 2048 → 2048 → 10, masks of "
                   "seed 42 built by this command), where it says \"~4M\" (dense) and \"~1-2M depending on "
                   "p_inter\" (sparse):\n\n", seed_architecture_sizes_table(p_inters or [0.15])]
     return "".join(parts)

@@ -43,7 +43,8 @@ def best_overrides(sweep_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m g2g.search", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m g2g.search", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     best = commands.add_parser("best", help="the best trial's parameters as run.py overrides")
     best.add_argument("sweep_dir", type=Path, help="the folder of the search (its hydra.sweep.dir)")

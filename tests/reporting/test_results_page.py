@@ -131,7 +131,7 @@ def test_results_page_summarises_seeds_from_mlflow_and_keeps_hand_written_text(s
         _paired_text(dynamic, mixer)
     assert "sparsity.update_interval=2" in text.split("### DST-rule study")[1], "the rewiring settings are said"
 
-    # seed README architecture, built from masks: dense 784*2048 + 2048*2048 + 2048*10 weights
+    # original README architecture, built from masks: dense 784*2048 + 2048*2048 + 2048*10 weights
     dense_parameters = 784 * 2048 + 2048 * 2048 + 2048 * 10 + (2048 + 2048 + 10) + 6
     assert f"| dense |  | 1.0000 | 1.0000 | 1.0000 | {dense_parameters:,} |" in text
     assert re.search(r"\| mixer \| 0\.3 \| 0\.38\d\d \|", text)  # 1/8 + 0.3 * 7/8 = 0.3875

@@ -298,7 +298,7 @@ def test_train_command_saves_weights_the_run_can_use(tmp_path, tiny_data_root, t
     assert summary["test_accuracy"] >= 0
 
 
-# ------------------------------------------- the seed README's example commands
+# ------------------------------------------- the original README's example commands
 
 SEED_EXAMPLES = {
     "cifar10 mixer --use_resnet": ["dataset=cifar10", "model=mixer", "features=resnet32"],

@@ -50,7 +50,7 @@ def test_lif_matches_snntorch_leaky_forward_and_gradients(beta, threshold):
 
 
 class _PerStepReference(torch.nn.Module):
-    """The seed's way: per time step, masked linear then snntorch.Leaky(init_hidden)."""
+    """The original scripts' way: per time step, masked linear then snntorch.Leaky(init_hidden)."""
 
     def __init__(self, net: SpikingNetwork):
         super().__init__()

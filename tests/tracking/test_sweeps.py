@@ -217,7 +217,7 @@ def test_metric_against_a_param_has_one_line_per_other_setting_and_absent_ones_a
     comparison = compare(rows)
     assert [c.label for c in comparison.configurations] == [
         "model=dense", "model=index model.p_inter=0.1", "model=index model.p_inter=0.2",
-        "model=mixer model.p_inter=0.1", "model=mixer model.p_inter=0.2"], "models in the seed README order"
+        "model=mixer model.p_inter=0.1", "model=mixer model.p_inter=0.2"], "models in the original README order"
     figure = metric_vs_param_figure(comparison, "model.p_inter")
     (axis,) = figure.axes
     colours = {bars.get_label(): bars.lines[0].get_color() for bars in axis.containers}
