@@ -74,7 +74,7 @@ def sections(path: Path = STUDIES) -> list[str]:
 #: the original README's architecture on Fashion-MNIST, for the mask-measured size table
 SEED_ARCHITECTURE = {"input_dim": 784, "hidden_dim": 2048, "num_classes": 10, "mask_seed": 42}
 _STUDY_KEYS = {"title", "prose", "select", "exclude", "show_if", "metric", "baselines", "paired_only", "columns",
-               "figures", "reference"}
+               "figures", "reference", "metric_columns"}
 _FIGURES = ("metric_vs_params", "accuracy_vs_cost", "heatmap")
 
 
@@ -93,6 +93,7 @@ class Study:
     columns: list = field(default_factory=list)
     figures: list = field(default_factory=list)
     reference: dict | None = None
+    metric_columns: bool = True
 
 
 def _selection(mapping: dict | None) -> dict:
@@ -180,7 +181,13 @@ def _reference_column(study: Study, comparison: Comparison) -> tuple[str, list[s
 
 
 def _study_text(study: Study, comparison: Comparison, figures: Path, page: Path) -> str:
-    headers, cells = table(comparison, _columns(study) + lif_columns(comparison))
+    if study.metric_columns:
+        headers, cells = table(comparison, _columns(study) + lif_columns(comparison))
+    else:  # the varying params, the seeds and the study's columns only (a table of sizes)
+        columns = _columns(study)
+        headers = [*comparison.columns, "seeds", *(column.header or column.key for column in columns)]
+        cells = [[*(configuration.settings[key] for key in comparison.columns), ", ".join(configuration.seeds),
+                  *(column.cell(configuration) for column in columns)] for configuration in comparison.configurations]
     reference = _reference_column(study, comparison)
     if reference is not None:
         headers.append(reference[0])
@@ -190,7 +197,8 @@ def _study_text(study: Study, comparison: Comparison, figures: Path, page: Path)
                      for name, figure in _study_figures(study, comparison))
     lines = "".join(f"- {line}\n" for line in notes(comparison))
     return (f"### {study.title}\n\n" + (f"{study.prose.strip()}\n\n" if study.prose else "")
-            + f"**{headline(comparison)}**\n\n" + images + markdown.table(headers, cells)
+            + (f"**{headline(comparison)}**\n\n" if study.metric_columns else "") + images
+            + markdown.table(headers, cells)
             + ("\n" + lines if lines else "") + "\n")
 
 

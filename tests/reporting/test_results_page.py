@@ -345,6 +345,9 @@ def test_page_has_the_readout_and_weight_initialisation_ablations(fake_page):
     assert "**Best test_accuracy: model.weight_init=fan_in with 82.00 ± 0.00 %" in text
     sizes = _study(text, "Model sizes measured from the masks")
     assert len(sizes) == 7 and {"density_fc1", "connections_total", "of dense"} <= set(sizes[0])
+    assert not {LAST, "n", "lif_beta_lif1"} & set(sizes[0]), "sizes only: no accuracy or learned LIF columns"
+    sizes_text = text[text.index("### Model sizes measured from the masks"):]
+    assert "**Best" not in sizes_text.split("###")[1], "no headline sentence above the sizes"
 
 
 def test_page_compares_runs_that_differ_in_a_setting_as_their_own_configurations(fake_store, tmp_path):
