@@ -122,21 +122,23 @@ def heatmap_figure(comparison: Comparison, rows: str, columns: str) -> plt.Figur
         return None
     row_values = list(dict.fromkeys(r for cells in panels.values() for r, _ in cells))
     column_values = list(dict.fromkeys(c for cells in panels.values() for _, c in cells))
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
+    # one colour scale for every panel, so that a colour means the same number in each
+    low, high = (function(value for cells in panels.values() for value in cells.values()) for function in (min, max))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), squeeze=False, layout="constrained")
     for axis, (others, cells) in zip(axes[0], panels.items()):
         grid = np.full((len(row_values), len(column_values)), np.nan)
         for (r, c), value in cells.items():
             grid[row_values.index(r), column_values.index(c)] = value
-        image = axis.imshow(grid, cmap="viridis")
-        middle = np.nanmean(grid)
+        image = axis.imshow(grid, cmap="viridis", vmin=low, vmax=high)
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):  # dark text on the bright (high) end of viridis
-                axis.text(j, i, f"{value:.3f}", ha="center", va="center", color="black" if value > middle else "white")
+                axis.text(j, i, f"{value:.3f}", ha="center", va="center",
+                          color="black" if value > (low + high) / 2 else "white")
         axis.set(xticks=range(len(column_values)), xticklabels=column_values, yticks=range(len(row_values)),
-                 yticklabels=row_values, xlabel=columns, ylabel=rows, title=override_label(dict(others)))
-        figure.colorbar(image, ax=axis, fraction=0.046)
+                 yticklabels=row_values, xlabel=columns, ylabel=rows)
+        axis.set_title("\n".join(override_label({key: value}) for key, value in others), fontsize="medium")
+    figure.colorbar(image, ax=axes[0].tolist(), fraction=0.046 / len(panels) ** 0.5)
     figure.suptitle(f"{comparison.metric} (mean over seeds)")
-    figure.tight_layout()
     return figure
 
 

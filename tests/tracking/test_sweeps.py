@@ -192,13 +192,15 @@ def test_report_figures_and_tables_from_rows(tmp_path):
     from g2g.reporting.sweep_report import write_jobs
 
     rows = _rows([({"model.name": model, "model.p_inter": "0.15", "sparsity.name": "dynamic", "sparsity.prune": prune,
-                    "sparsity.grow": grow}, 0.8)
+                    "sparsity.grow": grow}, {"index": 0.8, "mixer": 0.9}[model])
                   for model in ("index", "mixer") for prune in ("set", "hebb") for grow in ("hebb", "random")])
     comparison = compare(rows)
     assert comparison.columns == ["model.name", "sparsity.grow", "sparsity.prune"], "by group, then alphabetical"
     figure = heatmap_figure(comparison, "sparsity.prune", "sparsity.grow")
     # one panel per combination of the other varying params (the model: never pooled over it)
     assert [axis.get_title() for axis in figure.axes if axis.get_title()] == ["model=index", "model=mixer"]
+    assert {image.get_clim() for axis in figure.axes for image in axis.get_images()} == {(0.8, 0.9)}, \
+        "one colour scale for every panel"
     assert metric_vs_param_figure(comparison, "model.p_inter") is None, "one p_inter value: nothing to plot"
     write_jobs(rows, tmp_path)
     with open(tmp_path / "jobs.csv") as file:
