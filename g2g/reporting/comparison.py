@@ -446,27 +446,30 @@ def lif_columns(comparison: Comparison) -> list[Column]:
     return [Column(key) for key in found]
 
 
-def table(comparison: Comparison, extra: list[Column] | None = None) -> tuple[list[str], list[list[str]]]:
+def table(comparison: Comparison, extra: list[Column] | None = None,
+          with_metric: bool = True) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the comparison table: each shown varying param, the metric
     (last epoch, mean ± std in %), n seeds, the best epoch's mean, the paired difference to
-    each baseline, then ``extra`` columns (default: the learned LIF parameters)."""
+    each baseline, then ``extra`` columns (default: the learned LIF parameters). Without
+    ``with_metric``: the varying params, the seeds and ``extra`` only (a table of sizes)."""
     metric = comparison.metric
     extra = lif_columns(comparison) if extra is None else extra
     best = BEST_PREFIX + metric
-    has_best = any(row.get(best) is not None for row in comparison.runs)
-    headers = [*comparison.columns, f"{metric} % (last epoch, mean ± std)", "n", "seeds"]
+    has_best = with_metric and any(row.get(best) is not None for row in comparison.runs)
+    baselines = comparison.baselines if with_metric else []
+    headers = [*comparison.columns, *([f"{metric} % (last epoch, mean ± std)", "n"] if with_metric else []), "seeds"]
     headers += [f"{best} % (mean)"] if has_best else []
-    headers += [baseline.header(metric) for baseline in comparison.baselines]
+    headers += [baseline.header(metric) for baseline in baselines]
     headers += [column.header or column.key for column in extra]
     cells = []
     for index, configuration in enumerate(comparison.configurations):
         row = [configuration.settings[key] for key in comparison.columns]
-        row += [mean_std_text(configuration.values(metric)), str(len(configuration.runs)),
-                ", ".join(configuration.seeds)]
+        row += [mean_std_text(configuration.values(metric)), str(len(configuration.runs))] if with_metric else []
+        row.append(", ".join(configuration.seeds))
         if has_best:
             values = configuration.values(best)
             row.append("" if values is None else f"{100 * statistics.mean(values):.2f}")
-        for baseline in comparison.baselines:
+        for baseline in baselines:
             row.append(difference_text(difference(configuration, baseline.of.get(index), baseline.metric)))
         row += [column.cell(configuration) for column in extra]
         cells.append(row)

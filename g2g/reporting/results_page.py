@@ -181,13 +181,8 @@ def _reference_column(study: Study, comparison: Comparison) -> tuple[str, list[s
 
 
 def _study_text(study: Study, comparison: Comparison, figures: Path, page: Path) -> str:
-    if study.metric_columns:
-        headers, cells = table(comparison, _columns(study) + lif_columns(comparison))
-    else:  # the varying params, the seeds and the study's columns only (a table of sizes)
-        columns = _columns(study)
-        headers = [*comparison.columns, "seeds", *(column.header or column.key for column in columns)]
-        cells = [[*(configuration.settings[key] for key in comparison.columns), ", ".join(configuration.seeds),
-                  *(column.cell(configuration) for column in columns)] for configuration in comparison.configurations]
+    headers, cells = table(comparison, _columns(study) + (lif_columns(comparison) if study.metric_columns else []),
+                           with_metric=study.metric_columns)
     reference = _reference_column(study, comparison)
     if reference is not None:
         headers.append(reference[0])
